@@ -1,0 +1,363 @@
+"""The ``freshloop`` command line (Typer + Rich). It calls services; it never touches the store directly."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from functools import wraps
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import pandas as pd
+import typer
+import yaml
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from .clock import WallClock
+from .errors import FreshloopError, SpecError
+from .spec import LoopSpec, load_spec, load_spec_dict
+
+app = typer.Typer(add_completion=False, no_args_is_help=True,
+                  help="freshloop keeps a production model fresh: one loop, two clocks.")
+quarantine_app = typer.Typer(no_args_is_help=True, help="List, show and re-ingest quarantined rows.")
+app.add_typer(quarantine_app, name="quarantine")
+out = Console()
+err = Console(stderr=True)
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+DEMO_SPEC: dict[str, Any] = {
+    "name": "rainfall",
+    "data": {"label": "rain", "time": "day", "time_unit": "d"},
+    "model": {"estimator": "sklearn.linear_model.LogisticRegression", "params": {"max_iter": 1000},
+              "window": {"period": "1095d"}},
+    "replay": {"batch": {"period": "30d"}, "label_delay": "1d", "warmup": 365,
+               "compare": ["never", "periodic:30d", "periodic:365d", "default"]},
+}
+
+
+def _errors(fn: F) -> F:
+    """One line on stderr and a non-zero exit for every error freshloop raises on purpose."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FreshloopError as e:
+            err.print(f"[red]error[/red] ({e.code}): {e.message}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2 if e.code in ("invalid_spec", "invalid_data") else 1) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    from .data.files import read_submission
+
+    sub = read_submission(path)
+    if sub.malformed:
+        first = sub.malformed[0]
+        raise SpecError(f"{path}: line {first.line}: {first.reason}; fix the file or ingest it "
+                        f"(malformed rows are quarantined there).", field="data", value=str(path))
+    frame = sub.frame
+    if sub.fmt == "csv":
+        for c in frame.columns:  # numbers read as text are typed again here; the loop re-validates
+            num = pd.to_numeric(frame[c].replace("", None), errors="coerce")
+            if num.notna().sum() >= 0.98 * frame[c].replace("", None).notna().sum() and num.notna().any():
+                frame[c] = num
+    return frame
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description:<28}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                    console=err, transient=False)
+
+
+def _run_compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: Path, policies: list[str], workers: int,
+                 title: str) -> dict[str, dict[str, Any]]:
+    from .replay import compare, write_report
+
+    with _progress() as bar:
+        tasks = {name: bar.add_task(name, total=None) for name in policies}
+
+        def tell(name: str, done: int, total: int) -> None:
+            bar.update(tasks[name], completed=done, total=total)
+
+        results = compare(spec, frame, out_dir, policies, workers=workers, on_progress=tell)
+    report = write_report(results, out_dir / "report.html", title=title)
+    _print_results(results)
+    out.print(f"wrote {out_dir / 'summary.json'} and {report}")
+    return results
+
+
+def _print_results(results: dict[str, dict[str, Any]]) -> None:
+    from .replay import summary_rows
+
+    rows = summary_rows(results)
+    first = next(iter(results.values()))
+    table = Table(title=f"{first['metric_name']} under a {first['spec']['replay']['label_delay']} label delay "
+                        f"(staleness in {first['time_unit']})")
+    for k in rows[0]:
+        table.add_column(k, justify="left" if k == "policy" else "right")
+    for r in rows:
+        table.add_row(*["" if v is None else (f"{v:.4f}" if k == "metric" else str(v)) for k, v in r.items()])
+    out.print(table)
+
+
+@app.command()
+@_errors
+def demo(out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("freshloop-demo"),
+         workers: Annotated[int, typer.Option(help="parallel replays")] = 2) -> None:
+    """Replay the NOAA rainfall stream through the loop under several policies and write a report."""
+    from .datasets import load_rainfall
+
+    started = time.perf_counter()
+    spec = load_spec_dict(DEMO_SPEC)
+    frame = load_rainfall()
+    out.print(f"Replaying rainfall ({len(frame):,} daily rows, 8 features, label 'rain') through the loop: "
+              f"{', '.join(spec.replay.compare or [])}.")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "loop.yaml").write_text(yaml.safe_dump(DEMO_SPEC, sort_keys=False))
+    _run_compare(spec, frame, out_dir, list(spec.replay.compare or []), workers, "freshloop demo: rainfall")
+    out.print(f"demo finished in {time.perf_counter() - started:.1f} s")
+
+
+@app.command()
+@_errors
+def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
+         label: Annotated[str, typer.Option(help="label column")],
+         out_path: Annotated[Path, typer.Option("--out", help="spec file to write")] = Path("loop.yaml"),
+         time_col: Annotated[str | None, typer.Option("--time", help="time column")] = None,
+         time_unit: Annotated[str, typer.Option(help="unit of a numeric time column: s, m, h, d")] = "s",
+         name: Annotated[str | None, typer.Option(help="loop name")] = None) -> None:
+    """Write a loop spec for a data file: features and task inferred, schema locked at first ingest."""
+    from .data.schema import infer_schema
+    from .spec import DataSpec
+
+    frame = _read_table(data)
+    if len(frame) == 0:
+        raise SpecError(f"{data}: no rows (rule: init needs rows to infer features).", field="data")
+    if time_col and time_col not in frame.columns:
+        raise SpecError(f"--time: column {time_col!r} not in {data} (rule: must name a column). Columns are "
+                        f"{list(frame.columns)!r}.", field="data.time", value=time_col)
+    dspec = DataSpec.model_validate({"label": label, "time": time_col, "time_unit": time_unit})
+    schema = infer_schema(frame, dspec)
+    n = len(frame)
+    batch_rows = max(10, min(500, n // 100))
+    spec: dict[str, Any] = {
+        "name": name or "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in data.stem) or "loop",
+        "data": {"label": label, "task": schema.task, "time": time_col, "time_unit": time_unit,
+                 "features": [{"name": f.name, "kind": f.kind} for f in schema.features]},
+        "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier" if schema.task == "classification"
+                  else "sklearn.ensemble.HistGradientBoostingRegressor", "params": {}, "scale": False,
+                  "window": {"rows": max(1000, min(20000, n // 4))}},
+        "replay": {"batch": {"rows": batch_rows}, "label_delay": "0s", "warmup": max(200, min(5000, n // 10))},
+    }
+    if time_col is None:
+        spec["data"].pop("time")
+    load_spec_dict(spec)
+    header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
+    if schema.excluded:
+        header += f"# Left out as features (row counters or id-like): {', '.join(schema.excluded)}\n"
+    out_path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    out.print(f"wrote {out_path}: {len(schema.features)} features "
+              f"({sum(f.kind == 'numeric' for f in schema.features)} numeric, "
+              f"{sum(f.kind == 'categorical' for f in schema.features)} categorical), task {schema.task}")
+
+
+@app.command()
+@_errors
+def replay(spec_path: Annotated[Path, typer.Argument(help="loop spec (YAML)")],
+           out_dir: Annotated[Path, typer.Option("--out", help="output folder")] = Path("freshloop-replay"),
+           data: Annotated[Path | None, typer.Option(help="data file to replay")] = None,
+           stream: Annotated[str | None, typer.Option(help="built-in stream instead of a file")] = None,
+           compare_: Annotated[str | None, typer.Option("--compare", help="comma-separated policies")] = None,
+           workers: Annotated[int, typer.Option(help="parallel replays")] = 2) -> None:
+    """Replay a stream through the loop (several policies side by side) and write summary.json + report.html."""
+    from .datasets import load_stream
+    from .replay import default_compare
+
+    spec = load_spec(spec_path)
+    if stream:
+        frame, _ = load_stream(stream)
+    elif data:
+        frame = _read_table(data)
+    else:
+        raise SpecError("replay: give --data FILE or --stream NAME (rule: a replay needs a stream).", field="data")
+    if compare_:
+        policies = [p.strip() for p in compare_.split(",") if p.strip()]
+    else:
+        policies = spec.replay.compare or default_compare(spec)
+    _run_compare(spec, frame, out_dir, policies, workers, f"freshloop replay: {spec.name}")
+
+
+def _open(spec_path: Path) -> Any:
+    from .loop import Loop
+
+    return Loop(load_spec(spec_path), clock=WallClock(), actor="cli")
+
+
+@app.command()
+@_errors
+def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+           file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON file")],
+           source: Annotated[str, typer.Option(help="source name")] = "cli",
+           batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None) -> None:
+    """Validate and store a batch; bad rows are quarantined with reasons (exit code 3 if any)."""
+    loop = _open(spec_path)
+    try:
+        res = loop.ingest_file(str(file), source=source, batch_id=batch_id)
+    finally:
+        loop.close()
+    out.print_json(json.dumps(res.to_dict()))
+    if res.quarantined:
+        for r in res.reasons[:5]:
+            err.print(f"[yellow]quarantined[/yellow] {file}: {r}", highlight=False)
+        raise typer.Exit(3)
+
+
+@app.command()
+@_errors
+def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
+    """Run one pass of the loop on the wall clock (what the serve worker does periodically)."""
+    loop = _open(spec_path)
+    try:
+        rep = loop.tick()
+    finally:
+        loop.close()
+    out.print(f"{rep.decision.kind if rep.decision else 'none'}: "
+              f"{'; '.join(rep.decision.reasons) if rep.decision else ''}", highlight=False)
+    if rep.verdict:
+        out.print(f"verdict: {'passed' if rep.verdict.passed else 'rejected'}: {rep.verdict.reason}", highlight=False)
+    if rep.promoted:
+        out.print(f"promoted version {rep.promoted}")
+
+
+@app.command()
+@_errors
+def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
+    """List model versions and aliases."""
+    loop = _open(spec_path)
+    try:
+        aliases = loop.registry.aliases()
+        table = Table(title="model versions")
+        for c in ("version", "aliases", "run", "snapshot", "rows", "gate", "sha256"):
+            table.add_column(c)
+        for v in loop.registry.versions():
+            names = ",".join(k for k, x in aliases.items() if x == v.version)
+            table.add_row(str(v.version), names, v.run_id, str(v.lineage.get("snapshot_id")),
+                          str(v.lineage.get("train_rows")), f"{v.lineage.get('gate_score', float('nan')):.4f}",
+                          v.artifact_sha256[:12])
+        out.print(table)
+    finally:
+        loop.close()
+
+
+@app.command()
+@_errors
+def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+            kind: Annotated[str | None, typer.Option(help="only events of this kind")] = None,
+            limit: Annotated[int, typer.Option(help="newest N events")] = 50) -> None:
+    """Print the event log: every state change with actor, reason and time."""
+    loop = _open(spec_path)
+    try:
+        events = loop.events.list(kind)[-limit:]
+    finally:
+        loop.close()
+    table = Table(title="events")
+    for c in ("id", "at", "kind", "actor", "reason"):
+        table.add_column(c, overflow="fold")
+    for e in events:
+        table.add_row(str(e["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"])), e["kind"], e["actor"],
+                      e["reason"])
+    out.print(table)
+
+
+@app.command()
+@_errors
+def promote(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+            version: Annotated[int, typer.Argument(help="model version")],
+            reason: Annotated[str, typer.Option(help="why (recorded)")],
+            actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
+    """Make a version the champion (one compare-and-set alias move, recorded)."""
+    loop = _open(spec_path)
+    try:
+        loop.promote(version, actor=actor, reason=reason)
+    finally:
+        loop.close()
+    out.print(f"champion -> version {version}")
+
+
+@app.command()
+@_errors
+def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+             reason: Annotated[str, typer.Option(help="why (recorded)")],
+             actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
+    """Abort a rollout, or move the champion back to the version it replaced."""
+    loop = _open(spec_path)
+    try:
+        version = loop.rollback(actor=actor, reason=reason)
+    finally:
+        loop.close()
+    out.print(f"champion -> version {version}")
+
+
+@quarantine_app.command("list")
+@_errors
+def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+                    all_: Annotated[bool, typer.Option("--all", help="include re-ingested items")] = False) -> None:
+    loop = _open(spec_path)
+    try:
+        items = loop.data.quarantined(None if all_ else "held")
+    finally:
+        loop.close()
+    table = Table(title="quarantine")
+    for c in ("id", "batch", "rows", "status", "reasons"):
+        table.add_column(c, overflow="fold")
+    for q in items:
+        table.add_row(q["id"], q["batch_id"], str(q["rows"]), q["status"], "; ".join(q["reasons"][:3]))
+    out.print(table)
+
+
+@quarantine_app.command("show")
+@_errors
+def quarantine_show(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+                    item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
+    loop = _open(spec_path)
+    try:
+        frame = loop.data.read_quarantine(item)
+    finally:
+        loop.close()
+    out.print(frame.to_string(max_rows=50))
+
+
+@quarantine_app.command("reingest")
+@_errors
+def quarantine_reingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+                        item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
+    """Submit quarantined rows again (after fixing the spec); what still fails is quarantined again."""
+    loop = _open(spec_path)
+    try:
+        res = loop.data.reingest(item, now=loop.clock.now())
+    finally:
+        loop.close()
+    out.print_json(json.dumps(res.to_dict()))
+
+
+@app.command()
+@_errors
+def check(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
+    """Validate a spec file and print it with every default filled in."""
+    spec = load_spec(spec_path)
+    out.print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
+
+
+def main() -> None:  # pragma: no cover - console entry
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,97 @@
+"""Time is injected, never read inside the stages.
+
+The loop asks a :class:`Clock` for ``now``; production uses :class:`WallClock`, replay uses a
+:class:`SimulatedClock` moved by the driver. Times are POSIX seconds (floats); durations are
+seconds too, parsed from strings such as ``"30d"`` by :func:`parse_duration`.
+
+Examples
+--------
+>>> clock = SimulatedClock(start=0.0)
+>>> clock.advance_to(86400.0)
+>>> clock.now()
+86400.0
+>>> parse_duration("30d"), parse_duration("1.5h"), parse_duration(90)
+(2592000.0, 5400.0, 90.0)
+"""
+
+from __future__ import annotations
+
+import re
+import time
+from typing import Protocol
+
+__all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "parse_duration"]
+
+_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
+
+
+class Clock(Protocol):
+    def now(self) -> float: ...
+
+
+class WallClock:
+    """The real time, for ``freshloop serve``."""
+
+    def now(self) -> float:
+        return time.time()
+
+    def __repr__(self) -> str:
+        return "WallClock()"
+
+
+class SimulatedClock:
+    """A clock the replay driver moves; it never goes backwards."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.start = start
+        self._now = float(start)
+
+    def now(self) -> float:
+        return self._now
+
+    def advance_to(self, t: float) -> None:
+        if t < self._now:
+            raise ValueError(f"SimulatedClock cannot go backwards: {t} < {self._now}")
+        self._now = float(t)
+
+    def __repr__(self) -> str:
+        return f"SimulatedClock(now={self._now})"
+
+
+def parse_duration(value: str | float | int) -> float:
+    """Seconds in ``value``: a number of seconds or a string like ``"90s"``, ``"12h"``, ``"30d"``, ``"1y"``.
+
+    >>> parse_duration("2w")
+    1209600.0
+    >>> parse_duration("soon")
+    Traceback (most recent call last):
+    ...
+    ValueError: must be a duration such as '30d', '12h' or a number of seconds >= 0. Got 'soon' instead.
+    """
+    if isinstance(value, bool):
+        raise ValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
+                         f"Got {value!r} instead.")
+    if isinstance(value, int | float):
+        if value < 0 or value != value:
+            raise ValueError(f"must be a duration >= 0. Got {value!r} instead.")
+        return float(value)
+    m = _DURATION.match(str(value))
+    if not m:
+        raise ValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
+                         f"Got {value!r} instead.")
+    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+
+
+def format_duration(seconds: float) -> str:
+    """A short human form: ``format_duration(86400 * 3)`` is ``'3d'``.
+
+    >>> format_duration(5400), format_duration(86400 * 3), format_duration(30)
+    ('1.5h', '3d', '30s')
+    """
+    for unit in ("y", "w", "d", "h", "m"):
+        size = _UNITS[unit]
+        if seconds >= size and (seconds / size) == round(seconds / size, 1):
+            n = seconds / size
+            return f"{n:g}{unit}"
+    return f"{seconds:g}s"

@@ -1,0 +1,165 @@
+"""The locked schema: feature kinds, learned ranges and domains, label classes.
+
+A loop's schema is inferred from its first accepted batch (or taken from the spec) and then locked;
+every later batch is validated against it.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from freshloop.spec import DataSpec
+>>> df = pd.DataFrame({"x": [1.5, 2.0, 3.0], "c": ["a", "b", "a"], "y": [0, 1, 0]})
+>>> schema = infer_schema(df, DataSpec(label="y"))
+>>> [(f.name, f.kind) for f in schema.features], schema.task, schema.classes
+([('x', 'numeric'), ('c', 'categorical')], 'classification', (0, 1))
+>>> schema.feature("x").low, schema.feature("x").high
+(1.5, 3.0)
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..errors import DataError
+from ..spec import DataSpec
+
+__all__ = ["Feature", "Schema", "infer_schema", "looks_like_index"]
+
+_MAX_CATEGORIES = 200
+
+
+@dataclass(frozen=True)
+class Feature:
+    name: str
+    kind: str  # numeric | categorical
+    low: float | None = None
+    high: float | None = None
+    categories: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Schema:
+    label: str
+    task: str
+    features: tuple[Feature, ...]
+    classes: tuple[Any, ...] | None = None
+    time: str | None = None
+    time_unit: str = "s"
+    entity: str | None = None
+    excluded: tuple[str, ...] = field(default=())
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [f.name for f in self.features]
+
+    def feature(self, name: str) -> Feature:
+        for f in self.features:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["classes"] = None if self.classes is None else [_plain(c) for c in self.classes]
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Schema:
+        feats = tuple(Feature(f["name"], f["kind"], f.get("low"), f.get("high"), tuple(f.get("categories") or ()))
+                      for f in d["features"])
+        classes = None if d.get("classes") is None else tuple(d["classes"])
+        return cls(label=d["label"], task=d["task"], features=feats, classes=classes, time=d.get("time"),
+                   time_unit=d.get("time_unit", "s"), entity=d.get("entity"),
+                   excluded=tuple(d.get("excluded") or ()))
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if isinstance(v, np.generic) else v
+
+
+def _as_numeric(s: pd.Series) -> pd.Series | None:
+    """The column as floats if it is numeric (or numeric text), else None."""
+    if pd.api.types.is_bool_dtype(s):
+        return None
+    if pd.api.types.is_numeric_dtype(s):
+        return s.astype(float)
+    text = s.astype("string").str.strip()
+    present = text.notna() & (text != "")
+    if not present.any():
+        return None
+    num = pd.to_numeric(text.where(present), errors="coerce")
+    if num[present].notna().mean() >= 0.98:
+        return num.astype(float)
+    return None
+
+
+def looks_like_index(s: pd.Series) -> bool:
+    """A row counter (0, 1, 2, … or 1, 2, 3, …), which would leak position into a model."""
+    num = _as_numeric(s)
+    if num is None or len(num) < 10 or num.isna().any():
+        return False
+    diffs = np.diff(num.to_numpy())
+    return bool(np.all(diffs == 1) and num.iloc[0] in (0, 1))
+
+
+def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
+    """Infer feature kinds, ranges, domains and the task from a first batch."""
+    if spec.label not in df.columns:
+        raise DataError(f"column {spec.label!r}: the label column is missing (rule: data.label must name a "
+                        f"column). Columns are {list(df.columns)!r}.", field="data.label", value=spec.label)
+    label = df[spec.label]
+    task = spec.task
+    label_num = _as_numeric(label)
+    if task is None:
+        nunique = label.nunique(dropna=True)
+        is_float = label_num is not None and not np.allclose(label_num.dropna() % 1, 0)
+        task = "regression" if label_num is not None and (is_float or nunique > 20) else "classification"
+    classes: tuple[Any, ...] | None = None
+    if task == "classification" and spec.classes:
+        classes = tuple(sorted(spec.classes, key=str))
+    elif task == "classification":
+        values = label_num.dropna().astype(int) if label_num is not None and label_num.dropna().mod(1).eq(0).all() \
+            else label.dropna().astype(str)
+        classes = tuple(sorted({_plain(v) for v in values}))
+        if len(classes) < 2:
+            raise DataError(f"column {spec.label!r}: classification needs at least 2 classes in the first batch "
+                            f"or data.classes in the spec. Got {list(classes)!r}.", field="data.label", value=list(classes))
+    reserved = {spec.label, spec.time, spec.entity}
+    excluded: list[str] = []
+    feats: list[Feature] = []
+    declared = {f.name: f.kind for f in spec.features} if spec.features else None
+    names = list(declared) if declared is not None else [c for c in df.columns if c not in reserved]
+    for name in names:
+        if name not in df.columns:
+            raise DataError(f"column {name!r}: declared in data.features but missing from the data.",
+                            field="data.features", value=name)
+        s = df[name]
+        kind = declared.get(name) if declared else None
+        num = _as_numeric(s)
+        if kind is None:
+            if not str(name).strip() or str(name).startswith("Unnamed:") or looks_like_index(s):
+                excluded.append(str(name))
+                continue
+            kind = "numeric" if num is not None else "categorical"
+        if kind == "numeric":
+            if num is None:
+                raise DataError(f"column {name!r}: declared numeric but its values are not numbers.",
+                                field=f"data.features.{name}", rule="numeric", value=name)
+            finite = num[np.isfinite(num)]
+            feats.append(Feature(str(name), "numeric", float(finite.min()) if len(finite) else None,
+                                 float(finite.max()) if len(finite) else None))
+        else:
+            cats = s.dropna().astype(str)
+            counts = cats.value_counts()
+            if declared is None and len(counts) > max(_MAX_CATEGORIES, 0.5 * len(s)):
+                excluded.append(str(name))  # an id-like column: every value new
+                continue
+            feats.append(Feature(str(name), "categorical", categories=tuple(sorted(counts.index[:_MAX_CATEGORIES]))))
+    if not feats:
+        raise DataError("no usable feature columns (rule: at least one feature besides label, time and entity).",
+                        field="data.features")
+    return Schema(label=spec.label, task=task, features=tuple(feats), classes=classes, time=spec.time,
+                  time_unit=spec.time_unit, entity=spec.entity, excluded=tuple(excluded))

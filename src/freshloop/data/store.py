@@ -1,0 +1,351 @@
+"""The data stage: ingest, validate, quarantine, version.
+
+Accepted rows go to immutable Parquet batches, rejected rows to quarantine Parquet files with their
+reasons, and the raw submission bytes are kept too. Ingest is idempotent by (source, batch id) and
+content hash. An in-memory view of accepted rows and matured labels makes snapshots cheap; it is
+rebuilt from the Parquet files when a store is reopened.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ..errors import ConflictError, DataError, NotFoundError
+from ..spec import DataSpec, WindowSpec
+from ..store import BlobStore, MetadataStore
+from .files import MalformedRow, read_submission
+from .schema import Schema, infer_schema
+from .snapshot import Snapshot, snapshot_id, window_start
+from .validate import coerce_label, validate_frame
+
+__all__ = ["DataStore", "IngestResult"]
+
+
+@dataclass
+class IngestResult:
+    batch_id: str
+    kind: str
+    source: str
+    source_batch_id: str
+    status: str  # accepted | partial | quarantined
+    submitted: int
+    accepted: int
+    quarantined: int
+    reasons: list[str]
+    quarantine_id: str | None = None
+    replayed: bool = False  # True when this key was seen before and the first answer is returned
+    unknown_row_ids: int = 0
+    accepted_frame: pd.DataFrame | None = field(default=None, repr=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k != "accepted_frame"}
+
+
+def _hash_frame(frame: pd.DataFrame, extra: list[Any] | None = None) -> str:
+    h = hashlib.sha256()
+    h.update(repr(list(frame.columns)).encode())
+    try:
+        hashed = pd.util.hash_pandas_object(frame, index=False)
+    except TypeError:  # unhashable cells (lists, dicts): hash their text
+        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False)
+    h.update(hashed.to_numpy().tobytes())
+    if extra is not None:
+        h.update(repr(extra).encode())
+    return h.hexdigest()
+
+
+def _to_parquet(frame: pd.DataFrame) -> bytes:
+    try:
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        table = pa.Table.from_pandas(frame.astype(str).where(frame.notna(), None), preserve_index=False)
+    buf = io.BytesIO()
+    pq.write_table(table, buf)
+    return buf.getvalue()
+
+
+def _from_parquet(data: bytes) -> pd.DataFrame:
+    return pq.read_table(io.BytesIO(data)).to_pandas()
+
+
+class DataStore:
+    """Accepted batches, quarantine, matured labels and snapshots of one loop."""
+
+    def __init__(self, name: str, spec: DataSpec, meta: MetadataStore, blobs: BlobStore) -> None:
+        self.name = name
+        self.spec = spec
+        self.meta = meta
+        self.blobs = blobs
+        locked = meta.get_schema(name)
+        self.schema: Schema | None = Schema.from_dict(locked) if locked else None
+        self._parts: list[pd.DataFrame] = []
+        self._table = pd.DataFrame()
+        self._pos: dict[str, int] = {}
+        self._n = 0
+        self._label = np.empty(0, dtype=object)
+        self._label_time = np.empty(0, dtype=float)
+        self._label_batch = np.empty(0, dtype=object)
+        self._pending: dict[str, tuple[Any, float, str]] = {}
+        self._snapshot_rows: dict[str, np.ndarray] = {}
+        self._reload()
+
+    # -- ingest -------------------------------------------------------------------------------
+    def ingest(self, frame: pd.DataFrame, *, now: float, source: str = "api", batch_id: str | None = None,
+               row_ids: list[str] | None = None, raw: bytes | None = None,
+               malformed: list[MalformedRow] | None = None) -> IngestResult:
+        """Validate and store a batch of feature rows (labels may be included inline)."""
+        malformed = malformed or []
+        if len(frame) == 0 and not malformed:
+            raise DataError("batch: empty (rule: a batch holds at least one row).", field="rows", rule="non-empty")
+        if row_ids is not None and len(row_ids) != len(frame):
+            raise DataError(f"row_ids: {len(row_ids)} ids for {len(frame)} rows (rule: one id per row).",
+                            field="row_ids", value=len(row_ids))
+        content = hashlib.sha256(raw).hexdigest() if raw is not None else _hash_frame(frame, row_ids)
+        key = batch_id or content
+        prior = self._idempotent("features", source, key, content)
+        if prior is not None:
+            return prior
+        if self.schema is None:
+            if len(frame) == 0:
+                raise DataError("batch: no readable rows to learn the schema from.", field="rows")
+            self.schema = Schema.from_dict(self.meta.lock_schema(self.name, infer_schema(frame, self.spec).to_dict(),
+                                                                 now))
+        bid = self._batch_id("features", source, key)
+        res = validate_frame(frame, self.schema, self.spec.quality, now=now)
+        rejected = res.rejected
+        if malformed:
+            extra = pd.DataFrame({"_row": [m.line if m.line is not None else -1 for m in malformed],
+                                  "_text": [m.text for m in malformed], "_reason": [m.reason for m in malformed]})
+            rejected = pd.concat([rejected, extra], ignore_index=True)
+        acc = res.accepted
+        ids = [row_ids[i] for i in acc["_row"]] if row_ids is not None else [f"{bid}:{i}" for i in acc["_row"]]
+        acc = acc.drop(columns="_row")
+        acc.insert(0, "_row_id", ids)
+        acc.insert(1, "_arrived", float(now))
+        if len(ids) != len(set(ids)) or any(i in self._pos for i in ids):
+            raise ConflictError("row_ids: every row id must be new (rule: a row is ingested once).",
+                                field="row_ids", rule="unique")
+        return self._commit("features", bid, source, key, content, len(frame) + len(malformed), acc, rejected,
+                            res.batch_reasons, raw, now)
+
+    def ingest_file(self, path: str, *, now: float, source: str = "file", batch_id: str | None = None
+                    ) -> IngestResult:
+        sub = read_submission(path)
+        return self.ingest(sub.frame, now=now, source=source, batch_id=batch_id, raw=sub.raw,
+                           malformed=sub.malformed)
+
+    def ingest_labels(self, row_ids: list[str], labels: list[Any], *, now: float, source: str = "feedback",
+                      batch_id: str | None = None) -> IngestResult:
+        """Store labels for earlier rows; they count as matured from ``now`` on."""
+        if self.schema is None:
+            raise DataError("labels: no schema is locked yet (rule: ingest feature rows before their labels).",
+                            field="labels")
+        if len(row_ids) != len(labels):
+            raise DataError(f"labels: {len(labels)} labels for {len(row_ids)} row ids (rule: one label per id).",
+                            field="labels")
+        ids = np.array([str(r) for r in row_ids], dtype=object)
+        frame = pd.DataFrame({"_row_id": ids, "label": labels})
+        content = _hash_frame(frame)
+        key = batch_id or content
+        prior = self._idempotent("labels", source, key, content)
+        if prior is not None:
+            return prior
+        bid = self._batch_id("labels", source, key)
+        typed, bad_s, msgs = coerce_label(frame["label"], self.schema)
+        bad = bad_s.to_numpy(dtype=bool)
+        missing = typed.isna().to_numpy(dtype=bool) & ~bad
+        ok = ~(bad | missing)
+        acc = pd.DataFrame({"_row_id": ids[ok], "_label": typed.to_numpy(dtype=object)[ok],
+                            "_label_time": np.full(int(ok.sum()), float(now))})
+        rej = frame[~ok].reset_index(drop=True) if not ok.all() else frame.iloc[:0].copy()
+        if len(rej):
+            reasons = np.full(len(frame), "", dtype=object)
+            reasons[bad] = msgs
+            reasons[missing] = f"field {self.schema.label!r}: required (got a missing value)"
+            rej["_row"] = np.flatnonzero(~ok)
+            rej["_reason"] = reasons[~ok]
+        result = self._commit("labels", bid, source, key, content, len(frame), acc, rej, [], None, now)
+        result.unknown_row_ids = int(sum(1 for r in acc["_row_id"] if r not in self._pos))
+        return result
+
+    def _batch_id(self, kind: str, source: str, key: str) -> str:
+        return "b-" + hashlib.sha256(f"{kind}\0{source}\0{key}".encode()).hexdigest()[:16]
+
+    def _idempotent(self, kind: str, source: str, key: str, content: str) -> IngestResult | None:
+        row = self.meta.find_batch(source, key)
+        if row is None:
+            return None
+        if row["content_hash"] != content or row["kind"] != kind:
+            raise ConflictError(f"batch {key!r} from {source!r} was already ingested with different content "
+                                f"(rule: a batch id names one content).", field="batch_id", rule="idempotency",
+                                value=key)
+        q = [r["id"] for r in self.meta.list_quarantine() if r["batch_id"] == row["id"]]
+        return IngestResult(row["id"], kind, source, key, row["status"], row["rows_submitted"], row["rows_accepted"],
+                            row["rows_quarantined"], list(row["reasons"]), q[0] if q else None, replayed=True)
+
+    def _commit(self, kind: str, bid: str, source: str, key: str, content: str, submitted: int,
+                acc: pd.DataFrame, rej: pd.DataFrame, batch_reasons: list[str], raw: bytes | None,
+                now: float) -> IngestResult:
+        if len(acc) + len(rej) != submitted:  # the invariant that nothing is lost
+            raise AssertionError(f"ingest lost rows: {len(acc)} + {len(rej)} != {submitted}")
+        path = f"batches/{kind}/{bid}.parquet" if len(acc) else None
+        if path:
+            self.blobs.put_bytes(path, _to_parquet(acc))
+        raw_path = None
+        if raw is not None:
+            raw_path = f"raw/{hashlib.sha256(raw).hexdigest()}"
+            if not self.blobs.exists(raw_path):
+                self.blobs.put_bytes(raw_path, raw)
+        reasons = list(dict.fromkeys(batch_reasons + [r for r in rej.get("_reason", []) if r]))[:20]
+        qrow = None
+        if len(rej):
+            qid = "q-" + bid[2:]
+            qpath = f"quarantine/{qid}.parquet"
+            self.blobs.put_bytes(qpath, _to_parquet(rej))
+            qrow = dict(id=qid, batch_id=bid, rows=len(rej), reasons=reasons, path=qpath, status="held",
+                        reingested_as=None, created_at=now)
+        status = "accepted" if not len(rej) else ("quarantined" if not len(acc) else "partial")
+        times = acc["_time"] if "_time" in acc else pd.Series([now])
+        self.meta.add_batch(dict(id=bid, kind=kind, source=source, source_batch_id=key, content_hash=content,
+                                 status=status, rows_submitted=submitted, rows_accepted=len(acc),
+                                 rows_quarantined=len(rej), path=path, raw_path=raw_path,
+                                 t_min=float(times.min()) if len(acc) else None,
+                                 t_max=float(times.max()) if len(acc) else None, created_at=now,
+                                 reasons=reasons), qrow)
+        if len(acc):
+            self._apply(kind, bid, acc)
+        return IngestResult(bid, kind, source, key, status, submitted, len(acc), len(rej), reasons,
+                            qrow["id"] if qrow else None, accepted_frame=acc)
+
+    # -- in-memory view -----------------------------------------------------------------------
+    def _apply(self, kind: str, bid: str, acc: pd.DataFrame) -> None:
+        if kind == "features":
+            acc = acc.assign(_batch=bid)
+            label = self.schema.label if self.schema else None
+            start = self._n + sum(len(p) for p in self._parts)
+            self._parts.append(acc)
+            for i, rid in enumerate(acc["_row_id"]):
+                self._pos[rid] = start + i
+            self._grow(start + len(acc))
+            if label and label in acc:
+                has = acc[label].notna().to_numpy()
+                idx = start + np.flatnonzero(has)
+                self._label[idx] = acc[label].to_numpy()[has]
+                self._label_time[idx] = acc["_arrived"].to_numpy()[has]
+                self._label_batch[idx] = bid
+            for rid in list(acc["_row_id"]):
+                if rid in self._pending:
+                    lab, t, lb = self._pending.pop(rid)
+                    p = self._pos[rid]
+                    self._label[p], self._label_time[p], self._label_batch[p] = lab, t, lb
+        else:
+            for rid, lab, t in zip(acc["_row_id"], acc["_label"], acc["_label_time"], strict=True):
+                p = self._pos.get(rid)
+                if p is None:
+                    self._pending[rid] = (lab, float(t), bid)
+                else:
+                    self._label[p], self._label_time[p], self._label_batch[p] = lab, float(t), bid
+
+    def _grow(self, n: int) -> None:
+        if n <= len(self._label):
+            return
+        cap = max(n, 2 * len(self._label), 1024)
+        for attr, fill, dt in (("_label", None, object), ("_label_time", np.inf, float),
+                               ("_label_batch", None, object)):
+            old = getattr(self, attr)
+            new = np.full(cap, fill, dtype=dt)
+            new[: len(old)] = old
+            setattr(self, attr, new)
+
+    def table(self) -> pd.DataFrame:
+        """All accepted feature rows, in ingest order (positions match the label arrays)."""
+        if self._parts:
+            parts = ([self._table] if len(self._table) else []) + self._parts
+            self._table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+            self._parts = []
+            self._n = len(self._table)
+        return self._table
+
+    def _reload(self) -> None:
+        for b in self.meta.list_batches():
+            if b["path"] and b["rows_accepted"]:
+                self._apply(b["kind"], b["id"], _from_parquet(self.blobs.get_bytes(b["path"])))
+
+    @property
+    def rows(self) -> int:
+        return self._n + sum(len(p) for p in self._parts)
+
+    def labels_for(self, row_ids: list[str]) -> list[Any]:
+        return [self._label[self._pos[r]] if r in self._pos else None for r in row_ids]
+
+    # -- snapshots ----------------------------------------------------------------------------
+    def snapshot(self, window: WindowSpec, *, cutoff: float, now: float) -> Snapshot:
+        """Freeze the labeled rows known at ``cutoff`` within ``window`` as a named dataset version."""
+        table = self.table()
+        n = len(table)
+        times = table["_time"].to_numpy() if n else np.empty(0)
+        lt = self._label_time[:n]
+        mask = (times <= cutoff) & (lt <= cutoff)
+        start = window_start(window, cutoff)
+        if start is not None:
+            mask &= times > start
+        pos = np.flatnonzero(mask)
+        pos = pos[np.argsort(times[pos], kind="stable")]
+        if window.rows is not None:
+            pos = pos[-window.rows:]
+        batch_ids = tuple(sorted(set(table["_batch"].to_numpy()[pos]))) if n else ()
+        label_ids = tuple(sorted(set(self._label_batch[pos]))) if n else ()
+        sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
+        snap = Snapshot(sid, float(cutoff), window.model_dump(), batch_ids, label_ids, int(len(pos)),
+                        float(times[pos].min()) if len(pos) else None, float(times[pos].max()) if len(pos) else None,
+                        float(max(lt[pos].max(), table["_arrived"].to_numpy()[pos].max())) if len(pos) else None)
+        self._snapshot_rows[sid] = pos
+        self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
+        return snap
+
+    def read_snapshot(self, snap: Snapshot) -> pd.DataFrame:
+        """The snapshot's rows (features, ``_time``, ``_row_id``) with their labels in ``_label``."""
+        pos = self._snapshot_rows.get(snap.id)
+        if pos is None:
+            again = self.snapshot(WindowSpec(**snap.window), cutoff=snap.cutoff, now=snap.cutoff)
+            if again.id != snap.id:
+                raise NotFoundError(f"snapshot {snap.id!r} cannot be rebuilt from the stored batches.",
+                                    field="snapshot_id", value=snap.id)
+            pos = self._snapshot_rows[snap.id]
+        table = self.table()
+        out = table.iloc[pos].reset_index(drop=True)
+        return out.assign(_label=self._label[pos])
+
+    # -- quarantine ---------------------------------------------------------------------------
+    def quarantined(self, status: str | None = "held") -> list[dict[str, Any]]:
+        return self.meta.list_quarantine(status)
+
+    def read_quarantine(self, qid: str) -> pd.DataFrame:
+        return _from_parquet(self.blobs.get_bytes(self.meta.get_quarantine(qid)["path"]))
+
+    def reingest(self, qid: str, *, now: float) -> IngestResult:
+        """Submit a quarantined item's rows again (after the schema or spec was fixed)."""
+        item = self.meta.get_quarantine(qid)
+        if item["status"] != "held":
+            raise ConflictError(f"quarantine item {qid!r} was already re-ingested as {item['reingested_as']!r}.",
+                                field="quarantine_id", rule="once", value=qid)
+        frame = self.read_quarantine(qid)
+        if "_text" in frame:
+            frame = frame[frame["_text"].isna()]
+        frame = frame.drop(columns=[c for c in ("_row", "_reason", "_text") if c in frame]).reset_index(drop=True)
+        batch = self.meta.get_batch(item["batch_id"])
+        if batch["kind"] == "labels":
+            res = self.ingest_labels(list(frame["_row_id"]), list(frame["label"]), now=now, source="reingest",
+                                     batch_id=f"{qid}@{now}")
+        else:
+            res = self.ingest(frame, now=now, source="reingest", batch_id=f"{qid}@{now}")
+        self.meta.mark_reingested(qid, res.batch_id)
+        return res

@@ -1,0 +1,213 @@
+"""Row and batch checks against the locked schema.
+
+Every rejected row keeps its original values and gets reasons naming the field, the rule and the
+value; a batch-level failure (a missing column, too many missing values) rejects the whole batch.
+Nothing is dropped: ``len(accepted) + len(rejected) == len(submitted)`` always.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from freshloop.data.schema import Feature, Schema
+>>> from freshloop.spec import QualitySpec
+>>> schema = Schema("y", "classification", (Feature("x", "numeric", 0.0, 10.0),), classes=(0, 1))
+>>> raw = pd.DataFrame({"x": ["1", "abc", "inf", "5"], "y": ["0", "1", "0", "7"]})
+>>> res = validate_frame(raw, schema, QualitySpec(), now=0.0)
+>>> len(res.accepted), len(res.rejected)
+(1, 3)
+>>> list(res.rejected["_reason"])
+["field 'x': must be a number (got 'abc')", "field 'x': must be finite (got inf)", \
+"field 'y': must be one of the known classes [0, 1] (got '7')"]
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..spec import QualitySpec
+from .schema import Schema
+
+__all__ = ["ValidationResult", "coerce_label", "to_seconds", "validate_frame"]
+
+_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+@dataclass
+class ValidationResult:
+    accepted: pd.DataFrame  # typed: _time, features, label (may be missing), entity
+    rejected: pd.DataFrame  # original values plus _row (position in the submission) and _reason
+    batch_reasons: list[str] = field(default_factory=list)
+    row_reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> rows
+
+
+def _text(s: pd.Series) -> pd.Series:
+    return s.astype("string").str.strip()
+
+
+def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(values as float, present-mask, unparseable-mask) as numpy arrays."""
+    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
+        num = s.to_numpy(dtype=float, na_value=np.nan)
+        present = ~np.isnan(num)
+        return num, present, np.zeros(len(s), dtype=bool)
+    text = _text(s)
+    present = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
+    num = pd.to_numeric(text.where(present), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+    return num, present, present & np.isnan(num)
+
+
+def _duplicated(frame: pd.DataFrame) -> np.ndarray:
+    try:
+        hashed = pd.util.hash_pandas_object(frame, index=False)
+    except TypeError:
+        hashed = pd.util.hash_pandas_object(frame.astype(str), index=False)
+    return hashed.duplicated(keep="first").to_numpy()
+
+
+def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
+    """Times as POSIX seconds and a mask of unreadable values: numbers are in ``unit``; text is a date."""
+    num, present, bad = _numbers(s)
+    if not bad.any():
+        return pd.Series(num * _UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
+    dt = pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed")
+    secs = pd.Series(dt.astype("int64") / 1e9, index=s.index).where(dt.notna())
+    return secs, secs.isna()
+
+
+def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, list[str]]:
+    """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
+    if schema.task == "regression":
+        num, present, bad = _numbers(s)
+        inf = present & ~bad & ~np.isfinite(np.nan_to_num(num, nan=0.0))
+        msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" for v in s[bad | inf]]
+        return (pd.Series(np.where(bad | inf, np.nan, num), index=s.index), pd.Series(bad | inf, index=s.index),
+                msgs)
+    classes = list(schema.classes or ())
+    if classes and all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(s) \
+            and not pd.api.types.is_bool_dtype(s):
+        vals = s.to_numpy(dtype=float, na_value=np.nan)
+        present_n = ~np.isnan(vals)
+        ok_n = np.isin(vals, classes)
+        bad_n = present_n & ~ok_n
+        typed_n = pd.Series(np.where(ok_n, vals, np.nan), index=s.index).astype("Int64")
+        msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_n]]
+        return typed_n, pd.Series(bad_n, index=s.index), msgs
+    text = _text(s)
+    present = (text.notna() & (text != "")).fillna(False).astype(bool)
+    if classes and all(isinstance(c, int) for c in classes):
+        num = pd.to_numeric(text.where(present), errors="coerce")
+        ok = num.isin(classes)
+        typed = num.where(ok).astype("Int64")
+    else:
+        ok = text.isin([str(c) for c in classes])
+        typed = text.where(ok).astype(object)
+    bad = present & ~ok.fillna(False).astype(bool)
+    msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad]]
+    return typed, bad, msgs
+
+
+def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, now: float,
+                   require_label: bool = False) -> ValidationResult:
+    n = len(raw)
+    if not isinstance(raw.index, pd.RangeIndex) or raw.index.start != 0:
+        raw = raw.reset_index(drop=True)
+    reasons: list[list[str]] = [[] for _ in range(n)]
+    kinds: dict[str, int] = {}
+    batch_reasons: list[str] = []
+
+    def flag(mask: pd.Series | np.ndarray, msgs: list[str], kind: str) -> None:
+        idx = np.flatnonzero(np.asarray(mask))
+        for i, m in zip(idx, msgs, strict=True):
+            reasons[i].append(m)
+        if len(idx):
+            kinds[kind] = kinds.get(kind, 0) + len(idx)
+
+    missing_cols = [f.name for f in schema.features if f.name not in raw.columns]
+    if require_label and schema.label not in raw.columns:
+        missing_cols.append(schema.label)
+    if schema.time and schema.time not in raw.columns:
+        missing_cols.append(schema.time)
+    for c in missing_cols:
+        batch_reasons.append(f"column {c!r}: missing (rule: every schema column must be present)")
+
+    out: dict[str, Any] = {}
+    if schema.time and schema.time in raw.columns:
+        secs, bad_t = to_seconds(raw[schema.time], schema.time_unit)
+        if bad_t.any():
+            flag(bad_t, [f"field {schema.time!r}: must be a time (got {v!r})" for v in raw[schema.time][bad_t]],
+                 "bad_time")
+        out["_time"] = secs.to_numpy(dtype=float)
+    else:
+        out["_time"] = np.full(n, float(now))
+    fast = [f.name for f in schema.features if f.kind == "numeric" and f.name in raw.columns
+            and pd.api.types.is_float_dtype(raw[f.name].dtype)]
+    block = raw[fast].to_numpy(dtype=float) if fast else np.empty((n, 0))
+    fast_pos = {name: j for j, name in enumerate(fast)}
+    for f in schema.features:
+        if f.name not in raw.columns:
+            continue
+        s = raw[f.name]
+        if f.kind == "numeric":
+            if f.name in fast_pos:
+                num = block[:, fast_pos[f.name]]
+                present = ~np.isnan(num)
+                bad = np.zeros(n, dtype=bool)
+            else:
+                num, present, bad = _numbers(s)
+            if bad.any():
+                flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
+            inf = present & ~bad & np.isinf(num)
+            if inf.any():
+                flag(inf, [f"field {f.name!r}: must be finite (got {v})" for v in num[inf]], "not_finite")
+            if f.low is not None and f.high is not None:
+                span = (f.high - f.low) or max(abs(f.high), 1.0)
+                lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
+                with np.errstate(invalid="ignore"):
+                    out_r = present & ~bad & ~inf & ((num < lo) | (num > hi))
+                if out_r.any():
+                    flag(out_r, [f"field {f.name!r}: must lie within the learned range [{lo:.6g}, {hi:.6g}] "
+                                 f"(got {v:.6g})" for v in num[out_r]], "out_of_range")
+            missing_rate = float((~present).mean()) if n else 0.0
+            out[f.name] = np.where(inf, np.nan, num)
+        else:
+            text = s.astype("string")
+            present = (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
+            missing_rate = float((~present).mean()) if n else 0.0
+            if quality.unseen_categories == "quarantine" and f.categories:
+                unseen = present & ~text.isin(f.categories).fillna(False).astype(bool)
+                flag(unseen, [f"field {f.name!r}: must be a known category (got {v!r})" for v in s[unseen]],
+                     "unseen_category")
+            out[f.name] = text.where(present).astype(object).to_numpy()
+        if missing_rate > quality.max_missing_rate:
+            batch_reasons.append(f"column {f.name!r}: missing rate {missing_rate:.2f} exceeds "
+                                 f"data.quality.max_missing_rate {quality.max_missing_rate}")
+    if schema.label in raw.columns:
+        typed, bad_l, msgs = coerce_label(raw[schema.label], schema)
+        flag(bad_l, msgs, "bad_label")
+        if require_label:
+            absent = typed.isna() & ~bad_l
+            flag(absent, [f"field {schema.label!r}: required (got a missing value)"] * int(absent.sum()),
+                 "missing_label")
+        out[schema.label] = typed.array
+    if schema.entity and schema.entity in raw.columns:
+        out[schema.entity] = raw[schema.entity].astype("string").astype(object).to_numpy()
+    typed_frame = pd.DataFrame(out)
+    if quality.duplicates == "quarantine" and n > 1 and not missing_cols:
+        key = [c for c in typed_frame.columns if c != schema.label]
+        dup = _duplicated(typed_frame[key]) if schema.time or schema.entity else np.zeros(n, dtype=bool)
+        flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
+             * int(dup.sum()), "duplicate")
+
+    bad_rows = np.array([bool(r) for r in reasons], dtype=bool)
+    if batch_reasons:
+        bad_rows[:] = True
+    rejected = raw[bad_rows].copy()
+    rejected["_row"] = np.flatnonzero(bad_rows)
+    rejected["_reason"] = ["; ".join(batch_reasons + reasons[i]) for i in np.flatnonzero(bad_rows)]
+    accepted = typed_frame[~bad_rows]
+    accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
+    return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
+                            batch_reasons=batch_reasons, row_reasons=kinds)

@@ -1,0 +1,574 @@
+"""The loop: one pass through the stages per ``tick()``, on whatever clock it is given.
+
+``freshloop replay`` drives it with a simulated clock over a historical stream; ``freshloop serve``
+drives it with the wall clock behind HTTP. No code path here knows which one is running.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .clock import Clock
+from .data.schema import Schema
+from .data.snapshot import Snapshot
+from .data.store import DataStore, IngestResult
+from .errors import ConflictError, NotFoundError, SpecError
+from .evaluate.gate import Verdict, judge
+from .evaluate.metrics import Metric, default_metric, get_metric
+from .events import EventLog
+from .labels import PredictionLog
+from .monitor import Monitor, Signals
+from .policy import Decision, Policy, PolicyState, Retrain, Skip
+from .registry import Registry
+from .rollout import Rollout, analyze_step, route_to_candidate
+from .spec import LoopSpec
+from .store import open_stores
+from .train import Candidate, Executor, InlineExecutor, ModelBundle, TrainingFailed, TrainRequest, train_candidate
+
+__all__ = ["Loop", "LoopStats", "PredictResult", "TickReport"]
+
+_MAX_REFERENCE_ROWS = 5000
+
+
+@dataclass
+class LoopStats:
+    """Running totals the replay summary and the metrics endpoint read."""
+
+    retrains: int = 0
+    failed_runs: int = 0
+    gate_passed: int = 0
+    gate_failed: int = 0
+    promotions: int = 0
+    rollbacks: int = 0
+    train_rows: int = 0
+    train_seconds: float = 0.0
+    online_rows: int = 0
+    deploy_lags: list[float] = field(default_factory=list)
+
+
+@dataclass
+class PredictResult:
+    row_ids: list[str]
+    predictions: np.ndarray
+    proba: np.ndarray | None
+    versions: np.ndarray
+
+
+@dataclass
+class FeedbackResult:
+    ingest: IngestResult
+    at: list[float]  # when each matured row was predicted
+    scores: list[float]  # per-row metric of what was served
+    unmatched: list[str]  # labeled ids with no logged prediction
+
+
+@dataclass
+class TickReport:
+    now: float
+    decision: Decision | None = None
+    signals: Signals | None = None
+    run_id: str | None = None
+    verdict: Verdict | None = None
+    registered: int | None = None
+    promoted: int | None = None
+    rolled_back: int | None = None
+    rollout_action: str | None = None
+    staleness: float | None = None
+
+
+class Loop:
+    """Ingest → validate → version → monitor → decide → train → gate → register → roll out."""
+
+    def __init__(self, spec: LoopSpec, *, clock: Clock, executor: Executor | None = None, durable: bool = True,
+                 actor: str = "loop") -> None:
+        if spec.store.root is None:
+            raise SpecError("store.root: required to open a loop (rule: a folder for data and artifacts).",
+                            field="store.root")
+        self.spec = spec
+        self.clock = clock
+        self.executor = executor or InlineExecutor()
+        self.actor = actor
+        self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
+        self.data = DataStore(spec.name, spec.data, self.meta, self.blobs)
+        self.registry = Registry(self.meta, self.blobs)
+        self.events = EventLog(self.meta, clock)
+        self.predictions = PredictionLog(self.blobs)
+        self.stats = LoopStats()
+        self.state = PolicyState()
+        self.rollout: Rollout | None = None
+        self.auto_promotion = True
+        self._auto_rollbacks = 0
+        self._champion: tuple[int, ModelBundle, dict[str, Any]] | None = None
+        self._candidate: tuple[int, ModelBundle] | None = None
+        self._monitor: Monitor | None = None
+        self._online_queue: list[tuple[pd.DataFrame, pd.Series]] = []
+        self._last_trained_at: float | None = None
+        self._metric: Metric | None = None
+        self.policy = Policy.from_spec(spec.policy)
+        if self.policy.online and spec.model.mode == "full":
+            self.spec = spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": "online"})})
+        self._restore()
+
+    # -- state --------------------------------------------------------------------------------
+    @property
+    def schema(self) -> Schema | None:
+        return self.data.schema
+
+    @property
+    def metric(self) -> Metric:
+        if self._metric is None:
+            if self.schema is None:
+                raise NotFoundError("no schema yet: ingest a first batch.", field="schema")
+            self._metric = get_metric(self.spec.gate.metric or default_metric(self.schema.task))
+            self.policy = Policy.from_spec(self.spec.policy, bigger_is_better=self._metric.bigger_is_better)
+        return self._metric
+
+    @property
+    def champion_version(self) -> int | None:
+        return self._champion[0] if self._champion else None
+
+    def champion(self) -> ModelBundle:
+        if self._champion is None:
+            raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
+                                field="champion")
+        return self._champion[1]
+
+    def _restore(self) -> None:
+        version = self.registry.alias("champion")
+        if version is not None:
+            self._set_champion(version)
+        runs = self.meta.list_runs()
+        if runs:
+            self._last_trained_at = max(r["created_at"] for r in runs)
+            self.state = PolicyState(retrain_times=tuple(r["created_at"] for r in runs))
+        for row in self.meta.list_rollouts():
+            if row["status"] in ("running", "awaiting_approval") and self._champion:
+                spec = self.spec.rollout
+                self.rollout = Rollout(row["id"], row["version"], row["champion_version"], row["strategy"],
+                                       tuple(spec.steps), row["started_at"], row["step"], row["step_started_at"],
+                                       row["status"], list(row["evidence"]))
+                self._candidate = (row["version"], self.registry.load(row["version"]))
+
+    def _ensure_monitor(self) -> Monitor:
+        if self._monitor is None:
+            assert self.schema is not None
+            self._monitor = Monitor(self.schema, self.spec.policy.triggers, self.metric, self.spec.gate.confidence)
+        return self._monitor
+
+    # -- data ---------------------------------------------------------------------------------
+    def ingest(self, frame: pd.DataFrame, *, source: str = "api", batch_id: str | None = None,
+               row_ids: list[str] | None = None) -> IngestResult:
+        res = self.data.ingest(frame, now=self.clock.now(), source=source, batch_id=batch_id, row_ids=row_ids)
+        self._after_ingest(res)
+        return res
+
+    def ingest_file(self, path: str, *, source: str = "file", batch_id: str | None = None) -> IngestResult:
+        res = self.data.ingest_file(path, now=self.clock.now(), source=source, batch_id=batch_id)
+        self._after_ingest(res)
+        return res
+
+    def _after_ingest(self, res: IngestResult) -> None:
+        if res.replayed:
+            return
+        payload = res.to_dict()
+        if res.accepted:
+            self.events.record("batch_accepted", f"{res.accepted}/{res.submitted} rows accepted", payload)
+        if res.quarantined:
+            self.events.record("batch_quarantined", f"{res.quarantined}/{res.submitted} rows quarantined: "
+                               + "; ".join(res.reasons[:3]), payload)
+        acc = res.accepted_frame
+        if acc is not None and len(acc) and self.schema is not None:
+            mon = self._ensure_monitor()
+            mon.observe_rows(acc)
+            if self.schema.label in acc:
+                labeled = acc[acc[self.schema.label].notna()]
+                mon.new_labels += len(labeled)
+                if self.policy.online and len(labeled):
+                    self._online_queue.append((labeled, labeled[self.schema.label]))
+
+    def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
+                 batch_id: str | None = None) -> FeedbackResult:
+        """Labels for earlier predictions: joined to the log, scored, and stored as training data."""
+        now = self.clock.now()
+        res = self.data.ingest_labels(row_ids, labels, now=now, source=source, batch_id=batch_id)
+        out = FeedbackResult(res, [], [], [])
+        if res.replayed:
+            return out
+        if res.quarantined:
+            self.events.record("labels_quarantined", f"{res.quarantined} labels quarantined: "
+                               + "; ".join(res.reasons[:3]), res.to_dict())
+        assert self.schema is not None
+        classes = list(self.schema.classes or [])
+        mon = self._ensure_monitor()
+        mon.new_labels += res.accepted
+        matured_ids = [r for r, lab in zip(row_ids, labels, strict=True) if r in self.predictions]
+        served_ok = []
+        champ_scores = []
+        truths = self.data.labels_for(matured_ids)
+        for rid, y in zip(matured_ids, truths, strict=True):
+            if y is None:
+                continue
+            rec = self.predictions.pop(rid)
+            assert rec is not None
+            score = float(self.metric.per_row(np.array([y]), np.array([rec.pred]),
+                                              None if rec.proba is None else rec.proba[None, :], classes)[0])
+            out.at.append(rec.at)
+            out.scores.append(score)
+            served_ok.append(rid)
+            champ = self.champion_version
+            if rec.version == champ:
+                champ_scores.append(score)
+            if self.rollout and self.rollout.active and rec.at >= self.rollout.step_started_at:
+                both = {rec.version: (rec.pred, rec.proba), **rec.alternatives}
+                cv, hv = self.rollout.version, self.rollout.champion_version
+                if cv in both and hv in both:
+                    s = {v: float(self.metric.per_row(np.array([y]), np.array([p]), None if pr is None else
+                                                      pr[None, :], classes)[0]) for v, (p, pr) in both.items()}
+                    self.rollout.observe(s[cv], s[hv])
+                    if rec.version != champ and hv == champ:
+                        champ_scores.append(s[hv])
+        mon.observe_outcomes(np.array(champ_scores), 0)
+        out.unmatched = [r for r in row_ids if r not in set(served_ok)]
+        if self.policy.online and served_ok:
+            rows = self._rows_for(served_ok)
+            if len(rows):
+                self._online_queue.append((rows, rows["_label"]))
+        return out
+
+    def _rows_for(self, row_ids: list[str]) -> pd.DataFrame:
+        table = self.data.table()
+        pos = [self.data._pos[r] for r in row_ids if r in self.data._pos]
+        rows = table.iloc[pos].reset_index(drop=True)
+        return rows.assign(_label=self.data._label[pos])
+
+    # -- serving ------------------------------------------------------------------------------
+    def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None,
+                keys: list[str] | None = None) -> PredictResult:
+        """Predictions from the serving model(s); logged for the label join. Routing is by key."""
+        if self._champion is None:
+            raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
+                                field="champion")
+        now = self.clock.now()
+        if row_ids is None:
+            base = hashlib.sha256(f"{now}:{self.predictions.pending}:{id(frame)}".encode()).hexdigest()[:12]
+            row_ids = [f"p-{base}-{i}" for i in range(len(frame))]
+        champ_v, champ, _ = self._champion
+        preds, proba = champ.predict(frame)
+        versions = np.full(len(frame), champ_v)
+        alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
+        if self.rollout and self.rollout.active and self._candidate:
+            cand_v, cand = self._candidate
+            c_preds, c_proba = cand.predict(frame)
+            routed = route_to_candidate(keys or row_ids, self.rollout.share)
+            served = np.where(routed, c_preds, preds)
+            served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)
+            alternatives = {cand_v: (c_preds, c_proba), champ_v: (preds, proba)}
+            versions = np.where(routed, cand_v, champ_v)
+            self.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
+                                 {v: a for v, a in alternatives.items()})
+            # the log's alternatives keep both answers so either side can be scored
+            self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
+            return PredictResult(row_ids, served, served_proba, versions)
+        self.predictions.log(row_ids, now, champ_v, preds, proba, versions, alternatives)
+        self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
+        return PredictResult(row_ids, preds, proba, versions)
+
+    @staticmethod
+    def _pred_score(preds: np.ndarray, proba: np.ndarray | None) -> np.ndarray:
+        if proba is not None:
+            return proba[:, 1] if proba.shape[1] == 2 else proba.max(axis=1)
+        return np.asarray(preds, dtype=float)
+
+    # -- the tick -----------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        now = self.clock.now()
+        report = TickReport(now)
+        if self.schema is None:
+            report.decision = Skip("bootstrap: no data yet")
+            return report
+        self._apply_online(now)
+        if self.rollout and self.rollout.active:
+            self._advance_rollout(now, report)
+        mon = self._ensure_monitor()
+        decision: Decision
+        if self._champion is None:
+            labeled = self._labeled_rows()
+            need = 2 * self.spec.gate.min_holdout_rows
+            if self.meta.find_run(f"bootstrap@{now:.0f}"):
+                decision = Skip("bootstrap: already tried at this time")
+            elif labeled >= need:
+                decision = Retrain(f"bootstrap@{now:.0f}", (f"bootstrap: no champion yet; {labeled} labeled rows",))
+            else:
+                decision = Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model")
+        else:
+            signals = mon.signals(now, last_trained_at=self._last_trained_at,
+                                  champion_since=self._champion[2].get("promoted_at"))
+            report.signals = signals
+            decision = self.policy.decide(signals, self.state)
+            self.state = PolicyState(self.state.retrain_times, decision.streaks)
+            if isinstance(decision, Retrain) and self.rollout and self.rollout.active:
+                decision = Skip(f"rollout of version {self.rollout.version} in progress "
+                                f"(would retrain for {decision.reasons[0]})", decision.streaks)
+            report.staleness = now - float(self._champion[2].get("t_last") or now)
+        report.decision = decision
+        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons))
+        if isinstance(decision, Retrain):
+            self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
+            self._retrain(decision, now, report)
+        return report
+
+    def _labeled_rows(self) -> int:
+        n = self.data.rows
+        return int(np.isfinite(self.data._label_time[:n]).sum())
+
+    def _apply_online(self, now: float) -> None:
+        if not self.policy.online or self._champion is None or not self._online_queue:
+            return
+        frames = pd.concat([f for f, _ in self._online_queue], ignore_index=True)
+        y = pd.concat([y for _, y in self._online_queue], ignore_index=True)
+        self._online_queue = []
+        self._champion[1].learn(frames, y)
+        self.stats.online_rows += len(y)
+        self.stats.train_rows += len(y)
+
+    def _retrain(self, decision: Retrain, now: float, report: TickReport) -> None:
+        spec = self.spec
+        assert self.schema is not None
+        if self.meta.find_run(decision.run_key):
+            return  # the same tick ran before (a restart): runs are idempotent by key
+        run_id = "run-" + hashlib.sha256(decision.run_key.encode()).hexdigest()[:12]
+        report.run_id = run_id
+        snap = self.data.snapshot(spec.model.window, cutoff=now, now=now)
+        frame = self.data.read_snapshot(snap)
+        n = len(frame)
+        n_hold = int(np.clip(round(spec.gate.holdout * n), spec.gate.min_holdout_rows, spec.gate.max_holdout_rows))
+        self._last_trained_at = now
+        self.state = PolicyState(self.state.retrain_times + (now,), self.state.streaks)
+        self._ensure_monitor().trained()
+        if n - n_hold < spec.gate.min_holdout_rows:
+            self._fail_run(run_id, decision, snap, now, f"snapshot {snap.id} has {n} labeled rows; need "
+                           f"{n_hold} to judge and {spec.gate.min_holdout_rows} to train")
+            return
+        train, hold = frame.iloc[: n - n_hold], frame.iloc[n - n_hold:].reset_index(drop=True)
+        mode = spec.model.mode
+        base = None
+        if mode in ("warm_start", "online") and self._champion is not None:
+            base = self._champion[1]
+            t_last = self._champion[2].get("t_last")
+            if t_last is not None:
+                train = train[train["_time"] > t_last]
+        req = TrainRequest(decision.run_key, snap.id, self.schema, spec.model.estimator, spec.model.params,
+                           mode, spec.model.seed, spec.model.scale, train.reset_index(drop=True), base)
+        try:
+            cand: Candidate = self.executor.submit(train_candidate, req).result()
+        except TrainingFailed as e:
+            self._fail_run(run_id, decision, snap, now, str(e))
+            return
+        self.stats.retrains += 1
+        self.stats.train_rows += cand.train_rows
+        self.stats.train_seconds += cand.train_seconds
+        cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
+                             "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
+        self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=mode,
+                               status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
+                               train_seconds=cand.train_seconds, created_at=now))
+        self.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}",
+                           {"run_id": run_id, "snapshot_id": snap.id, "mode": mode})
+        verdict = self._judge(cand.bundle, train, hold)
+        report.verdict = verdict
+        verdict_id = "v-" + run_id[4:]
+        self.meta.add_verdict(verdict_id, run_id, verdict.passed, verdict.to_dict(), now)
+        self.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
+                           {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
+        if not verdict.passed:
+            self.stats.gate_failed += 1
+            return
+        self.stats.gate_passed += 1
+        cand.lineage["gate_score"] = verdict.candidate_score
+        if spec.gate.refit and mode == "full":
+            full = TrainRequest(decision.run_key, snap.id, self.schema, spec.model.estimator, spec.model.params,
+                                mode, spec.model.seed, spec.model.scale, frame, None)
+            try:
+                refit: Candidate = self.executor.submit(train_candidate, full).result()
+            except TrainingFailed as e:
+                self.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
+            else:
+                self.stats.train_rows += refit.train_rows
+                self.stats.train_seconds += refit.train_seconds
+                cand = Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows,
+                                                "t_last": snap.t_last}, cand.train_rows, cand.train_seconds)
+        mv = self.registry.register(cand.bundle, run_id=run_id, verdict_id=verdict_id, lineage=cand.lineage, now=now)
+        report.registered = mv.version
+        self.events.record("model_registered", f"version {mv.version} from {run_id}",
+                           {"version": mv.version, "sha256": mv.artifact_sha256})
+        self._start_rollout(mv.version, now, report, verdict.reason)
+
+    def _fail_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str) -> None:
+        self.stats.failed_runs += 1
+        self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=self.spec.model.mode,
+                               status="failed", lineage={"error": why}, train_rows=0, train_seconds=0.0,
+                               created_at=now))
+        self.events.record("run_failed", why, {"run_id": run_id, "snapshot_id": snap.id})
+
+    def _judge(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame) -> Verdict:
+        assert self.schema is not None
+        metric = self.metric
+        classes = list(self.schema.classes or [])
+        y = cand._target(hold["_label"]).to_numpy()
+        p, pr = cand.predict(hold)
+        cand_rows = metric.per_row(y, p, pr, classes)
+        champ_rows = None
+        seen = 0
+        if self._champion is not None:
+            hp, hpr = self._champion[1].predict(hold)
+            champ_rows = metric.per_row(y, hp, hpr, classes)
+            t_last = self._champion[2].get("t_last")
+            seen = int((hold["_time"] <= t_last).sum()) if t_last is not None else 0
+        ytrain = cand._target(train["_label"]) if len(train) else pd.Series(y)
+        if self.schema.task == "classification":
+            freq = np.array([(ytrain == c).mean() for c in classes])
+            bp = np.full(len(y), classes[int(freq.argmax())], dtype=object).astype(type(classes[0]))
+            base_rows = metric.per_row(y, bp, np.tile(freq, (len(y), 1)), classes)
+        else:
+            base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
+        return judge(self.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=self.spec.model.seed,
+                     champion_seen=seen)
+
+    # -- rollout and aliases ------------------------------------------------------------------
+    def _start_rollout(self, version: int, now: float, report: TickReport, why: str) -> None:
+        strategy = self.spec.rollout.strategy
+        if self._champion is None or strategy == "immediate":
+            if self._champion is not None and not self.auto_promotion:
+                self.events.record("promotion_held", f"version {version} passed the gate but automatic promotion "
+                                   f"is stopped after {self._auto_rollbacks} consecutive rollbacks", {})
+                return
+            self.promote(version, actor=self.actor, reason=f"gate passed: {why}")
+            report.promoted = version
+            return
+        if not self.auto_promotion:
+            self.events.record("promotion_held", f"version {version} passed the gate but automatic promotion is "
+                               f"stopped after {self._auto_rollbacks} consecutive rollbacks", {})
+            return
+        rid = f"ro-{version}"
+        self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
+        self._candidate = (version, self.registry.load(version))
+        self.registry.set_alias(strategy, version, actor=self.actor, reason=f"rollout {rid} started", now=now)
+        self.meta.save_rollout(self.rollout.to_row(now))
+        self.events.record("rollout_started", f"{strategy} of version {version} against champion "
+                           f"{self._champion[0]}", {"rollout_id": rid, "version": version})
+
+    def _advance_rollout(self, now: float, report: TickReport) -> None:
+        r = self.rollout
+        assert r is not None
+        if r.status == "awaiting_approval":
+            return
+        out = analyze_step(r, self.spec.rollout, self.spec.gate, self.metric, now, seed=self.spec.model.seed)
+        report.rollout_action = out.action
+        if out.action == "wait":
+            return
+        r.evidence.append({"step": r.step, "share": r.share, "action": out.action, "detail": out.detail,
+                           **out.evidence, "at": now})
+        if out.action == "abort":
+            self._end_rollout(r, "rolled_back", now, f"rollout {r.id} aborted at {r.share:g}%: {out.detail}")
+            report.rolled_back = r.version
+            self.stats.rollbacks += 1
+            self._auto_rollbacks += 1
+            if self._auto_rollbacks >= self.spec.rollout.max_auto_rollbacks and self.auto_promotion:
+                self.auto_promotion = False
+                self.events.record("auto_promotion_stopped", f"{self._auto_rollbacks} consecutive automatic "
+                                   "rollbacks; an operator must promote the next version", {})
+            return
+        if out.action == "continue":
+            r.next_step(now)
+            if self.spec.rollout.manual_approval and r.step == len(r.steps) - 1:
+                r.status = "awaiting_approval"
+            self.meta.save_rollout(r.to_row(now))
+            self.events.record("rollout_step", f"rollout {r.id} to {r.share:g}%: {out.detail}",
+                               {"rollout_id": r.id, "step": r.step})
+            return
+        self.promote(r.version, actor=self.actor, reason=f"rollout {r.id} passed: {out.detail}")
+        self._end_rollout(r, "promoted", now, f"rollout {r.id} promoted version {r.version}")
+        report.promoted = r.version
+
+    def _end_rollout(self, r: Rollout, status: str, now: float, reason: str) -> None:
+        r.status = status
+        self.meta.save_rollout(r.to_row(now))
+        if self.registry.alias(r.strategy) == r.version:
+            self.registry.set_alias(r.strategy, None, actor=self.actor, reason=reason, now=now)
+        self.events.record("rollout_" + status, reason, {"rollout_id": r.id, "version": r.version})
+        self._candidate = None
+        if status == "rolled_back":
+            self.registry.forget(r.version)
+
+    def approve(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        r = self.rollout
+        if r is None or r.id != rollout_id or r.status != "awaiting_approval":
+            raise NotFoundError(f"no rollout {rollout_id!r} awaiting approval.", field="rollout_id", value=rollout_id)
+        r.status = "running"
+        self.meta.save_rollout(r.to_row(self.clock.now()))
+        self.events.record("rollout_approved", reason, {"rollout_id": r.id}, actor=actor)
+
+    def promote(self, version: int, *, actor: str, reason: str) -> None:
+        """Make ``version`` the champion: load it first, then one compare-and-set alias move."""
+        now = self.clock.now()
+        bundle = self.registry.load(version)
+        rev = self.registry.revision("champion")
+        old = self.registry.alias("champion")
+        self.registry.set_alias("champion", version, actor=actor, reason=reason, now=now, expected_revision=rev)
+        self._set_champion(version, bundle)
+        self.stats.promotions += 1
+        if actor == self.actor:
+            self._auto_rollbacks = 0
+        lineage = self._champion[2] if self._champion else {}
+        if lineage.get("newest_arrival") is not None:
+            self.stats.deploy_lags.append(now - float(lineage["newest_arrival"]))
+        self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version}, actor=actor)
+
+    def rollback(self, *, actor: str, reason: str) -> int:
+        """Abort an active rollout, or move the champion back to the version it replaced."""
+        now = self.clock.now()
+        if self.rollout and self.rollout.active:
+            r = self.rollout
+            self._end_rollout(r, "rolled_back", now, f"operator rollback: {reason}")
+            self.stats.rollbacks += 1
+            return int(r.champion_version or 0)
+        current = self.registry.alias("champion")
+        previous = [m.old_version for m in self.registry.history("champion") if m.new_version == current]
+        if current is None or not previous or previous[-1] is None:
+            raise ConflictError("no earlier champion to roll back to.", field="champion", rule="history")
+        self.promote(previous[-1], actor=actor, reason=f"rollback: {reason}")
+        self.stats.rollbacks += 1
+        return previous[-1]
+
+    def _set_champion(self, version: int, bundle: ModelBundle | None = None) -> None:
+        bundle = bundle or self.registry.load(version)
+        mv = self.registry.get(version)
+        lineage = dict(mv.lineage)
+        lineage["promoted_at"] = self.clock.now()
+        self._champion = (version, bundle, lineage)
+        if self.schema is None:
+            return
+        ref = pd.DataFrame()
+        snap_id = lineage.get("snapshot_id")
+        if snap_id:
+            try:
+                body = self.meta.get_snapshot(snap_id)["body"]
+                ref = self.data.read_snapshot(Snapshot(**{**body, "batch_ids": tuple(body["batch_ids"]),
+                                                          "label_batch_ids": tuple(body["label_batch_ids"])}))
+            except NotFoundError:
+                ref = pd.DataFrame()
+        ref = ref.iloc[-_MAX_REFERENCE_ROWS:]
+        ref_pred = None
+        if len(ref):
+            p, pr = bundle.predict(ref)
+            ref_pred = self._pred_score(p, pr)
+        self._ensure_monitor().reset(ref, ref_pred, lineage.get("gate_score"))
+
+    def close(self) -> None:
+        self.predictions.flush()
+        self.meta.close()

@@ -1,0 +1,123 @@
+"""Triggers: small components that look at :class:`Signals` and say why retraining is due, or not.
+
+Each trigger has the same contract: ``check(signals) -> str | None`` (the reason when it fires)
+and a ``persistent`` flag saying whether the policy's hysteresis applies. The baselines are just
+more triggers: ``Schedule`` is "retrain every N days", and a policy with no trigger never retrains.
+
+Examples
+--------
+>>> from freshloop.monitor import Signals
+>>> Schedule(every=86400.0).check(Signals(now=2 * 86400.0, last_trained_at=0.0))
+'schedule: 2d since the last training >= every 1d'
+>>> Schedule(every=86400.0).check(Signals(now=3600.0, last_trained_at=0.0)) is None
+True
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..clock import format_duration
+from ..monitor import Signals
+
+__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "Volume"]
+
+
+class Trigger:
+    name = "trigger"
+    persistent = False  # True: must fire on `hysteresis` consecutive ticks
+
+    def check(self, signals: Signals) -> str | None:
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class Schedule(Trigger):
+    every: float
+    name = "schedule"
+
+    def check(self, signals: Signals) -> str | None:
+        if signals.last_trained_at is None:
+            return None
+        age = signals.now - signals.last_trained_at
+        if age >= self.every:
+            return f"schedule: {format_duration(age)} since the last training >= every {format_duration(self.every)}"
+        return None
+
+
+@dataclass(frozen=True)
+class Volume(Trigger):
+    min_labels: int
+    name = "volume"
+
+    def check(self, signals: Signals) -> str | None:
+        if signals.new_labels >= self.min_labels:
+            return f"volume: {signals.new_labels} new labeled rows >= {self.min_labels}"
+        return None
+
+
+@dataclass(frozen=True)
+class DriftTrigger(Trigger):
+    min_features: int = 1
+    name = "drift"
+    persistent = True
+
+    def check(self, signals: Signals) -> str | None:
+        # Drift counts when it is over the threshold and has grown by half a threshold since the last
+        # training: drift that a retrain did not remove (seasonality a long window already holds) would
+        # otherwise re-trigger every tick.
+        before = signals.drift_at_training
+        drifted = sorted((k for k in signals.drifted
+                          if signals.drift[k].value - before.get(k, 0.0) >= 0.5 * signals.drift[k].threshold),
+                         key=lambda k: -signals.drift[k].value)
+        if len(drifted) >= self.min_features:
+            shown = ", ".join(f"{signals.drift[k].statistic}({k})={signals.drift[k].value:.3f}>"
+                              f"{signals.drift[k].threshold:g}" for k in drifted[:3])
+            more = f" and {len(drifted) - 3} more" if len(drifted) > 3 else ""
+            return f"drift: {len(drifted)} feature(s) drifted: {shown}{more}"
+        return None
+
+
+@dataclass(frozen=True)
+class QualityTrigger(Trigger):
+    max_drop: float
+    min_labels: int
+    bigger_is_better: bool = True
+    name = "quality"
+    persistent = True
+
+    def check(self, signals: Signals) -> str | None:
+        ref, live = signals.reference_metric, signals.live_metric
+        if ref is None or live is None or signals.live_n < self.min_labels:
+            return None
+        drop = (ref - live) if self.bigger_is_better else (live - ref)
+        # Fire only when the drop is large and the live CI excludes the reference.
+        ci_excludes = (signals.live_high is not None and signals.live_high < ref) if self.bigger_is_better \
+            else (signals.live_low is not None and signals.live_low > ref)
+        if drop > self.max_drop and ci_excludes:
+            return (f"quality: live metric {live:.4f} on {signals.live_n} matured labels is {drop:.4f} worse than "
+                    f"the champion's established {ref:.4f} (> {self.max_drop})")
+        return None
+
+
+@dataclass(frozen=True)
+class DetectorTrigger(Trigger):
+    detector: str
+    name = "detector"
+
+    def check(self, signals: Signals) -> str | None:
+        return f"detector: {self.detector} detected a change in the error stream" if signals.detector_fired else None
+
+
+@dataclass(frozen=True)
+class Staleness(Trigger):
+    max_age: float
+    name = "staleness"
+
+    def check(self, signals: Signals) -> str | None:
+        if signals.last_trained_at is None:
+            return None
+        age = signals.now - signals.last_trained_at
+        if age >= self.max_age:
+            return f"staleness: model trained {format_duration(age)} ago >= max {format_duration(self.max_age)}"
+        return None

@@ -1,0 +1,105 @@
+"""The replay report: one self-contained HTML file with charts (inline SVG) and the summary table."""
+
+from __future__ import annotations
+
+import html
+import io
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+__all__ = ["summary_rows", "write_report"]
+
+_UNIT_DAYS = {"s": 1 / 86400, "m": 1 / 1440, "h": 1 / 24, "d": 1.0}
+
+
+def _svg(fig: Any) -> str:
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight")
+    plt.close(fig)
+    text = buf.getvalue()
+    return text[text.index("<svg"):]
+
+
+def _x(t: float, unit: str) -> float:
+    return t / {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
+
+
+def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for name, s in results.items():
+        rows.append({
+            "policy": name, "metric": s["metric"], "retrains": s["retrains"], "promoted": s["promotions"],
+            "rejected": s["gate_rejected"], "training_rows": s["training_rows"],
+            "training_s": round(s.get("training_seconds", 0.0), 2), "max_staleness": s["max_staleness"],
+            "mean_staleness": s["mean_staleness"], "data_to_deploy": s["mean_data_to_deploy"],
+        })
+    return rows
+
+
+def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
+    first = next(iter(results.values()))
+    unit = first["time_unit"]
+    metric = first["metric_name"]
+    fig, ax = plt.subplots(figsize=(11, 4.2))
+    for i, (name, s) in enumerate(results.items()):
+        xs = [_x(p["t"], unit) for p in s["series"]]
+        color = f"C{i}"
+        ax.plot(xs, [p["metric"] for p in s["series"]], label=f"{name} ({s['metric']:.4f})", color=color, lw=1.4)
+        marks = [_x(t, unit) for t in s["retrain_times"]]
+        if marks and len(marks) <= 400:
+            ax.plot(marks, [ax.get_ylim()[0]] * len(marks), "|", color=color, ms=8 + 3 * i, alpha=0.7)
+    ax.set_xlabel(f"time ({unit})")
+    ax.set_ylabel(f"{metric} (prequential, per window)")
+    ax.set_title(f"{metric} of the served model over time; ticks at the bottom mark retrains")
+    ax.legend(fontsize=8, loc="best")
+    ax.grid(alpha=0.3)
+    chart_metric = _svg(fig)
+
+    drift_owner = next((n for n, s in results.items() if s["drift"]["values"]), None)
+    chart_drift = ""
+    if drift_owner:
+        d = results[drift_owner]["drift"]
+        fig, ax = plt.subplots(figsize=(11, 3.8))
+        names = sorted({k for v in d["values"] for k in v})
+        xs = [_x(t, unit) for t in d["t"]]
+        for j, f in enumerate(names):
+            ax.plot(xs, [v.get(f) for v in d["values"]], label=f, lw=1.1, color=f"C{j % 10}")
+        ax.axhline(0.2, color="k", ls="--", lw=0.8, label="PSI 0.2")
+        ax.set_xlabel(f"time ({unit})")
+        ax.set_ylabel("drift score vs champion's training data")
+        ax.set_title(f"per-feature drift ({drift_owner} policy's champion)")
+        ax.legend(fontsize=7, ncol=4)
+        ax.grid(alpha=0.3)
+        chart_drift = _svg(fig)
+
+    rows = summary_rows(results)
+    head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
+    reasons = ""
+    for name, s in results.items():
+        items = "".join(f"<li>t={_x(d['at'], unit):g}{unit}: {html.escape('; '.join(d['reasons']))}</li>"
+                        for d in s["decisions"]["retrain"][:15])
+        more = len(s["decisions"]["retrain"]) - 15
+        reasons += (f"<details><summary>{html.escape(name)}: {len(s['decisions']['retrain'])} retrain decisions, "
+                    f"skips {html.escape(str(s['decisions']['skip_counts']))}</summary><ul>{items}"
+                    f"{f'<li>… {more} more in summary.json</li>' if more > 0 else ''}</ul></details>")
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
+<style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
+td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head><body>
+<h1>{html.escape(title)}</h1>
+<p>Every prediction was made by the model serving at that moment and scored when its label matured
+(label delay {html.escape(str(first['spec']['replay']['label_delay']))}). Staleness and data-to-deploy are in
+{unit}; training seconds are wall-clock on this machine (not part of summary.json).</p>
+<h2>Quality over time</h2>{chart_metric}
+<h2>Drift</h2>{chart_drift or '<p>No drift scores recorded.</p>'}
+<h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+<h2>Decisions</h2>{reasons}
+</body></html>"""
+    out = Path(path)
+    out.write_text(page)
+    return out

@@ -1,0 +1,112 @@
+"""Rollout of a gated version: immediate, shadow, or canary steps, with automatic rollback.
+
+The same analysis runs in replay and production: at every step the candidate and the champion
+are compared on matured labels of rows served during the step (both models score every row, so
+the comparison is paired), with the gate's statistics. Too few labels is never success: a step
+waits up to its deadline, then aborts.
+
+Examples
+--------
+>>> r = Rollout("r1", version=2, champion_version=1, strategy="canary", steps=(5.0, 50.0, 100.0), started_at=0.0)
+>>> r.share, route_to_candidate(["a", "b", "c", "d"], 50.0).tolist()
+(5.0, [True, True, False, True])
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from ..evaluate.gate import paired_bootstrap
+from ..evaluate.metrics import Metric
+from ..spec import GateSpec, RolloutSpec
+
+__all__ = ["Rollout", "StepOutcome", "analyze_step", "route_to_candidate"]
+
+
+def route_to_candidate(keys: list[str], share: float) -> np.ndarray:
+    """Deterministic split by key: the same key always lands on the same side for a given share."""
+    if share <= 0:
+        return np.zeros(len(keys), dtype=bool)
+    if share >= 100:
+        return np.ones(len(keys), dtype=bool)
+    buckets = np.array([int.from_bytes(hashlib.blake2b(k.encode(), digest_size=4).digest(), "big") % 10000
+                        for k in keys])
+    return buckets < share * 100
+
+
+@dataclass
+class Rollout:
+    id: str
+    version: int
+    champion_version: int | None
+    strategy: str  # shadow | canary
+    steps: tuple[float, ...]
+    started_at: float
+    step: int = 0
+    step_started_at: float = 0.0
+    status: str = "running"  # running | awaiting_approval | promoted | rolled_back
+    evidence: list[dict[str, Any]] = field(default_factory=list)
+    cand_scores: list[float] = field(default_factory=list)
+    champ_scores: list[float] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.step_started_at = self.step_started_at or self.started_at
+
+    @property
+    def share(self) -> float:
+        if self.strategy == "shadow" or self.status == "awaiting_approval":
+            return 0.0
+        return self.steps[self.step]
+
+    @property
+    def active(self) -> bool:
+        return self.status in ("running", "awaiting_approval")
+
+    def observe(self, cand: float, champ: float) -> None:
+        self.cand_scores.append(cand)
+        self.champ_scores.append(champ)
+
+    def next_step(self, now: float) -> None:
+        self.step += 1
+        self.step_started_at = now
+        self.cand_scores, self.champ_scores = [], []
+
+    def to_row(self, now: float) -> dict[str, Any]:
+        return dict(id=self.id, version=self.version, champion_version=self.champion_version, strategy=self.strategy,
+                    status=self.status, step=self.step, started_at=self.started_at,
+                    step_started_at=self.step_started_at, updated_at=now, evidence=self.evidence)
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    action: str  # wait | continue | promote | abort
+    detail: str
+    evidence: dict[str, Any]
+
+
+def analyze_step(r: Rollout, spec: RolloutSpec, gate: GateSpec, metric: Metric, now: float,
+                 seed: int = 0) -> StepOutcome:
+    n = len(r.cand_scores)
+    waited = now - r.step_started_at
+    from ..clock import parse_duration
+
+    deadline = parse_duration(spec.step_deadline)
+    if n < spec.min_labels:
+        if waited >= deadline:
+            return StepOutcome("abort", f"inconclusive: {n} matured labels < {spec.min_labels} after the "
+                                        f"{spec.step_deadline} step deadline", {"labels": n})
+        return StepOutcome("wait", f"{n}/{spec.min_labels} matured labels", {"labels": n})
+    d = paired_bootstrap(np.array(r.cand_scores), np.array(r.champ_scores), metric, n=gate.bootstrap,
+                         confidence=gate.confidence, seed=seed)
+    ev = {"labels": n, "candidate": d.candidate, "champion": d.champion, "delta": d.delta, "low": d.low,
+          "high": d.high, "share": r.share}
+    summary = (f"{metric.name} {d.candidate:.4f} vs champion {d.champion:.4f} on {n} labels "
+               f"(better by {d.delta:+.4f}, CI {d.low:+.4f} to {d.high:+.4f})")
+    if d.delta < gate.min_improvement or d.low < -gate.max_regression:
+        return StepOutcome("abort", "worse than the champion: " + summary, ev)
+    last = r.strategy == "shadow" or r.step >= len(r.steps) - 1
+    return StepOutcome("promote" if last else "continue", summary, ev)

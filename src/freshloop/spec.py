@@ -1,0 +1,299 @@
+"""The loop spec: one YAML file, validated by pydantic.
+
+Every mistake is answered with the field, the rule and the value, and unknown keys are refused,
+so a typo never silently falls back to a default.
+
+Examples
+--------
+>>> spec = LoopSpec.model_validate({"name": "demo", "data": {"label": "y"}})
+>>> spec.policy.cooldown, spec.gate.holdout, spec.model.mode
+('7d', 0.2, 'full')
+>>> load_spec_dict({"name": "demo", "data": {"label": "y"}, "polcy": {}})
+Traceback (most recent call last):
+...
+freshloop.errors.SpecError: polcy: unknown field (rule: extra fields are not permitted). Got {} instead.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .clock import parse_duration
+from .errors import SpecError
+
+__all__ = [
+    "DataSpec", "FeatureSpec", "GateSpec", "LoopSpec", "ModelSpec", "PolicySpec", "QualitySpec",
+    "ReplaySpec", "RolloutSpec", "StoreSpec", "TriggerSpec", "WindowSpec", "load_spec", "load_spec_dict",
+    "policy_preset",
+]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+def _duration(v: Any) -> Any:
+    if v is None:
+        return v
+    try:
+        parse_duration(v)
+    except ValueError as e:
+        raise ValueError(str(e)) from None
+    return v
+
+
+class FeatureSpec(_Strict):
+    name: str
+    kind: Literal["numeric", "categorical"]
+
+
+class QualitySpec(_Strict):
+    """Validation rules applied to every batch; ranges and domains are learned at schema lock."""
+
+    max_missing_rate: float = Field(0.5, ge=0, le=1, description="a column above this quarantines the batch")
+    range_margin: float = Field(1.0, ge=0, description="allowed widening of a learned range, in ranges")
+    unseen_categories: Literal["accept", "quarantine"] = "accept"
+    duplicates: Literal["accept", "quarantine"] = "quarantine"
+
+
+class DataSpec(_Strict):
+    label: str
+    task: Literal["classification", "regression"] | None = None
+    classes: list[int | str] | None = Field(None, description="label classes; learned from the first batch if unset")
+    time: str | None = None
+    time_unit: Literal["s", "m", "h", "d"] = "s"
+    entity: str | None = None
+    features: list[FeatureSpec] | None = None
+    quality: QualitySpec = QualitySpec()
+
+    @model_validator(mode="after")
+    def _label_not_feature(self) -> DataSpec:
+        for f in self.features or []:
+            if f.name in (self.label, self.time):
+                raise ValueError(f"feature {f.name!r} is also the label or time column")
+        return self
+
+
+class WindowSpec(_Strict):
+    """Which accepted rows a snapshot holds: all, the last N rows, or the last period."""
+
+    rows: int | None = Field(None, gt=0)
+    period: str | None = None
+
+    _check_period = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
+
+    @model_validator(mode="after")
+    def _one(self) -> WindowSpec:
+        if self.rows is not None and self.period is not None:
+            raise ValueError("set either rows or period, not both")
+        return self
+
+
+class ModelSpec(_Strict):
+    estimator: str = "sklearn.linear_model.LogisticRegression"
+    params: dict[str, Any] = Field(default_factory=dict)
+    mode: Literal["full", "warm_start", "online"] = "full"
+    seed: int = 0
+    window: WindowSpec = WindowSpec()
+    scale: bool = Field(True, description="standardise numeric features (sklearn estimators)")
+
+
+class DriftTriggerSpec(_Strict):
+    statistic: Literal["auto", "psi", "ks", "wasserstein", "jensen_shannon", "chi2"] = "auto"
+    threshold: float | None = Field(None, gt=0, description="default depends on the statistic")
+    min_features: int = Field(1, ge=1, description="how many features must drift at once")
+    window: int = Field(500, gt=10, description="recent rows compared with the training snapshot")
+
+
+class QualityTriggerSpec(_Strict):
+    max_drop: float = Field(0.02, gt=0, description="drop of the live metric below the gate's figure")
+    min_labels: int = Field(100, gt=0)
+    window: int = Field(500, gt=10, description="recent matured labels the live metric uses")
+
+
+class TriggerSpec(_Strict):
+    schedule: str | None = None
+    volume: int | None = Field(None, gt=0, description="new matured labeled rows since the last training")
+    drift: DriftTriggerSpec | None = None
+    quality: QualityTriggerSpec | None = None
+    detector: Literal["adwin", "page_hinkley"] | None = None
+    staleness: str | None = None
+
+    _check = field_validator("schedule", "staleness")(classmethod(lambda cls, v: _duration(v)))
+
+
+class BudgetSpec(_Strict):
+    max_retrains: int = Field(..., gt=0)
+    per: str = "30d"
+
+    _check = field_validator("per")(classmethod(lambda cls, v: _duration(v)))
+
+
+class PolicySpec(_Strict):
+    name: str = "default"
+    triggers: TriggerSpec = TriggerSpec(
+        drift=DriftTriggerSpec(), quality=QualityTriggerSpec(), detector="adwin", staleness="365d"
+    )
+    min_new_labels: int = Field(50, ge=0, description="never retrain on fewer new labeled rows")
+    cooldown: str = "7d"
+    hysteresis: int = Field(2, ge=1, description="ticks a drift signal must persist before it counts")
+    budget: BudgetSpec | None = None
+    online: bool = Field(False, description="update the serving model on every matured label batch")
+
+    _check = field_validator("cooldown")(classmethod(lambda cls, v: _duration(v)))
+
+
+def policy_preset(name: str) -> PolicySpec:
+    """The built-in policies: ``never``, ``periodic:<duration>``, ``default`` and ``online``.
+
+    >>> policy_preset("periodic:30d").triggers.schedule
+    '30d'
+    >>> policy_preset("sometimes")
+    Traceback (most recent call last):
+    ...
+    freshloop.errors.SpecError: The 'policy' parameter of replay.compare must be one of never, \
+periodic:<duration>, default, online. Got 'sometimes' instead.
+    """
+    if name == "never":
+        return PolicySpec(name="never", triggers=TriggerSpec(), min_new_labels=0, cooldown="0s", hysteresis=1)
+    if name == "default":
+        return PolicySpec()
+    if name == "online":
+        return PolicySpec(name="online", triggers=TriggerSpec(), online=True, min_new_labels=0,
+                          cooldown="0s", hysteresis=1)
+    if name.startswith("periodic:"):
+        every = name.split(":", 1)[1]
+        try:
+            parse_duration(every)
+        except ValueError as e:
+            raise SpecError(f"replay.compare: {name!r}: {e}", field="replay.compare", value=name) from None
+        return PolicySpec(name=name, triggers=TriggerSpec(schedule=every), min_new_labels=0,
+                          cooldown="0s", hysteresis=1)
+    from .errors import param_message
+
+    raise SpecError(param_message("policy", "replay.compare", "one of never, periodic:<duration>, default, "
+                                  "online", name), field="replay.compare", value=name)
+
+
+class GateSpec(_Strict):
+    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "brier", "mae", "rmse"] | None = None
+    holdout: float = Field(0.2, gt=0, lt=1, description="most recent share of labeled rows kept for judging")
+    min_holdout_rows: int = Field(30, gt=0)
+    max_holdout_rows: int = Field(500, gt=0)
+    bootstrap: int = Field(400, ge=50)
+    confidence: float = Field(0.9, gt=0.5, lt=1)
+    # A non-inferiority test: a fresher model may replace the champion unless it is clearly worse.
+    min_improvement: float = Field(-0.005, description="least candidate - champion (better direction) on the "
+                                                       "point estimate")
+    max_regression: float = Field(0.03, ge=0, description="how far below the champion the CI's low end may reach")
+    refit: bool = Field(True, description="after passing, refit on the whole snapshot so the newest rows "
+                                          "(the holdout) are not left out of the served model")
+    slices: list[str] = Field(default_factory=list, description="categorical features checked per value")
+
+
+class RolloutSpec(_Strict):
+    strategy: Literal["immediate", "shadow", "canary"] = "immediate"
+    steps: list[float] = Field(default_factory=lambda: [5.0, 25.0, 50.0, 100.0])
+    min_labels: int = Field(100, gt=0, description="matured labels needed per step before it is judged")
+    step_deadline: str = "30d"
+    manual_approval: bool = False
+    max_auto_rollbacks: int = Field(3, ge=1)
+
+    _check = field_validator("step_deadline")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("steps")
+    @classmethod
+    def _steps(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < s <= 100 for s in v) or v != sorted(v) or v[-1] != 100:
+            raise ValueError(f"must be increasing percentages in (0, 100] ending at 100. Got {v!r} instead")
+        return v
+
+
+class BatchingSpec(_Strict):
+    rows: int | None = Field(None, gt=0)
+    period: str | None = None
+
+    _check = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
+
+    @model_validator(mode="after")
+    def _one(self) -> BatchingSpec:
+        if (self.rows is None) == (self.period is None):
+            raise ValueError("set exactly one of rows or period")
+        return self
+
+
+class ReplaySpec(_Strict):
+    batch: BatchingSpec = BatchingSpec(rows=100)
+    label_delay: str = "0s"
+    warmup: int = Field(500, gt=0, description="rows used to train the first champion before serving")
+    compare: list[str] | None = None
+
+    _check = field_validator("label_delay")(classmethod(lambda cls, v: _duration(v)))
+
+
+class StoreSpec(_Strict):
+    root: str | None = Field(None, description="folder for data, artifacts and the SQLite file")
+    url: str | None = Field(None, description="SQLAlchemy URL of the metadata store; default SQLite in root")
+
+
+class LoopSpec(_Strict):
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    data: DataSpec
+    model: ModelSpec = ModelSpec()
+    policy: PolicySpec = PolicySpec()
+    gate: GateSpec = GateSpec()
+    rollout: RolloutSpec = RolloutSpec()
+    replay: ReplaySpec = ReplaySpec()
+    store: StoreSpec = StoreSpec()
+
+    def with_policy(self, policy: PolicySpec) -> LoopSpec:
+        return self.model_copy(update={"policy": policy})
+
+
+def _format_error(err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(spec)"
+    msg = first["msg"].removeprefix("Value error, ")
+    if first["type"] == "extra_forbidden":
+        return f"{loc}: unknown field (rule: extra fields are not permitted). Got {first['input']!r} instead."
+    if first["type"] == "missing":
+        return f"{loc}: field required (rule: the field must be present)."
+    return f"{loc}: {msg}. Got {first['input']!r} instead." if "Got" not in msg else f"{loc}: {msg}"
+
+
+def load_spec_dict(raw: Any) -> LoopSpec:
+    if not isinstance(raw, dict):
+        raise SpecError(f"(spec): must be a mapping of sections. Got {type(raw).__name__} instead.")
+    try:
+        return LoopSpec.model_validate(raw)
+    except ValidationError as e:
+        first = e.errors()[0]
+        raise SpecError(_format_error(e), field=".".join(str(p) for p in first["loc"]),
+                        rule=first["type"], value=first.get("input")) from None
+
+
+def load_spec(path: str | Path) -> LoopSpec:
+    """Read and validate a spec file; relative store roots resolve next to the file."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise SpecError(f"{path}: spec file not found.", field="spec", value=str(path)) from None
+    except yaml.YAMLError as e:
+        raise SpecError(f"{path}: not valid YAML ({e}).", field="spec") from None
+    try:
+        spec = load_spec_dict(raw)
+    except SpecError as e:
+        raise SpecError(f"{path}: {e.message}", field=e.field, rule=e.rule, value=e.value) from None
+    root = spec.store.root or ".freshloop"
+    if not Path(root).is_absolute():
+        root = str((path.parent / root).resolve())
+    return spec.model_copy(update={"store": spec.store.model_copy(update={"root": root})})
+
+
+def dump_spec(spec: LoopSpec) -> str:
+    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -1,0 +1,281 @@
+"""The metadata store: one class per database URL family, frozen dataclasses out.
+
+SQLite (WAL) is the embedded default; PostgreSQL works through the same SQLAlchemy Core
+statements. The schema is created and upgraded by Alembic on open.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+
+from ..errors import ConflictError, NotFoundError
+from . import tables as t
+
+__all__ = ["AliasMove", "MetadataStore", "migrate"]
+
+_MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@dataclass(frozen=True)
+class AliasMove:
+    name: str
+    old_version: int | None
+    new_version: int | None
+    actor: str
+    reason: str
+    at: float
+
+
+def _alembic_config() -> Config:
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_MIGRATIONS))
+    return cfg
+
+
+def migrate(engine: Engine) -> None:
+    """Bring the database to the newest schema revision (idempotent)."""
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
+
+
+class MetadataStore:
+    """Batches, quarantine, snapshots, runs, verdicts, versions, aliases, decisions, events, rollouts.
+
+    ``durable=False`` trades crash safety for speed (SQLite ``synchronous=OFF``); replay uses it for
+    its throw-away stores, ``serve`` never does.
+    """
+
+    def __init__(self, url: str, *, durable: bool = True) -> None:
+        self.url = url
+        self.durable = durable
+        self.engine = create_engine(url, future=True)
+        if self.engine.dialect.name == "sqlite":
+            sync = "FULL" if durable else "OFF"
+
+            @event.listens_for(self.engine, "connect")
+            def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+                cur = dbapi_conn.cursor()
+                cur.execute("PRAGMA journal_mode=WAL")
+                cur.execute(f"PRAGMA synchronous={sync}")
+                cur.execute("PRAGMA foreign_keys=ON")
+                cur.execute("PRAGMA busy_timeout=10000")
+                cur.close()
+
+        migrate(self.engine)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    @contextmanager
+    def tx(self) -> Iterator[Connection]:
+        with self.engine.begin() as conn:
+            yield conn
+
+    # -- schema -------------------------------------------------------------------------------
+    def get_schema(self, name: str) -> dict[str, Any] | None:
+        with self.tx() as c:
+            row = c.execute(select(t.schemas.c.body).where(t.schemas.c.name == name)).first()
+        return dict(row[0]) if row else None
+
+    def lock_schema(self, name: str, body: dict[str, Any], at: float) -> dict[str, Any]:
+        """Store the schema unless one is already locked; returns the locked one."""
+        with self.tx() as c:
+            row = c.execute(select(t.schemas.c.body).where(t.schemas.c.name == name)).first()
+            if row:
+                return dict(row[0])
+            c.execute(insert(t.schemas).values(name=name, body=body, locked_at=at))
+        return body
+
+    # -- batches ------------------------------------------------------------------------------
+    def find_batch(self, source: str, source_batch_id: str) -> dict[str, Any] | None:
+        with self.tx() as c:
+            row = c.execute(select(t.batches).where(t.batches.c.source == source,
+                                                    t.batches.c.source_batch_id == source_batch_id)).first()
+        return dict(row._mapping) if row else None
+
+    def get_batch(self, batch_id: str) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute(select(t.batches).where(t.batches.c.id == batch_id)).first()
+        if not row:
+            raise NotFoundError(f"batch {batch_id!r} not found.", field="batch_id", value=batch_id)
+        return dict(row._mapping)
+
+    def add_batch(self, row: dict[str, Any], quarantine: dict[str, Any] | None) -> None:
+        with self.tx() as c:
+            c.execute(insert(t.batches).values(**row))
+            if quarantine:
+                c.execute(insert(t.quarantine).values(**quarantine))
+
+    def list_batches(self, kind: str | None = None, accepted_only: bool = False) -> list[dict[str, Any]]:
+        q = select(t.batches).order_by(t.batches.c.t_max, t.batches.c.created_at)
+        if kind:
+            q = q.where(t.batches.c.kind == kind)
+        if accepted_only:
+            q = q.where(t.batches.c.rows_accepted > 0)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def list_quarantine(self, status: str | None = None) -> list[dict[str, Any]]:
+        q = select(t.quarantine).order_by(t.quarantine.c.created_at)
+        if status:
+            q = q.where(t.quarantine.c.status == status)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def get_quarantine(self, qid: str) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute(select(t.quarantine).where(t.quarantine.c.id == qid)).first()
+        if not row:
+            raise NotFoundError(f"quarantine item {qid!r} not found.", field="quarantine_id", value=qid)
+        return dict(row._mapping)
+
+    def mark_reingested(self, qid: str, batch_id: str) -> None:
+        with self.tx() as c:
+            c.execute(update(t.quarantine).where(t.quarantine.c.id == qid)
+                      .values(status="reingested", reingested_as=batch_id))
+
+    # -- snapshots, runs, verdicts, versions --------------------------------------------------
+    def add_snapshot(self, sid: str, body: dict[str, Any], rows: int, cutoff: float, at: float) -> None:
+        with self.tx() as c:
+            if not c.execute(select(t.snapshots.c.id).where(t.snapshots.c.id == sid)).first():
+                c.execute(insert(t.snapshots).values(id=sid, body=body, rows=rows, cutoff=cutoff, created_at=at))
+
+    def get_snapshot(self, sid: str) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute(select(t.snapshots).where(t.snapshots.c.id == sid)).first()
+        if not row:
+            raise NotFoundError(f"snapshot {sid!r} not found.", field="snapshot_id", value=sid)
+        return dict(row._mapping)
+
+    def find_run(self, run_key: str) -> dict[str, Any] | None:
+        with self.tx() as c:
+            row = c.execute(select(t.runs).where(t.runs.c.run_key == run_key)).first()
+        return dict(row._mapping) if row else None
+
+    def add_run(self, row: dict[str, Any]) -> None:
+        with self.tx() as c:
+            c.execute(insert(t.runs).values(**row))
+
+    def list_runs(self) -> list[dict[str, Any]]:
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(select(t.runs).order_by(t.runs.c.created_at))]
+
+    def add_verdict(self, vid: str, run_id: str, passed: bool, body: dict[str, Any], at: float) -> None:
+        with self.tx() as c:
+            c.execute(insert(t.verdicts).values(id=vid, run_id=run_id, passed=passed, body=body, created_at=at))
+
+    def list_verdicts(self) -> list[dict[str, Any]]:
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(select(t.verdicts).order_by(t.verdicts.c.created_at))]
+
+    def add_version(self, row: dict[str, Any]) -> int:
+        """Insert a version with the next number; retried by callers on a lost race."""
+        with self.tx() as c:
+            nxt = (c.execute(select(func.max(t.versions.c.version))).scalar() or 0) + 1
+            c.execute(insert(t.versions).values(version=nxt, **row))
+        return int(nxt)
+
+    def get_version(self, version: int) -> dict[str, Any]:
+        with self.tx() as c:
+            row = c.execute(select(t.versions).where(t.versions.c.version == version)).first()
+        if not row:
+            raise NotFoundError(f"model version {version} not found.", field="version", value=version)
+        return dict(row._mapping)
+
+    def list_versions(self) -> list[dict[str, Any]]:
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(select(t.versions).order_by(t.versions.c.version))]
+
+    # -- aliases ------------------------------------------------------------------------------
+    def get_alias(self, name: str) -> tuple[int | None, int]:
+        """(version, revision) of an alias; (None, 0) when it was never set."""
+        with self.tx() as c:
+            row = c.execute(select(t.aliases.c.version, t.aliases.c.revision)
+                            .where(t.aliases.c.name == name)).first()
+        return (row[0], row[1]) if row else (None, 0)
+
+    def all_aliases(self) -> dict[str, int | None]:
+        with self.tx() as c:
+            return {r[0]: r[1] for r in c.execute(select(t.aliases.c.name, t.aliases.c.version))}
+
+    def move_alias(self, name: str, new_version: int | None, *, expected_revision: int, actor: str,
+                   reason: str, at: float) -> AliasMove:
+        """Compare-and-set: move ``name`` only if its revision is still ``expected_revision``."""
+        with self.tx() as c:
+            row = c.execute(select(t.aliases.c.version, t.aliases.c.revision)
+                            .where(t.aliases.c.name == name)).first()
+            old, rev = (row[0], row[1]) if row else (None, 0)
+            if rev != expected_revision:
+                raise ConflictError(f"alias {name!r} moved concurrently (revision {rev}, expected "
+                                    f"{expected_revision}); re-read it and try again.",
+                                    field="alias", rule="compare-and-set", value=name)
+            if row:
+                res = c.execute(update(t.aliases)
+                                .where(t.aliases.c.name == name, t.aliases.c.revision == expected_revision)
+                                .values(version=new_version, revision=rev + 1, updated_at=at))
+                if res.rowcount != 1:
+                    raise ConflictError(f"alias {name!r} moved concurrently.", field="alias",
+                                        rule="compare-and-set", value=name)
+            else:
+                c.execute(insert(t.aliases).values(name=name, version=new_version, revision=1, updated_at=at))
+            c.execute(insert(t.alias_history).values(name=name, old_version=old, new_version=new_version,
+                                                     actor=actor, reason=reason, at=at))
+        return AliasMove(name, old, new_version, actor, reason, at)
+
+    def alias_history(self, name: str | None = None) -> list[AliasMove]:
+        q = select(t.alias_history).order_by(t.alias_history.c.id)
+        if name:
+            q = q.where(t.alias_history.c.name == name)
+        with self.tx() as c:
+            return [AliasMove(r.name, r.old_version, r.new_version, r.actor, r.reason, r.at) for r in c.execute(q)]
+
+    # -- decisions, events, rollouts ----------------------------------------------------------
+    def add_decision(self, at: float, kind: str, run_key: str | None, reasons: list[str]) -> None:
+        with self.tx() as c:
+            c.execute(insert(t.decisions).values(at=at, kind=kind, run_key=run_key, reasons=reasons))
+
+    def list_decisions(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = select(t.decisions).order_by(t.decisions.c.id)
+        if kind:
+            q = q.where(t.decisions.c.kind == kind)
+        if limit:
+            q = q.limit(limit)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def add_event(self, at: float, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
+        json.dumps(payload)  # fail here, not in the driver, on a payload that cannot be stored
+        with self.tx() as c:
+            c.execute(insert(t.events).values(at=at, kind=kind, actor=actor, reason=reason, payload=payload))
+
+    def list_events(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+        q = select(t.events).order_by(t.events.c.id)
+        if kind:
+            q = q.where(t.events.c.kind == kind)
+        if limit:
+            q = q.limit(limit)
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(q)]
+
+    def save_rollout(self, row: dict[str, Any]) -> None:
+        with self.tx() as c:
+            exists = c.execute(select(t.rollouts.c.id).where(t.rollouts.c.id == row["id"])).first()
+            if exists:
+                c.execute(update(t.rollouts).where(t.rollouts.c.id == row["id"]).values(**row))
+            else:
+                c.execute(insert(t.rollouts).values(**row))
+
+    def list_rollouts(self) -> list[dict[str, Any]]:
+        with self.tx() as c:
+            return [dict(r._mapping) for r in c.execute(select(t.rollouts).order_by(t.rollouts.c.started_at))]

@@ -1,0 +1,205 @@
+"""The served model: a feature encoder locked to the schema plus any sklearn-API or River estimator.
+
+Categoricals are one-hot encoded against the domains learned at schema lock and numerics are kept as
+floats, so every version of a loop reads rows the same way. Estimators are named by import path and
+must come from an allowed package (``sklearn``, ``river``, ``freshloop``) or be listed in
+``FRESHLOOP_ALLOWED_ESTIMATORS``; the spec never makes freshloop import arbitrary code.
+
+Examples
+--------
+>>> import pandas as pd
+>>> from freshloop.data.schema import Feature, Schema
+>>> schema = Schema("y", "classification", (Feature("x", "numeric", 0, 1), Feature("c", "categorical",
+...                 categories=("a", "b"))), classes=(0, 1))
+>>> m = ModelBundle(schema, "sklearn.linear_model.LogisticRegression", {}, seed=0)
+>>> frame = pd.DataFrame({"x": [0.1, 0.9, 0.2, 0.8], "c": ["a", "b", "a", "b"]})
+>>> m.fit(frame, pd.Series([0, 1, 0, 1])).predict(frame)[0].tolist()
+[0, 1, 0, 1]
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..data.schema import Schema
+from ..errors import SpecError, param_message
+
+__all__ = ["ModelBundle", "import_estimator", "is_river"]
+
+_ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
+
+
+def import_estimator(path: str) -> type:
+    """The estimator class at ``path``, refusing packages outside the allow-list."""
+    extra = tuple(p for p in os.environ.get("FRESHLOOP_ALLOWED_ESTIMATORS", "").split(",") if p)
+    if not path.startswith(_ALLOWED_PREFIXES + extra) or "." not in path:
+        raise SpecError(param_message("estimator", "model", "an import path under sklearn., river. or "
+                                      "freshloop. (or listed in FRESHLOOP_ALLOWED_ESTIMATORS)", path),
+                        field="model.estimator", rule="allowed import path", value=path)
+    module, _, name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise SpecError(param_message("estimator", "model", "an importable class", path),
+                        field="model.estimator", rule="importable", value=path) from None
+    if not inspect.isclass(cls):
+        raise SpecError(param_message("estimator", "model", "a class", path), field="model.estimator", value=path)
+    return cls
+
+
+def is_river(path: str) -> bool:
+    return path.startswith("river.")
+
+
+class ModelBundle:
+    """Encoder + estimator; what the registry stores and the router serves."""
+
+    def __init__(self, schema: Schema, estimator: str, params: dict[str, Any], *, seed: int = 0,
+                 scale: bool = True) -> None:
+        self.schema = schema
+        self.estimator = estimator
+        self.params = dict(params)
+        self.seed = seed
+        self.scale = scale
+        self._columns = self._encoded_columns()
+        self.model_ = self._build()
+        self.rows_seen_ = 0
+
+    # -- construction -------------------------------------------------------------------------
+    def _encoded_columns(self) -> list[str]:
+        cols: list[str] = []
+        for f in self.schema.features:
+            cols.extend([f.name] if f.kind == "numeric" else [f"{f.name}={c}" for c in f.categories])
+        return cols
+
+    def _build(self) -> Any:
+        cls = import_estimator(self.estimator)
+        params = dict(self.params)
+        sig = inspect.signature(cls)
+        for seed_param in ("random_state", "seed"):
+            if seed_param in sig.parameters and seed_param not in params:
+                params[seed_param] = self.seed
+        try:
+            est = cls(**params)
+        except TypeError as e:
+            raise SpecError(f"model.params: {e} (rule: parameters of {self.estimator}).",
+                            field="model.params", value=self.params) from None
+        if is_river(self.estimator):
+            if self.scale and self.estimator.startswith("river.linear_model."):
+                from river import preprocessing
+
+                return preprocessing.StandardScaler() | est
+            return est
+        from sklearn.impute import SimpleImputer
+        from sklearn.pipeline import make_pipeline
+        from sklearn.preprocessing import StandardScaler
+
+        steps: list[Any] = [SimpleImputer(strategy="median", keep_empty_features=True)]
+        if self.scale:
+            steps.append(StandardScaler())
+        return make_pipeline(*steps, est)
+
+    # -- encoding -----------------------------------------------------------------------------
+    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+        parts: list[np.ndarray] = []
+        n = len(frame)
+        for f in self.schema.features:
+            if f.name not in frame:
+                parts.append(np.full((n, 1 if f.kind == "numeric" else len(f.categories)), np.nan))
+                continue
+            col = frame[f.name]
+            if f.kind == "numeric":
+                parts.append(pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)[:, None])
+            elif f.categories:
+                codes = pd.Categorical(col.astype("string").astype(object), categories=list(f.categories)).codes
+                onehot = np.zeros((n, len(f.categories)))
+                known = codes >= 0
+                onehot[np.flatnonzero(known), codes[known]] = 1.0
+                parts.append(onehot)
+        return np.hstack(parts) if parts else np.empty((n, 0))
+
+    def _records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+        x = self.encode(frame)
+        return [{c: v for c, v in zip(self._columns, row, strict=True) if v == v} for row in x]
+
+    # -- learning -----------------------------------------------------------------------------
+    @property
+    def supports_partial_fit(self) -> bool:
+        return is_river(self.estimator) or hasattr(self.model_[-1], "partial_fit")
+
+    def fit(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
+        """A full fit from scratch (River models learn the rows one by one)."""
+        y = self._target(y)
+        self.model_ = self._build()
+        self.rows_seen_ = 0
+        if is_river(self.estimator):
+            return self.learn(frame, y)
+        self.model_.fit(self.encode(frame), y)
+        self.rows_seen_ = len(y)
+        return self
+
+    def learn(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
+        """Incremental update: River ``learn_one`` per row, or sklearn ``partial_fit``."""
+        y = self._target(y)
+        if is_river(self.estimator):
+            for x, target in zip(self._records(frame), y.tolist(), strict=True):
+                self.model_.learn_one(x, target)
+        else:
+            x = self.encode(frame)
+            *pre, (name, est) = self.model_.steps
+            if self.rows_seen_ == 0:
+                for _, step in pre:
+                    step.fit(x)
+            for _, step in pre:
+                x = step.transform(x)
+            kwargs = {"classes": np.array(self.schema.classes)} if self.schema.task == "classification" else {}
+            est.partial_fit(x, y.to_numpy(), **kwargs)
+        self.rows_seen_ += len(y)
+        return self
+
+    def _target(self, y: pd.Series) -> pd.Series:
+        if self.schema.task == "regression":
+            return y.astype(float).reset_index(drop=True)
+        classes = self.schema.classes or ()
+        if classes and all(isinstance(c, int) for c in classes):
+            return y.astype(int).reset_index(drop=True)
+        return y.astype(str).reset_index(drop=True)
+
+    # -- prediction ---------------------------------------------------------------------------
+    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        """Predictions and, for classifiers, probabilities aligned to ``schema.classes``."""
+        if len(frame) == 0:
+            return np.empty(0), None
+        classes = list(self.schema.classes or ())
+        if is_river(self.estimator):
+            recs = self._records(frame)
+            if self.schema.task == "regression":
+                return np.array([self.model_.predict_one(x) or 0.0 for x in recs], dtype=float), None
+            proba = np.zeros((len(recs), len(classes)))
+            for i, x in enumerate(recs):
+                for c, p in self.model_.predict_proba_one(x).items():
+                    if c in classes:
+                        proba[i, classes.index(c)] = p
+            empty = proba.sum(axis=1) == 0
+            proba[empty] = 1.0 / len(classes)
+            proba /= proba.sum(axis=1, keepdims=True)
+            return np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(type(classes[0])), proba
+        x = self.encode(frame)
+        if self.schema.task == "regression" or not hasattr(self.model_, "predict_proba"):
+            return np.asarray(self.model_.predict(x)), None
+        raw = self.model_.predict_proba(x)
+        proba = np.zeros((len(x), len(classes)))
+        for j, c in enumerate(self.model_.classes_):
+            if c in classes:
+                proba[:, classes.index(c)] = raw[:, j]
+        pred = np.asarray(self.model_.classes_)[raw.argmax(axis=1)]
+        return pred, proba
+
+    def __repr__(self) -> str:
+        return f"ModelBundle({self.estimator}, params={self.params}, seed={self.seed})"

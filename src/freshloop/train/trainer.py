@@ -1,0 +1,116 @@
+"""Training a candidate: full, warm start or online; deterministic given snapshot rows and seed.
+
+:func:`train_candidate` is a plain function of picklable inputs so any :class:`Executor` can run it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.metadata
+import pickle
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pandas as pd
+
+from .. import __version__
+from ..data.schema import Schema
+from .model import ModelBundle
+
+__all__ = ["Candidate", "TrainRequest", "TrainingFailed", "package_versions", "train_candidate"]
+
+
+class TrainingFailed(Exception):
+    """The estimator could not be trained on this snapshot (kept as a failed run, never served)."""
+
+
+@dataclass(frozen=True)
+class TrainRequest:
+    run_key: str
+    snapshot_id: str
+    schema: Schema
+    estimator: str
+    params: dict[str, Any]
+    mode: str  # full | warm_start | online
+    seed: int
+    scale: bool
+    frame: pd.DataFrame = field(repr=False)  # training rows with the label in ``_label``
+    base: ModelBundle | None = field(default=None, repr=False)  # the champion, for warm start
+
+
+@dataclass
+class Candidate:
+    bundle: ModelBundle
+    lineage: dict[str, Any]
+    train_rows: int
+    train_seconds: float
+
+
+_VERSIONS: dict[str, str] | None = None
+
+
+def package_versions() -> dict[str, str]:
+    global _VERSIONS
+    if _VERSIONS is None:
+        found = {}
+        for pkg in ("scikit-learn", "river", "numpy", "pandas", "scipy", "pyarrow"):
+            try:
+                found[pkg] = importlib.metadata.version(pkg)
+            except importlib.metadata.PackageNotFoundError:
+                found[pkg] = "absent"
+        _VERSIONS = found
+    return dict(_VERSIONS)
+
+
+def _code_version() -> str:
+    src = importlib.metadata.distribution("freshloop")
+    files = src.files or []
+    h = hashlib.sha256()
+    for f in sorted(str(p) for p in files if str(p).endswith(".py")):
+        try:
+            h.update(src.locate_file(f).read_bytes())  # type: ignore[union-attr]
+        except OSError:
+            continue
+    return f"{__version__}+{h.hexdigest()[:12]}"
+
+
+_CODE: str | None = None
+
+
+def train_candidate(req: TrainRequest) -> Candidate:
+    global _CODE
+    if _CODE is None:
+        _CODE = _code_version()
+    started = time.perf_counter()
+    y = req.frame["_label"]
+    if y.isna().any():
+        raise TrainingFailed(f"snapshot {req.snapshot_id}: {int(y.isna().sum())} rows without labels")
+    if len(req.frame) == 0:
+        raise TrainingFailed(f"snapshot {req.snapshot_id}: no labeled rows")
+    if req.schema.task == "classification" and y.nunique() < 2 and req.mode == "full":
+        raise TrainingFailed(f"snapshot {req.snapshot_id}: only one class ({y.iloc[0]!r}) among "
+                             f"{len(y)} rows; a classifier needs two")
+    if req.mode in ("warm_start", "online") and req.base is not None:
+        bundle: ModelBundle = pickle.loads(pickle.dumps(req.base))
+        bundle.learn(req.frame, y)
+    else:
+        bundle = ModelBundle(req.schema, req.estimator, req.params, seed=req.seed, scale=req.scale)
+        try:
+            bundle.fit(req.frame, y)
+        except ValueError as e:
+            raise TrainingFailed(f"snapshot {req.snapshot_id}: {e}") from None
+    seconds = time.perf_counter() - started
+    lineage = {
+        "run_key": req.run_key,
+        "snapshot_id": req.snapshot_id,
+        "estimator": req.estimator,
+        "params": req.params,
+        "mode": req.mode,
+        "seed": req.seed,
+        "train_rows": len(req.frame),
+        "base": getattr(req.base, "version_", None),
+        "packages": package_versions(),
+        "code_version": _CODE,
+    }
+    return Candidate(bundle, lineage, len(req.frame), seconds)
