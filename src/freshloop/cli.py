@@ -25,8 +25,8 @@ app = typer.Typer(add_completion=False, no_args_is_help=True,
                   help="freshloop keeps a production model fresh: one loop, two clocks.")
 quarantine_app = typer.Typer(no_args_is_help=True, help="List, show and re-ingest quarantined rows.")
 app.add_typer(quarantine_app, name="quarantine")
-out = Console()
-err = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -157,7 +157,11 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
         "replay": {"batch": {"rows": batch_rows}, "label_delay": "0s", "warmup": max(200, min(5000, n // 10))},
     }
     if time_col is None:
+        # no time column: the row number is the clock (1 row = 1 s), so durations are counted in rows
         spec["data"].pop("time")
+        spec["policy"] = {"cooldown": f"{2 * batch_rows}s",
+                          "triggers": {"drift": {}, "quality": {}, "detector": "adwin",
+                                       "staleness": f"{max(20 * batch_rows, n // 4)}s"}}
     load_spec_dict(spec)
     header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
     if schema.excluded:
@@ -205,7 +209,8 @@ def _open(spec_path: Path) -> Any:
 def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
            file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON file")],
            source: Annotated[str, typer.Option(help="source name")] = "cli",
-           batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None) -> None:
+           batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None,
+           ) -> None:
     """Validate and store a batch; bad rows are quarantined with reasons (exit code 3 if any)."""
     loop = _open(spec_path)
     try:
@@ -360,4 +365,4 @@ def main() -> None:  # pragma: no cover - console entry
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

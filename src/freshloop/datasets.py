@@ -56,6 +56,9 @@ def load_stream(name: str, n: int | None = None, seed: int = 42) -> tuple[pd.Dat
         return df, {"label": "rain", "time": "day", "time_unit": "d", "drift_points": []}
     n = n or 20000
     mid = n // 2
+    before: Any
+    after: Any
+    stream: Any
     if name in ("sea_abrupt", "agrawal_abrupt"):
         # Abrupt drift: the first concept for `mid` rows, then the second, exactly at `mid`.
         if name == "sea_abrupt":

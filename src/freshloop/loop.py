@@ -48,7 +48,7 @@ class LoopStats:
     train_rows: int = 0
     train_seconds: float = 0.0
     online_rows: int = 0
-    deploy_lags: list[float] = field(default_factory=list)
+    deployments: list[tuple[float, float]] = field(default_factory=list)  # (promoted at, snapshot cutoff)
 
 
 @dataclass
@@ -244,7 +244,7 @@ class Loop:
         table = self.data.table()
         pos = [self.data._pos[r] for r in row_ids if r in self.data._pos]
         rows = table.iloc[pos].reset_index(drop=True)
-        return rows.assign(_label=self.data._label[pos])
+        return rows.assign(_label=self.data._label[pos], _label_time=self.data._label_time[pos])
 
     # -- serving ------------------------------------------------------------------------------
     def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None,
@@ -333,6 +333,11 @@ class Loop:
         y = pd.concat([y for _, y in self._online_queue], ignore_index=True)
         self._online_queue = []
         self._champion[1].learn(frames, y)
+        # the served model now holds these rows: staleness and data-to-deploy move with them
+        self._champion[2]["t_last"] = max(float(frames["_time"].max()), float(self._champion[2].get("t_last") or 0))
+        labeled_at = frames["_label_time"].max() if "_label_time" in frames else np.nan
+        cutoff = float(labeled_at) if np.isfinite(labeled_at) else now
+        self.stats.deployments.append((now, cutoff))
         self.stats.online_rows += len(y)
         self.stats.train_rows += len(y)
 
@@ -373,6 +378,8 @@ class Loop:
         self.stats.train_rows += cand.train_rows
         self.stats.train_seconds += cand.train_seconds
         cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
+                             "cutoff": snap.cutoff if mode == "full" and spec.gate.refit else
+                             float(train["_label_time"].max()) if "_label_time" in train and len(train) else now,
                              "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
         self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=mode,
                                status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
@@ -525,8 +532,8 @@ class Loop:
         if actor == self.actor:
             self._auto_rollbacks = 0
         lineage = self._champion[2] if self._champion else {}
-        if lineage.get("newest_arrival") is not None:
-            self.stats.deploy_lags.append(now - float(lineage["newest_arrival"]))
+        if lineage.get("cutoff") is not None:
+            self.stats.deployments.append((now, float(lineage["cutoff"])))
         self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version}, actor=actor)
 
     def rollback(self, *, actor: str, reason: str) -> int:

@@ -202,6 +202,9 @@ class RolloutSpec(_Strict):
     step_deadline: str = "30d"
     manual_approval: bool = False
     max_auto_rollbacks: int = Field(3, ge=1)
+    # The live analysis has its own bar, so a lenient offline gate does not make a lenient canary.
+    min_improvement: float = Field(-0.005, description="least candidate - champion on live labels")
+    max_regression: float = Field(0.03, ge=0, description="how far below the champion the live CI may reach")
 
     _check = field_validator("step_deadline")(classmethod(lambda cls, v: _duration(v)))
 

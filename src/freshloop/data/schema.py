@@ -126,7 +126,8 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
         classes = tuple(sorted({_plain(v) for v in values}))
         if len(classes) < 2:
             raise DataError(f"column {spec.label!r}: classification needs at least 2 classes in the first batch "
-                            f"or data.classes in the spec. Got {list(classes)!r}.", field="data.label", value=list(classes))
+                            f"or data.classes in the spec. Got {list(classes)!r}.", field="data.label",
+                            value=list(classes))
     reserved = {spec.label, spec.time, spec.entity}
     excluded: list[str] = []
     feats: list[Feature] = []

@@ -66,7 +66,12 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
-        table = pa.Table.from_pandas(frame.astype(str).where(frame.notna(), None), preserve_index=False)
+        # mixed-type columns (a number column holding 'abc'): keep each value's text, None stays None
+        fixed = frame.copy()
+        for c in fixed.columns:
+            if fixed[c].dtype == object:
+                fixed[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in fixed[c]]
+        table = pa.Table.from_pandas(fixed, preserve_index=False)
     buf = io.BytesIO()
     pq.write_table(table, buf)
     return buf.getvalue()
@@ -223,7 +228,7 @@ class DataStore:
         if len(acc):
             self._apply(kind, bid, acc)
         return IngestResult(bid, kind, source, key, status, submitted, len(acc), len(rej), reasons,
-                            qrow["id"] if qrow else None, accepted_frame=acc)
+                            str(qrow["id"]) if qrow else None, accepted_frame=acc)
 
     # -- in-memory view -----------------------------------------------------------------------
     def _apply(self, kind: str, bid: str, acc: pd.DataFrame) -> None:
@@ -248,11 +253,11 @@ class DataStore:
                     self._label[p], self._label_time[p], self._label_batch[p] = lab, t, lb
         else:
             for rid, lab, t in zip(acc["_row_id"], acc["_label"], acc["_label_time"], strict=True):
-                p = self._pos.get(rid)
-                if p is None:
+                at = self._pos.get(rid)
+                if at is None:
                     self._pending[rid] = (lab, float(t), bid)
                 else:
-                    self._label[p], self._label_time[p], self._label_batch[p] = lab, float(t), bid
+                    self._label[at], self._label_time[at], self._label_batch[at] = lab, float(t), bid
 
     def _grow(self, n: int) -> None:
         if n <= len(self._label):
@@ -322,7 +327,7 @@ class DataStore:
             pos = self._snapshot_rows[snap.id]
         table = self.table()
         out = table.iloc[pos].reset_index(drop=True)
-        return out.assign(_label=self._label[pos])
+        return out.assign(_label=self._label[pos], _label_time=self._label_time[pos])
 
     # -- quarantine ---------------------------------------------------------------------------
     def quarantined(self, status: str | None = "held") -> list[dict[str, Any]]:

@@ -84,7 +84,7 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         inf = present & ~bad & ~np.isfinite(np.nan_to_num(num, nan=0.0))
         msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" for v in s[bad | inf]]
         return (pd.Series(np.where(bad | inf, np.nan, num), index=s.index), pd.Series(bad | inf, index=s.index),
-                msgs)
+                msgs)  # type: ignore[return-value]
     classes = list(schema.classes or ())
     if classes and all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(s) \
             and not pd.api.types.is_bool_dtype(s):
@@ -96,17 +96,17 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_n]]
         return typed_n, pd.Series(bad_n, index=s.index), msgs
     text = _text(s)
-    present = (text.notna() & (text != "")).fillna(False).astype(bool)
+    present_s = (text.notna() & (text != "")).fillna(False).astype(bool)
     if classes and all(isinstance(c, int) for c in classes):
-        num = pd.to_numeric(text.where(present), errors="coerce")
-        ok = num.isin(classes)
-        typed = num.where(ok).astype("Int64")
+        as_num = pd.Series(pd.to_numeric(text.where(present_s), errors="coerce"), index=s.index)
+        ok = as_num.isin(classes)
+        typed = as_num.where(ok).astype("Int64")
     else:
         ok = text.isin([str(c) for c in classes])
         typed = text.where(ok).astype(object)
-    bad = present & ~ok.fillna(False).astype(bool)
-    msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad]]
-    return typed, bad, msgs
+    bad_s = present_s & ~ok.fillna(False).astype(bool)
+    msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_s]]
+    return typed, bad_s, msgs
 
 
 def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, now: float,

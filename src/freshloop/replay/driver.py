@@ -199,6 +199,20 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: list[float], sc
             head = d["reasons"][0].split(":", 1)[0]
             skip_counts[head] = skip_counts.get(head, 0) + 1
     verdicts = loop.meta.list_verdicts()
+    # data-to-deploy: for each label that matured after the first model went live, the time until a
+    # promoted model had been trained on it (labels no later model used are counted as never deployed)
+    label_times = loop.data._label_time[: loop.data.rows]
+    deployed = sorted(st_ for st_ in loop.stats.deployments)
+    lags = np.array([])
+    never_deployed = 0
+    if deployed:
+        at_d = np.array([d[0] for d in deployed])
+        cut = np.maximum.accumulate(np.array([d[1] for d in deployed]))
+        later = label_times[np.isfinite(label_times) & (label_times > at_d[0])]
+        j = np.searchsorted(cut, later, side="left")
+        ok = j < len(cut)
+        lags = at_d[j[ok]] - later[ok]
+        never_deployed = int((~ok).sum())
     unit = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[spec.data.time_unit if spec.data.time else "s"]
     st = loop.stats
     summary = {
@@ -219,7 +233,8 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: list[float], sc
         "time_unit": spec.data.time_unit if spec.data.time else "s",
         "max_staleness": round(max(staleness) / unit, 4) if staleness else None,
         "mean_staleness": round(float(np.mean(staleness)) / unit, 4) if staleness else None,
-        "mean_data_to_deploy": round(float(np.mean(st.deploy_lags)) / unit, 4) if st.deploy_lags else None,
+        "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
+        "labels_never_deployed": never_deployed,
         "decisions": {"retrain": retrains, "skip_counts": skip_counts},
         "verdicts": [{"at": v["created_at"], "passed": v["passed"], "reason": v["body"]["reason"]} for v in verdicts],
         "series": series,

@@ -106,7 +106,7 @@ def analyze_step(r: Rollout, spec: RolloutSpec, gate: GateSpec, metric: Metric, 
           "high": d.high, "share": r.share}
     summary = (f"{metric.name} {d.candidate:.4f} vs champion {d.champion:.4f} on {n} labels "
                f"(better by {d.delta:+.4f}, CI {d.low:+.4f} to {d.high:+.4f})")
-    if d.delta < gate.min_improvement or d.low < -gate.max_regression:
+    if d.delta < spec.min_improvement or d.low < -spec.max_regression:
         return StepOutcome("abort", "worse than the champion: " + summary, ev)
     last = r.strategy == "shadow" or r.step >= len(r.steps) - 1
     return StepOutcome("promote" if last else "continue", summary, ev)

@@ -151,15 +151,15 @@ class ModelBundle:
             for x, target in zip(self._records(frame), y.tolist(), strict=True):
                 self.model_.learn_one(x, target)
         else:
-            x = self.encode(frame)
+            xs = self.encode(frame)
             *pre, (name, est) = self.model_.steps
             if self.rows_seen_ == 0:
                 for _, step in pre:
-                    step.fit(x)
+                    step.fit(xs)
             for _, step in pre:
-                x = step.transform(x)
+                xs = step.transform(xs)
             kwargs = {"classes": np.array(self.schema.classes)} if self.schema.task == "classification" else {}
-            est.partial_fit(x, y.to_numpy(), **kwargs)
+            est.partial_fit(xs, y.to_numpy(), **kwargs)
         self.rows_seen_ += len(y)
         return self
 
@@ -190,11 +190,11 @@ class ModelBundle:
             proba[empty] = 1.0 / len(classes)
             proba /= proba.sum(axis=1, keepdims=True)
             return np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(type(classes[0])), proba
-        x = self.encode(frame)
+        xs = self.encode(frame)
         if self.schema.task == "regression" or not hasattr(self.model_, "predict_proba"):
-            return np.asarray(self.model_.predict(x)), None
-        raw = self.model_.predict_proba(x)
-        proba = np.zeros((len(x), len(classes)))
+            return np.asarray(self.model_.predict(xs)), None
+        raw = self.model_.predict_proba(xs)
+        proba = np.zeros((len(xs), len(classes)))
         for j, c in enumerate(self.model_.classes_):
             if c in classes:
                 proba[:, classes.index(c)] = raw[:, j]

@@ -10,6 +10,7 @@ import importlib.metadata
 import pickle
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -69,7 +70,7 @@ def _code_version() -> str:
     h = hashlib.sha256()
     for f in sorted(str(p) for p in files if str(p).endswith(".py")):
         try:
-            h.update(src.locate_file(f).read_bytes())  # type: ignore[union-attr]
+            h.update(Path(str(src.locate_file(f))).read_bytes())
         except OSError:
             continue
     return f"{__version__}+{h.hexdigest()[:12]}"

@@ -1,0 +1,82 @@
+"""The command line, run as a user would: a real process, real files, exit codes and messages."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import yaml
+
+from .conftest import make_frame
+
+
+def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "freshloop.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=300)
+
+
+def test_init_then_replay_an_unseen_csv(tmp_path: Path) -> None:
+    frame = make_frame(2500, seed=4)
+    frame.loc[1500:, "y"] = 1 - frame.loc[1500:, "y"]
+    frame.insert(0, "Unnamed: 0", range(len(frame)))  # a saved index column, as pandas writes it
+    frame = frame.drop(columns="t")
+    frame.to_csv(tmp_path / "data.csv", index=False)
+    init = run("init", "--data", "data.csv", "--label", "y", "--out", "loop.yaml", cwd=tmp_path)
+    assert init.returncode == 0, init.stderr
+    spec = yaml.safe_load((tmp_path / "loop.yaml").read_text())
+    assert [f["name"] for f in spec["data"]["features"]] == ["x1", "x2", "c"]
+    assert "Unnamed: 0" in (tmp_path / "loop.yaml").read_text().splitlines()[1]
+    rep = run("replay", "loop.yaml", "--data", "data.csv", "--out", "out", "--workers", "1",
+              "--compare", "never,default", cwd=tmp_path)
+    assert rep.returncode == 0, rep.stderr
+    summary = json.loads((tmp_path / "out" / "summary.json").read_text())["policies"]
+    assert summary["default"]["metric"] > summary["never"]["metric"]
+    assert (tmp_path / "out" / "report.html").exists()
+    assert "default" in rep.stdout and "never" in rep.stdout
+
+
+def test_spec_typo_is_one_line_and_nonzero(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").write_text("name: x\ndata:\n  label: y\npolicy:\n  coldown: 3d\n")
+    res = run("check", "loop.yaml", cwd=tmp_path)
+    assert res.returncode == 2
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1
+    assert "policy.coldown: unknown field" in lines[0] and "loop.yaml" in lines[0]
+
+
+def test_ingest_bad_rows_then_quarantine_and_history(tmp_path: Path) -> None:
+    (tmp_path / "loop.yaml").write_text("name: x\ndata:\n  label: y\n  time: t\n")
+    make_frame(200).to_csv(tmp_path / "good.csv", index=False)
+    ok = run("ingest", "loop.yaml", "good.csv", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr
+    (tmp_path / "bad.csv").write_text("t,x1,x2,c,y\n300,0.1,0.2,a,1\n301,abc,0.2,a,1\n302,0.1,0.2,a,9\n303,1\n")
+    bad = run("ingest", "loop.yaml", "bad.csv", cwd=tmp_path)
+    assert bad.returncode == 3
+    assert "field 'x1': must be a number (got 'abc')" in bad.stderr
+    assert "bad.csv" in bad.stderr
+    out = json.loads(bad.stdout)
+    assert (out["accepted"], out["quarantined"], out["submitted"]) == (1, 3, 4)
+    listed = run("quarantine", "list", "loop.yaml", cwd=tmp_path)
+    assert out["quarantine_id"] in listed.stdout
+    shown = run("quarantine", "show", "loop.yaml", out["quarantine_id"], cwd=tmp_path)
+    assert "abc" in shown.stdout and "303,1" in shown.stdout
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    e = run("ingest", "loop.yaml", "empty.csv", cwd=tmp_path)
+    assert e.returncode == 2 and "empty file" in e.stderr
+    nolabel = tmp_path / "nolabel.csv"
+    make_frame(5, t0=400).drop(columns="y").to_csv(nolabel, index=False)
+    assert run("ingest", "loop.yaml", "nolabel.csv", cwd=tmp_path).returncode == 0  # labels may come later
+    tick = run("tick", "loop.yaml", cwd=tmp_path)
+    assert tick.returncode == 0 and "promoted version 1" in tick.stdout
+    models = run("models", "loop.yaml", cwd=tmp_path)
+    assert "champion" in models.stdout
+    hist = run("history", "loop.yaml", cwd=tmp_path)
+    for kind in ("batch_accepted", "batch_quarantined", "decision_retrain", "verdict", "alias_moved"):
+        assert kind in hist.stdout
+    rb = run("rollback", "loop.yaml", "--reason", "test", cwd=tmp_path)
+    assert rb.returncode == 1 and "no earlier champion" in rb.stderr
+    pr = run("promote", "loop.yaml", "7", "--reason", "x", cwd=tmp_path)
+    assert pr.returncode == 1 and "model version 7 not found" in pr.stderr

@@ -1,0 +1,166 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from freshloop.data.store import DataStore
+from freshloop.errors import ConflictError, DataError
+from freshloop.spec import DataSpec, QualitySpec, WindowSpec
+from freshloop.store import open_stores
+
+from .conftest import make_frame
+
+
+def store(root: Path, **quality: object) -> DataStore:
+    meta, blobs = open_stores(root, durable=False)
+    return DataStore("t", DataSpec(label="y", time="t", quality=QualitySpec(**quality)), meta, blobs)
+
+
+def test_first_batch_locks_schema_and_later_batches_are_checked(tmp_path: Path) -> None:
+    ds = store(tmp_path, unseen_categories="quarantine")
+    ds.ingest(make_frame(100), now=100.0, source="s", batch_id="1")
+    assert ds.schema is not None and ds.schema.feature("c").categories == ("a", "b", "c")
+    bad = make_frame(5, seed=1, t0=100).astype({"x1": object, "c": object})
+    bad.loc[0, "x1"] = "abc"
+    bad.loc[1, "x1"] = np.inf
+    bad.loc[2, "c"] = "zzz"
+    bad.loc[3, "x1"] = 1e9
+    res = ds.ingest(bad, now=200.0, source="s", batch_id="2")
+    assert (res.accepted, res.quarantined, res.status) == (1, 4, "partial")
+    q = ds.read_quarantine(res.quarantine_id or "")
+    reasons = dict(zip(q["_row"], q["_reason"], strict=True))
+    assert reasons[0] == "field 'x1': must be a number (got 'abc')"
+    assert reasons[1] == "field 'x1': must be finite (got inf)"
+    assert reasons[2] == "field 'c': must be a known category (got 'zzz')"
+    assert reasons[3].startswith("field 'x1': must lie within the learned range")
+    assert q.loc[q["_row"] == 0, "x1"].iloc[0] == "abc"  # kept as submitted
+
+
+def test_missing_column_quarantines_the_whole_batch(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    ds.ingest(make_frame(50), now=1.0, source="s", batch_id="1")
+    res = ds.ingest(make_frame(10, t0=50).drop(columns="x2"), now=2.0, source="s", batch_id="2")
+    assert res.status == "quarantined" and res.quarantined == 10
+    assert res.reasons[0] == "column 'x2': missing (rule: every schema column must be present)"
+
+
+def test_missing_rate_over_the_limit_quarantines_the_batch(tmp_path: Path) -> None:
+    ds = store(tmp_path, max_missing_rate=0.3)
+    ds.ingest(make_frame(50), now=1.0, source="s", batch_id="1")
+    f = make_frame(10, t0=50)
+    f.loc[:5, "x1"] = np.nan
+    res = ds.ingest(f, now=2.0, source="s", batch_id="2")
+    assert res.status == "quarantined"
+    assert "missing rate 0.60 exceeds data.quality.max_missing_rate 0.3" in res.reasons[0]
+
+
+def test_ingest_is_idempotent_by_key_and_content(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    f = make_frame(30)
+    first = ds.ingest(f, now=1.0, source="s", batch_id="k")
+    again = ds.ingest(f, now=2.0, source="s", batch_id="k")
+    assert again.replayed and again.batch_id == first.batch_id and ds.rows == 30
+    with pytest.raises(ConflictError, match="already ingested with different content"):
+        ds.ingest(make_frame(30, seed=9), now=3.0, source="s", batch_id="k")
+    no_key = ds.ingest(make_frame(10, t0=30), now=4.0, source="s")
+    assert ds.ingest(make_frame(10, t0=30), now=5.0, source="s").batch_id == no_key.batch_id
+    assert ds.rows == 40
+
+
+def test_duplicate_rows_in_a_batch_are_quarantined(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    f = make_frame(10)
+    f = pd.concat([f, f.iloc[[3]]], ignore_index=True)
+    res = ds.ingest(f, now=1.0, source="s", batch_id="1")
+    assert res.quarantined == 1 and "duplicate" in res.reasons[0]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(cells=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
+                                st.none()), min_size=1, max_size=30))
+def test_nothing_is_lost(tmp_path_factory: pytest.TempPathFactory, cells: list[object]) -> None:
+    ds = store(tmp_path_factory.mktemp("d"))
+    ds.ingest(make_frame(40), now=1.0, source="s", batch_id="seed")
+    f = make_frame(len(cells), t0=100).astype({"x1": object})
+    f["x1"] = cells
+    res = ds.ingest(f, now=2.0, source="s", batch_id="fuzz")
+    assert res.accepted + res.quarantined == res.submitted == len(cells)
+    if res.quarantine_id:
+        assert len(ds.read_quarantine(res.quarantine_id)) == res.quarantined
+
+
+def test_csv_files_keep_raw_bytes_and_malformed_rows(tmp_path: Path) -> None:
+    ds = store(tmp_path / "s")
+    good = tmp_path / "good.csv"
+    make_frame(40).to_csv(good, index=False)
+    ds.ingest_file(str(good), now=1.0)
+    raw = b"t,x1,x2,c,y\n50,0.1,0.2,a,1\n51,0.1,oops,b,0\n52,1,2\n53,0.3,0.1,c,1,extra\n"
+    bad = tmp_path / "bad.csv"
+    bad.write_bytes(raw)
+    res = ds.ingest_file(str(bad), now=2.0)
+    assert (res.submitted, res.accepted, res.quarantined) == (4, 1, 3)
+    stored = ds.meta.get_batch(res.batch_id)["raw_path"]
+    assert ds.blobs.get_bytes(stored) == raw  # the submission, byte for byte
+    q = ds.read_quarantine(res.quarantine_id or "")
+    assert "field 'x2': must be a number (got 'oops')" in set(q["_reason"])
+    texts = set(q["_text"].dropna())
+    assert texts == {"52,1,2", "53,0.3,0.1,c,1,extra"}
+    assert any("expected 5 fields, got 3" in r for r in q["_reason"])
+
+
+def test_empty_and_missing_files_are_errors(tmp_path: Path) -> None:
+    ds = store(tmp_path / "s")
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    with pytest.raises(DataError, match="empty file"):
+        ds.ingest_file(str(empty), now=1.0)
+    with pytest.raises(DataError, match="not found"):
+        ds.ingest_file(str(tmp_path / "nope.csv"), now=1.0)
+
+
+def test_missing_label_column_in_first_batch_is_named(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    with pytest.raises(DataError, match="column 'y': the label column is missing"):
+        ds.ingest(make_frame(10).drop(columns="y"), now=1.0)
+
+
+def test_reingest_after_fix(tmp_path: Path) -> None:
+    ds = store(tmp_path, unseen_categories="quarantine")
+    ds.ingest(make_frame(40), now=1.0, source="s", batch_id="1")
+    f = make_frame(3, t0=40)
+    f["c"] = "d"
+    res = ds.ingest(f, now=2.0, source="s", batch_id="2")
+    assert res.quarantined == 3
+    # the operator relaxes the rule; the held rows go in, and the item is marked
+    ds.spec = ds.spec.model_copy(update={"quality": QualitySpec(unseen_categories="accept")})
+    again = ds.reingest(res.quarantine_id or "", now=3.0)
+    assert again.accepted == 3 and ds.quarantined("held") == []
+    with pytest.raises(ConflictError):
+        ds.reingest(res.quarantine_id or "", now=4.0)
+
+
+def test_labels_arrive_later_and_snapshots_follow_the_window(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    ds.ingest(make_frame(100), now=100.0, source="s", batch_id="1", row_ids=[f"r{i}" for i in range(100)])
+    later = make_frame(100, seed=2, t0=100).assign(y=None)
+    ds.ingest(later, now=200.0, source="s", batch_id="2", row_ids=[f"r{i}" for i in range(100, 200)])
+    assert ds.snapshot(WindowSpec(), cutoff=200.0, now=200.0).rows == 100
+    res = ds.ingest_labels([f"r{i}" for i in range(100, 150)] + ["ghost"], [1] * 50 + [0], now=250.0)
+    assert res.accepted == 51 and res.unknown_row_ids == 1
+    assert ds.snapshot(WindowSpec(), cutoff=249.0, now=250.0).rows == 100  # not matured yet at 249
+    full = ds.snapshot(WindowSpec(), cutoff=250.0, now=250.0)
+    assert full.rows == 150
+    assert ds.snapshot(WindowSpec(rows=20), cutoff=250.0, now=250.0).rows == 20
+    assert ds.snapshot(WindowSpec(period="110s"), cutoff=250.0, now=250.0).rows == 9  # labeled t in (140, 149]
+    bad = ds.ingest_labels(["r150"], [7], now=260.0)
+    assert bad.quarantined == 1 and "known classes" in bad.reasons[0]
+    # reopening rebuilds the same snapshot from the Parquet batches
+    meta, blobs = ds.meta, ds.blobs
+    again = DataStore("t", ds.spec, meta, blobs)
+    frame = again.read_snapshot(full)
+    assert len(frame) == 150 and frame["_label"].notna().all()

@@ -1,0 +1,149 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from freshloop.clock import SimulatedClock
+from freshloop.datasets import load_stream
+from freshloop.errors import NotFoundError
+from freshloop.loop import Loop
+from freshloop.replay import compare, replay, resolve_policy, write_report
+from freshloop.spec import load_spec_dict
+
+from .conftest import make_frame, spec_dict
+
+
+def drive(loop: Loop, clock: SimulatedClock, frame: pd.DataFrame, *, batch: int = 50, delay: float = 10.0,
+          ids_from: int = 0) -> list[int | None]:
+    """A minimal production-like driver: rows arrive, are predicted, labels come back ``delay`` later."""
+    pending: list[tuple[float, str, int]] = []
+    champions = []
+    for start in range(0, len(frame), batch):
+        chunk = frame.iloc[start:start + batch]
+        now = float(chunk["t"].iloc[-1])
+        clock.advance_to(now)
+        ids = [f"r{ids_from + start + i}" for i in range(len(chunk))]
+        if loop.champion_version is not None:
+            loop.predict(chunk.drop(columns="y"), row_ids=ids)
+        loop.ingest(chunk.drop(columns="y"), source="test", batch_id=ids[0], row_ids=ids)
+        pending += [(float(t) + delay, rid, int(y)) for t, rid, y in zip(chunk["t"], ids, chunk["y"], strict=True)]
+        due = [p for p in pending if p[0] <= now]
+        pending = [p for p in pending if p[0] > now]
+        if due:
+            loop.feedback([d[1] for d in due], [d[2] for d in due], source="test", batch_id=f"l{ids[0]}")
+        loop.tick()
+        champions.append(loop.champion_version)
+    return champions
+
+
+def bootstrap(make_loop, **over: object) -> tuple[Loop, SimulatedClock]:
+    loop, clock, _ = make_loop(**over)
+    warm = make_frame(300)
+    clock.advance_to(299.0)
+    loop.ingest(warm, source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    rep = loop.tick()
+    assert rep.promoted == 1 and loop.champion_version == 1
+    return loop, clock
+
+
+def test_predict_needs_a_champion(make_loop) -> None:
+    loop, _, _ = make_loop()
+    with pytest.raises(NotFoundError, match="no champion yet"):
+        loop.predict(make_frame(3))
+
+
+def test_canary_promotes_a_better_candidate(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "canary", "steps": [25, 100], "min_labels": 60},
+                            policy={"triggers": {"schedule": "400s"}, "cooldown": "0s", "min_new_labels": 0})
+    flipped = make_frame(1500, seed=5, flip=True, t0=300)
+    drive(loop, clock, flipped)
+    kinds = [e["kind"] for e in loop.events.list()]
+    assert "rollout_started" in kinds and "rollout_step" in kinds and "rollout_promoted" in kinds
+    moves = [m for m in loop.registry.history("champion") if "rollout" in m.reason]
+    assert moves and "passed" in moves[0].reason
+    step = next(e for e in loop.events.list("rollout_step"))
+    assert "to 100%" in step["reason"]
+    assert loop.champion_version is not None and loop.champion_version > 1
+
+
+def test_canary_rolls_back_a_bad_candidate(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "canary", "steps": [20, 100], "min_labels": 60,
+                                                "max_auto_rollbacks": 2},
+                            policy={"triggers": {"schedule": "300s"}, "cooldown": "0s", "min_new_labels": 0},
+                            gate={"min_improvement": -1.0, "max_regression": 1.0})
+    # the hook: from now on candidates learn from shuffled labels, and the lenient gate lets them through
+    loop.spec = loop.spec.model_copy(update={"model": loop.spec.model.model_copy(
+        update={"estimator": "freshloop.testing.ShuffledLabelsClassifier", "params": {}})})
+    champions = drive(loop, clock, make_frame(1500, seed=6, t0=300))
+    assert set(champions) == {1}  # the champion never changed
+    rolled = loop.events.list("rollout_rolled_back")
+    assert len(rolled) >= 2 and "worse than the champion" in rolled[0]["reason"]
+    assert not loop.auto_promotion
+    assert loop.events.list("auto_promotion_stopped")
+    assert loop.registry.alias("canary") is None
+
+
+def test_online_policy_learns_from_every_matured_label(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, model={"estimator": "river.linear_model.LogisticRegression"},
+                            policy={"name": "online", "triggers": {}, "online": True})
+    drive(loop, clock, make_frame(500, seed=2, t0=300))
+    assert loop.stats.online_rows > 400 and loop.stats.retrains == 1
+
+
+def test_operator_promote_and_rollback_are_recorded(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
+                                               "min_new_labels": 0})
+    drive(loop, clock, make_frame(600, seed=3, t0=300))
+    assert loop.champion_version and loop.champion_version > 1
+    current = loop.champion_version
+    back = loop.rollback(actor="alice", reason="paging at 3am")
+    assert back < current and loop.champion_version == back
+    last = loop.registry.history("champion")[-1]
+    assert (last.actor, last.reason) == ("alice", "rollback: paging at 3am")
+    loop.promote(current, actor="bob", reason="fixed")
+    assert loop.champion_version == current
+
+
+def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
+    frame = make_frame(1500, seed=1)
+    frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]
+    spec = load_spec_dict(spec_dict(tmp_path / "unused", policy={"cooldown": "100s"}))
+    a = replay(spec, frame, tmp_path / "a")
+    replay(spec, frame, tmp_path / "b")
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert a["predictions_scored"] == 1500 - 300
+    assert a["retrains"] >= 2 and a["decisions"]["retrain"][0]["reasons"][0].startswith("bootstrap")
+    assert any(k == "t" for k in a["series"][0])
+    report = write_report({"default": a}, tmp_path / "r.html", title="t")
+    text = report.read_text()
+    assert text.count("<svg") == 2 and "default" in text
+
+
+def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
+    frame, info = load_stream("sea_abrupt", n=6000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "policy": {"cooldown": "300s", "triggers": {"drift": {}, "quality": {},
+                                                                       "detector": "adwin"}},
+                           "model": {"window": {"rows": 1000}},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    res = compare(spec, frame, tmp_path, ["never", "default"])
+    drift_at = info["drift_points"][0]
+    assert res["default"]["metric"] > res["never"]["metric"] + 0.02
+    after = [d["at"] for d in res["default"]["decisions"]["retrain"] if d["at"] >= drift_at]
+    assert after and after[0] - drift_at < 600  # detection delay, in rows (time = row index here)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["policies"]) == {"never", "default"}
+
+
+def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path))
+    from freshloop.errors import SpecError
+
+    with pytest.raises(SpecError, match="needs a River model or an estimator with partial_fit"):
+        resolve_policy(spec, "online")
+    assert resolve_policy(spec, "online:river.linear_model.LogisticRegression").model.mode == "online"
+    assert np.isfinite(1.0)

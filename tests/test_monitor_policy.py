@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from river.drift import ADWIN
+from scipy import stats
+from scipy.spatial.distance import jensenshannon
+
+from freshloop.data.schema import Feature, Schema
+from freshloop.evaluate.metrics import get_metric
+from freshloop.monitor import Monitor, Reference, Signals, drift_score
+from freshloop.monitor.drift import DriftScore
+from freshloop.policy import Policy, PolicyState, Retrain, Skip
+from freshloop.spec import DriftTriggerSpec, PolicySpec, QualityTriggerSpec, TriggerSpec
+
+
+def test_statistics_agree_with_scipy() -> None:
+    rng = np.random.default_rng(3)
+    ref_v, cur_v = rng.normal(0, 1, 3000), rng.normal(0.3, 1.2, 800)
+    ref = Reference.numeric(ref_v)
+    ks = drift_score(ref, cur_v, "ks")
+    expected = stats.ks_2samp(np.sort(ref_v), cur_v)
+    assert ks.value == pytest.approx(expected.statistic, abs=1e-12)
+    assert ks.p_value == pytest.approx(expected.pvalue, rel=1e-9)
+    w = drift_score(ref, cur_v, "wasserstein")
+    assert w.value == pytest.approx(stats.wasserstein_distance(ref_v, cur_v) / np.std(ref_v), rel=1e-9)
+    cats = Reference.categorical(np.array(["a"] * 50 + ["b"] * 50))
+    js = drift_score(cats, np.array(["a"] * 80 + ["b"] * 20), "jensen_shannon")
+    assert js.value == pytest.approx(jensenshannon([0.5, 0.5, 0], [0.8, 0.2, 0], base=2), rel=1e-9)
+    assert drift_score(cats, np.array(["a"] * 50 + ["b"] * 50), "chi2").p_value == pytest.approx(1.0)
+
+
+def test_psi_is_small_on_the_same_distribution_and_large_on_a_shift() -> None:
+    rng = np.random.default_rng(0)
+    ref = Reference.numeric(rng.normal(0, 1, 5000))
+    assert drift_score(ref, rng.normal(0, 1, 500)).value < 0.05
+    assert drift_score(ref, rng.normal(0.8, 1, 500)).drifted
+
+
+def schema() -> Schema:
+    return Schema("y", "classification", (Feature("x", "numeric", -3, 3), Feature("c", "categorical",
+                                                                                 categories=("a", "b"))),
+                  classes=(0, 1))
+
+
+def test_monitor_drift_quality_and_detector() -> None:
+    rng = np.random.default_rng(1)
+    trig = TriggerSpec(drift=DriftTriggerSpec(window=200), quality=QualityTriggerSpec(min_labels=100, window=200),
+                       detector="adwin")
+    mon = Monitor(schema(), trig, get_metric("accuracy"))
+    ref = pd.DataFrame({"x": rng.normal(0, 1, 1000), "c": rng.choice(["a", "b"], 1000)})
+    mon.reset(ref, rng.random(1000), None)
+    mon.observe_rows(pd.DataFrame({"x": rng.normal(0, 1, 300), "c": rng.choice(["a", "b"], 300)}))
+    quiet = mon.signals(10.0, last_trained_at=0.0, champion_since=0.0)
+    assert quiet.drifted == []
+    mon.observe_rows(pd.DataFrame({"x": rng.normal(2, 1, 300), "c": ["a"] * 300}))
+    loud = mon.signals(20.0, last_trained_at=0.0, champion_since=0.0)
+    assert set(loud.drifted) == {"x", "c"}
+    mon.observe_outcomes((rng.random(150) < 0.9).astype(float), 150)
+    assert mon.reference_metric is not None and mon.reference_metric > 0.8  # established baseline
+    mon.observe_outcomes((rng.random(400) < 0.5).astype(float), 400)
+    s = mon.signals(30.0, last_trained_at=0.0, champion_since=0.0)
+    assert s.detector_fired and s.live_high is not None and s.live_high < s.reference_metric
+    assert s.new_labels == 550
+
+
+def test_adwin_detection_delay_is_pinned() -> None:
+    """The detector freshloop wires in (River's ADWIN) on a 0.2 -> 0.5 error-rate shift at row 1000."""
+    rng = np.random.default_rng(7)
+    errors = np.r_[rng.random(1000) < 0.2, rng.random(1000) < 0.5].astype(float)
+    det = ADWIN()
+    fired = [i for i, e in enumerate(errors) if (det.update(e) or True) and det.drift_detected]
+    assert fired and 1000 <= fired[0] <= 1200
+
+
+def sig(**kw: object) -> Signals:
+    return Signals(**{"now": 100 * 86400.0, "last_trained_at": 0.0, "new_labels": 500, **kw})  # type: ignore[arg-type]
+
+
+def drifted(v: float = 0.5) -> dict[str, DriftScore]:
+    return {"x": DriftScore("psi", v, 0.2, v > 0.2)}
+
+
+def test_policy_triggers_and_guards() -> None:
+    p = Policy.from_spec(PolicySpec(triggers=TriggerSpec(drift=DriftTriggerSpec()), hysteresis=2, cooldown="7d",
+                                    min_new_labels=100))
+    first = p.decide(sig(drift=drifted()), PolicyState())
+    assert isinstance(first, Skip) and first.reason.startswith("no trigger fired")  # hysteresis: 1 of 2
+    second = p.decide(sig(drift=drifted()), PolicyState(streaks=first.streaks))
+    assert isinstance(second, Retrain) and second.reasons[0].startswith("drift: 1 feature(s) drifted: psi(x)=0.500")
+    few = p.decide(sig(drift=drifted(), new_labels=10), PolicyState(streaks=first.streaks))
+    assert isinstance(few, Skip) and few.reason.startswith("guard: 10 new labeled rows < min_new_labels 100")
+    cool = p.decide(sig(drift=drifted(), last_trained_at=100 * 86400.0 - 3600), PolicyState(streaks=first.streaks))
+    assert isinstance(cool, Skip) and cool.reason.startswith("cooldown: trained 1h ago < 1w")
+    seen = p.decide(sig(drift=drifted(), drift_at_training={"x": 0.45}), PolicyState(streaks=first.streaks))
+    assert isinstance(seen, Skip)  # drift a retrain already faced does not re-trigger
+
+
+def test_budget_quality_staleness_and_run_keys() -> None:
+    spec = PolicySpec.model_validate({"triggers": {"staleness": "30d"}, "budget": {"max_retrains": 2, "per": "10d"},
+                                      "cooldown": "0s", "min_new_labels": 0})
+    p = Policy.from_spec(spec)
+    now = 100 * 86400.0
+    out = p.decide(sig(), PolicyState(retrain_times=(now - 86400, now - 2 * 86400)))
+    assert isinstance(out, Skip) and out.reason.startswith("budget: 2 retrains in the last 10d >= 2")
+    ok = p.decide(sig(), PolicyState(retrain_times=(now - 20 * 86400,)))
+    assert isinstance(ok, Retrain) and ok.run_key == f"default@{now:.0f}"
+    assert ok.reasons == ("staleness: model trained 100d ago >= max 30d",)
+    q = Policy.from_spec(PolicySpec(triggers=TriggerSpec(quality=QualityTriggerSpec(max_drop=0.02, min_labels=50)),
+                                    hysteresis=1, cooldown="0s"))
+    drop = q.decide(sig(live_metric=0.70, live_low=0.66, live_high=0.74, live_n=200, reference_metric=0.80),
+                    PolicyState())
+    assert isinstance(drop, Retrain) and "0.1000 worse" in drop.reasons[0]
+    noisy = q.decide(sig(live_metric=0.77, live_low=0.70, live_high=0.84, live_n=200, reference_metric=0.80),
+                     PolicyState())
+    assert isinstance(noisy, Skip)  # the CI still holds the reference

@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from freshloop.errors import SpecError
+from freshloop.spec import load_spec, load_spec_dict, policy_preset
+
+
+def base() -> dict[str, object]:
+    return {"name": "x", "data": {"label": "y"}}
+
+
+@pytest.mark.parametrize(("patch", "field", "words"), [
+    ({"polcy": {}}, "polcy", "unknown field"),
+    ({"policy": {"cooldown": "-3d"}}, "policy.cooldown", "'-3d'"),
+    ({"gate": {"holdout": 2}}, "gate.holdout", "less than 1"),
+    ({"model": {"mode": "sometimes"}}, "model.mode", "sometimes"),
+    ({"rollout": {"steps": [50, 25, 100]}}, "rollout.steps", "increasing"),
+    ({"replay": {"batch": {"rows": 5, "period": "1d"}}}, "replay.batch", "exactly one"),
+    ({"name": "has space"}, "name", "has space"),
+])
+def test_spec_errors_name_field_rule_and_value(patch: dict[str, object], field: str, words: str) -> None:
+    raw = {**base(), **patch}
+    with pytest.raises(SpecError) as e:
+        load_spec_dict(raw)
+    assert e.value.field == field
+    assert e.value.code == "invalid_spec"
+    assert words in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_missing_label_is_named() -> None:
+    with pytest.raises(SpecError, match=r"data.label: field required"):
+        load_spec_dict({"name": "x", "data": {}})
+
+
+def test_load_spec_resolves_store_next_to_file(tmp_path: Path) -> None:
+    p = tmp_path / "loop.yaml"
+    p.write_text("name: demo\ndata:\n  label: y\n")
+    spec = load_spec(p)
+    assert spec.store.root == str((tmp_path / ".freshloop").resolve())
+
+
+def test_load_spec_reports_file_and_yaml_errors(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="not found"):
+        load_spec(tmp_path / "nope.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(SpecError, match="not valid YAML"):
+        load_spec(bad)
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("name: demo\ndata:\n  lable: y\n")
+    with pytest.raises(SpecError, match=r"typo.yaml: data.label"):
+        load_spec(typo)
+
+
+def test_policy_presets() -> None:
+    assert policy_preset("never").triggers.schedule is None
+    assert policy_preset("periodic:7d").triggers.schedule == "7d"
+    assert policy_preset("online").online
+    with pytest.raises(SpecError, match="periodic:soon"):
+        policy_preset("periodic:soon")

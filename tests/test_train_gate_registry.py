@@ -1,0 +1,117 @@
+from __future__ import annotations
+
+import hashlib
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from freshloop.data.schema import infer_schema
+from freshloop.errors import ConflictError, IntegrityError, SpecError
+from freshloop.evaluate import get_metric, judge
+from freshloop.registry import Registry
+from freshloop.spec import DataSpec, GateSpec
+from freshloop.store import open_stores
+from freshloop.store.tables import metadata
+from freshloop.train import ModelBundle, TrainRequest, train_candidate
+
+from .conftest import make_frame
+
+
+def request(frame: pd.DataFrame, estimator: str = "sklearn.ensemble.RandomForestClassifier", mode: str = "full",
+            base: ModelBundle | None = None, seed: int = 0, params: dict | None = None) -> TrainRequest:
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+    return TrainRequest("k", "s-1", schema, estimator, {"n_estimators": 20} if params is None else params, mode,
+                        seed, True,
+                        frame.assign(_label=frame["y"]), base)
+
+
+def test_training_is_deterministic_and_records_lineage() -> None:
+    f = make_frame(400)
+    a, b = train_candidate(request(f)), train_candidate(request(f))
+    pa_, pb = a.bundle.predict(f)[1], b.bundle.predict(f)[1]
+    assert np.array_equal(pa_, pb)
+    c = train_candidate(request(f, seed=1))
+    assert not np.array_equal(pa_, c.bundle.predict(f)[1])
+    lin = a.lineage
+    assert lin["snapshot_id"] == "s-1" and lin["seed"] == 0 and lin["train_rows"] == 400
+    assert {"scikit-learn", "river", "numpy"} <= set(lin["packages"])
+    assert lin["code_version"].startswith("0.1.0+")
+
+
+def test_warm_start_and_online_modes() -> None:
+    f = make_frame(600)
+    base = train_candidate(request(f.iloc[:300], "sklearn.linear_model.SGDClassifier", params={"loss": "log_loss"}))
+    warm = train_candidate(request(f.iloc[300:], "sklearn.linear_model.SGDClassifier", mode="warm_start",
+                                   base=base.bundle, params={"loss": "log_loss"}))
+    assert warm.bundle.rows_seen_ == 600 and base.bundle.rows_seen_ == 300  # the base is not mutated
+    river = train_candidate(request(f, "river.linear_model.LogisticRegression", params={}))
+    acc = (river.bundle.predict(f)[0] == f["y"].to_numpy()).mean()
+    assert acc > 0.7
+    more = train_candidate(request(f.iloc[:100], "river.linear_model.LogisticRegression", mode="online",
+                                   base=river.bundle, params={}))
+    assert more.bundle.rows_seen_ == 700
+
+
+def test_estimators_outside_the_allow_list_are_refused() -> None:
+    f = make_frame(50)
+    with pytest.raises(SpecError, match="allowed import path|under sklearn"):
+        train_candidate(request(f, "os.system"))
+    with pytest.raises(SpecError, match="importable"):
+        train_candidate(request(f, "sklearn.linear_model.NoSuchModel"))
+
+
+def test_gate_rejects_a_worse_candidate_and_passes_a_better_one() -> None:
+    metric = get_metric("accuracy")
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 400)
+    good = (rng.random(400) < 0.85).astype(float)
+    bad = (rng.random(400) < 0.60).astype(float)
+    base = np.full(400, 0.5)
+    hold = pd.DataFrame({"c": rng.choice(["a", "b"], 400)})
+    spec = GateSpec(slices=["c"])
+    no = judge(spec, metric, hold, y, bad, good, base, seed=0)
+    assert not no.passed and no.checks[1].name == "vs_champion" and not no.checks[1].passed
+    assert "CI" in no.reason and no.checks[1].evidence["delta"] < 0
+    yes = judge(spec, metric, hold, y, good, bad, base, seed=0)
+    assert yes.passed and [c.name for c in yes.checks] == ["holdout_rows", "vs_champion", "slice:c"]
+    first = judge(spec, metric, hold, y, good, None, base, seed=0)
+    assert first.passed and first.checks[1].name == "beats_baseline"
+    tiny = judge(GateSpec(min_holdout_rows=500), metric, hold, y, good, bad, base, seed=0)
+    assert not tiny.passed and tiny.checks[0].detail == "400 holdout rows (need >= 500)"
+
+
+def test_registry_verifies_hashes_and_moves_aliases_by_compare_and_set(tmp_path: Path) -> None:
+    meta, blobs = open_stores(tmp_path, durable=False)
+    reg = Registry(meta, blobs)
+    f = make_frame(100)
+    bundle = train_candidate(request(f)).bundle
+    v1 = reg.register(bundle, run_id="r1", verdict_id="v1", lineage={"snapshot_id": "s"}, now=1.0)
+    v2 = reg.register(bundle, run_id="r2", verdict_id="v2", lineage={"snapshot_id": "s2"}, now=2.0)
+    assert (v1.version, v2.version) == (1, 2) and v1.artifact_sha256 == v2.artifact_sha256
+    data = blobs.get_bytes(v1.artifact_path)
+    assert hashlib.sha256(data).hexdigest() == v1.artifact_sha256
+    fresh = Registry(meta, blobs)
+    assert isinstance(fresh.load(1), ModelBundle)
+    # tamper with the artifact: a fresh registry refuses to unpickle it
+    blobs.put_bytes(v1.artifact_path, pickle.dumps({"evil": True}))
+    with pytest.raises(IntegrityError, match="does not match"):
+        Registry(meta, blobs).load(1)
+    rev = reg.revision("champion")
+    reg.set_alias("champion", 1, actor="a", reason="first", now=3.0, expected_revision=rev)
+    with pytest.raises(ConflictError, match="moved concurrently"):
+        reg.set_alias("champion", 2, actor="b", reason="lost race", now=4.0, expected_revision=rev)
+    reg.set_alias("champion", 2, actor="c", reason="second", now=5.0)
+    hist = reg.history("champion")
+    assert [(m.old_version, m.new_version, m.actor) for m in hist] == [(None, 1, "a"), (1, 2, "c")]
+
+
+def test_migrations_match_the_tables(tmp_path: Path) -> None:
+    meta, _ = open_stores(tmp_path, durable=False)
+    with meta.engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    assert diff == []
