@@ -147,3 +147,71 @@ def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
         resolve_policy(spec, "online")
     assert resolve_policy(spec, "online:river.linear_model.LogisticRegression").model.mode == "online"
     assert np.isfinite(1.0)
+
+
+def test_shadow_rollout_promotes_after_enough_matured_labels(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "shadow", "min_labels": 80},
+                            policy={"triggers": {"schedule": "400s"}, "cooldown": "0s", "min_new_labels": 0})
+    served_by = []
+    frame = make_frame(1200, seed=8, flip=True, t0=300)
+    for start in range(0, 1200, 300):
+        drive(loop, clock, frame.iloc[start:start + 300], ids_from=start)
+        if loop.rollout is not None and loop.rollout.active:
+            res = loop.predict(frame.iloc[:5].drop(columns="y"), row_ids=[f"probe{start}-{i}" for i in range(5)])
+            served_by.append(set(res.versions.tolist()))
+    started = loop.events.list("rollout_started")
+    assert started and "shadow of version" in started[0]["reason"]
+    assert loop.events.list("rollout_promoted")
+    assert all(v == {loop.rollout.champion_version} for v in served_by if loop.rollout)  # shadow never answers
+
+
+def test_process_executor_trains_the_same_model(make_loop, tmp_path: Path) -> None:
+    from freshloop.train import ProcessExecutor
+
+    spec = load_spec_dict(spec_dict(tmp_path / "p"))
+    clock = SimulatedClock(0.0)
+    pool = ProcessExecutor(max_workers=1)
+    try:
+        loop = Loop(spec, clock=clock, executor=pool, durable=False)
+        clock.advance_to(299.0)
+        loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+        assert loop.tick().promoted == 1
+    finally:
+        pool.shutdown()
+    inline, clock2, _ = make_loop()
+    clock2.advance_to(299.0)
+    inline.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    inline.tick()
+    probe = make_frame(50, seed=11)
+    assert np.array_equal(loop.champion().predict(probe)[1], inline.champion().predict(probe)[1])
+
+
+def test_regression_loop_with_warm_start(make_loop) -> None:
+    rng = np.random.default_rng(0)
+    n = 900
+    x = rng.normal(size=n)
+    frame = pd.DataFrame({"t": np.arange(n), "x1": x, "x2": rng.normal(size=n), "c": rng.choice(["a", "b"], n),
+                          "y": 3 * x + rng.normal(0, 0.1, n)})
+    frame.loc[600:, "y"] = -3 * frame.loc[600:, "x1"]
+    loop, clock, _ = make_loop(model={"estimator": "sklearn.linear_model.SGDRegressor", "mode": "warm_start"},
+                               policy={"triggers": {"schedule": "100s"}, "cooldown": "0s", "min_new_labels": 0},
+                               gate={"metric": "mae"})
+    clock.advance_to(299.0)
+    loop.ingest(frame.iloc[:300], source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    assert loop.metric.name == "mae" and not loop.metric.bigger_is_better
+    drive(loop, clock, frame.iloc[300:], ids_from=300)
+    modes = {r["mode"] for r in loop.meta.list_runs()}
+    assert modes == {"warm_start"}
+    assert loop.champion_version and loop.champion_version > 1
+
+
+def test_json_records_are_ingested(make_loop, tmp_path: Path) -> None:
+    loop, clock, _ = make_loop()
+    path = tmp_path / "rows.jsonl"
+    make_frame(40).to_json(path, orient="records", lines=True)
+    with path.open("a") as f:
+        f.write("{not json}\n")
+    res = loop.ingest_file(str(path))
+    assert (res.accepted, res.quarantined) == (40, 1)
+    assert "not a JSON object" in res.reasons[0]

@@ -45,19 +45,23 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
     first = next(iter(results.values()))
     unit = first["time_unit"]
     metric = first["metric_name"]
-    fig, ax = plt.subplots(figsize=(11, 4.2))
+    fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 5.4), sharex=True,
+                                    gridspec_kw={"height_ratios": [3, max(1, len(results)) * 0.35]})
     for i, (name, s) in enumerate(results.items()):
         xs = [_x(p["t"], unit) for p in s["series"]]
         color = f"C{i}"
         ax.plot(xs, [p["metric"] for p in s["series"]], label=f"{name} ({s['metric']:.4f})", color=color, lw=1.4)
         marks = [_x(t, unit) for t in s["retrain_times"]]
-        if marks and len(marks) <= 400:
-            ax.plot(marks, [ax.get_ylim()[0]] * len(marks), "|", color=color, ms=8 + 3 * i, alpha=0.7)
-    ax.set_xlabel(f"time ({unit})")
+        strip.plot(marks, [i] * len(marks), "|", color=color, ms=9)
     ax.set_ylabel(f"{metric} (prequential, per window)")
-    ax.set_title(f"{metric} of the served model over time; ticks at the bottom mark retrains")
+    ax.set_title(f"{metric} of the served model over time")
     ax.legend(fontsize=8, loc="best")
     ax.grid(alpha=0.3)
+    strip.set_yticks(range(len(results)), list(results), fontsize=7)
+    strip.set_ylim(-0.7, len(results) - 0.3)
+    strip.invert_yaxis()
+    strip.set_title("retrains", fontsize=8, loc="left")
+    strip.set_xlabel(f"time ({unit})")
     chart_metric = _svg(fig)
 
     drift_owner = next((n for n, s in results.items() if s["drift"]["values"]), None)
