@@ -8,7 +8,8 @@ import pytest
 
 PACKAGES = ["freshloop", "freshloop.data", "freshloop.monitor", "freshloop.policy", "freshloop.train",
             "freshloop.evaluate", "freshloop.registry", "freshloop.rollout", "freshloop.labels", "freshloop.replay",
-            "freshloop.store", "freshloop.spec", "freshloop.errors", "freshloop.clock", "freshloop.loop"]
+            "freshloop.store", "freshloop.api", "freshloop.spec", "freshloop.errors", "freshloop.clock",
+            "freshloop.loop"]
 
 
 @pytest.mark.parametrize("name", PACKAGES)

@@ -354,6 +354,22 @@ def quarantine_reingest(spec_path: Annotated[Path, typer.Argument(help="loop spe
 
 @app.command()
 @_errors
+def serve(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+          host: Annotated[str, typer.Option(help="bind address (non-loopback needs tokens)")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(help="port")] = 8000,
+          tick_every: Annotated[str, typer.Option(help="worker tick period, e.g. 60s; 0 = only POST /v1/tick")] = "60s",
+          tokens_file: Annotated[Path | None, typer.Option(help="file of token:role lines")] = None) -> None:
+    """Serve predictions, take feedback and keep the model fresh: the same loop on the wall clock."""
+    import uvicorn
+
+    from .api import Settings, create_app
+
+    settings = Settings.build(spec_path, host=host, port=port, tick_every=tick_every, tokens_file=tokens_file)
+    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+
+
+@app.command()
+@_errors
 def check(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
     """Validate a spec file and print it with every default filled in."""
     spec = load_spec(spec_path)

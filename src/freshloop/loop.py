@@ -23,7 +23,7 @@ from .evaluate.metrics import Metric, default_metric, get_metric
 from .events import EventLog
 from .labels import PredictionLog
 from .monitor import Monitor, Signals
-from .policy import Decision, Policy, PolicyState, Retrain, Skip
+from .policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
 from .registry import Registry
 from .rollout import Rollout, analyze_step, route_to_candidate
 from .spec import LoopSpec
@@ -206,13 +206,14 @@ class Loop:
         classes = list(self.schema.classes or [])
         mon = self._ensure_monitor()
         mon.new_labels += res.accepted
-        matured_ids = [r for r, lab in zip(row_ids, labels, strict=True) if r in self.predictions]
+        # the join uses the labels just accepted, typed, whether or not their rows are ingested yet
+        acc = res.accepted_frame
+        typed = dict(zip(acc["_row_id"], acc["_label"], strict=True)) if acc is not None else {}
+        matured_ids = [r for r in row_ids if r in self.predictions and r in typed]
         served_ok = []
         champ_scores = []
-        truths = self.data.labels_for(matured_ids)
-        for rid, y in zip(matured_ids, truths, strict=True):
-            if y is None:
-                continue
+        for rid in matured_ids:
+            y = typed[rid]
             rec = self.predictions.pop(rid)
             assert rec is not None
             score = float(self.metric.per_row(np.array([y]), np.array([rec.pred]),
@@ -299,10 +300,10 @@ class Loop:
         if self._champion is None:
             labeled = self._labeled_rows()
             need = 2 * self.spec.gate.min_holdout_rows
-            if self.meta.find_run(f"bootstrap@{now:.0f}"):
+            if self.meta.find_run(run_key("bootstrap", now)):
                 decision = Skip("bootstrap: already tried at this time")
             elif labeled >= need:
-                decision = Retrain(f"bootstrap@{now:.0f}", (f"bootstrap: no champion yet; {labeled} labeled rows",))
+                decision = Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",))
             else:
                 decision = Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model")
         else:
@@ -344,8 +345,10 @@ class Loop:
     def _retrain(self, decision: Retrain, now: float, report: TickReport) -> None:
         spec = self.spec
         assert self.schema is not None
-        if self.meta.find_run(decision.run_key):
-            return  # the same tick ran before (a restart): runs are idempotent by key
+        if self.meta.find_run(decision.run_key):  # the same tick ran before (a restart): runs are idempotent
+            self.events.record("run_exists", f"run {decision.run_key} was already trained; not training it twice",
+                               {"run_key": decision.run_key})
+            return
         run_id = "run-" + hashlib.sha256(decision.run_key.encode()).hexdigest()[:12]
         report.run_id = run_id
         snap = self.data.snapshot(spec.model.window, cutoff=now, now=now)

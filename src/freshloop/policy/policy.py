@@ -24,7 +24,16 @@ from ..monitor import Signals
 from ..spec import PolicySpec
 from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, Volume
 
-__all__ = ["Decision", "Policy", "PolicyState", "Retrain", "Skip"]
+__all__ = ["Decision", "Policy", "PolicyState", "Retrain", "Skip", "run_key"]
+
+
+def run_key(name: str, now: float) -> str:
+    """Idempotency key of a training run: the policy and the tick time, to the millisecond.
+
+    >>> run_key("default", 86400.0), run_key("default", 1763790000.1234)
+    ('default@86400', 'default@1763790000.123')
+    """
+    return f"{name}@{now:.3f}".rstrip("0").rstrip(".")
 
 
 @dataclass(frozen=True)
@@ -120,7 +129,7 @@ class Policy:
                 return Skip(f"budget: {len(recent)} retrains in the last {format_duration(per)} >= {n} "
                             f"(would retrain for {fired[0]})", new_streaks)
         reset = tuple((k, 0) for k, _ in new_streaks)
-        return Retrain(f"{self.name}@{signals.now:.0f}", tuple(fired), reset)
+        return Retrain(run_key(self.name, signals.now), tuple(fired), reset)
 
     def _quiet(self, s: Signals) -> str:
         parts = []

@@ -1,0 +1,238 @@
+"""FastAPI app factory: thin routes over :class:`LoopService`, role-checked bearer tokens."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from pydantic import BaseModel, ConfigDict, Field
+
+from .. import __version__
+from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
+from .service import ROLES, LoopService, Settings
+
+__all__ = ["create_app"]
+
+
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchCreate(_Body):
+    rows: list[dict[str, Any]] = Field(..., description="records with the schema's columns (labels optional)")
+    batch_id: str | None = Field(None, description="idempotency key; defaults to the content hash")
+    source: str = "api"
+
+
+class PredictionRequest(_Body):
+    rows: list[dict[str, Any]]
+    keys: list[str] | None = Field(None, description="routing keys (entity ids); default: prediction ids")
+
+
+class LabelItem(_Body):
+    prediction_id: str
+    label: Any
+
+
+class FeedbackCreate(_Body):
+    labels: list[LabelItem]
+
+
+class OperatorAction(_Body):
+    reason: str = Field(..., min_length=1)
+
+
+def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"code": code, "message": message, "field": field})
+
+
+def create_app(settings: Settings, service: LoopService | None = None) -> FastAPI:
+    svc_holder: dict[str, LoopService] = {}
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = service or LoopService(settings)
+        svc_holder["svc"] = svc
+        svc.start()
+        try:
+            yield
+        finally:
+            svc.stop()
+
+    app = FastAPI(title="freshloop", version=__version__, lifespan=lifespan,
+                  description="One loop, two clocks: the retraining loop behind HTTP.")
+
+    def svc() -> LoopService:
+        return svc_holder["svc"]
+
+    def role(needed: str) -> Callable[..., None]:
+        rank = ROLES.index(needed)
+
+        def check(authorization: str | None = Header(default=None)) -> None:
+            if not settings.tokens:
+                return  # loopback without tokens: a local, single-user setup
+            if not authorization or not authorization.startswith("Bearer "):
+                raise _DeniedError(401, "missing bearer token (rule: Authorization: Bearer <token>)")
+            have = settings.tokens.get(authorization.removeprefix("Bearer ").strip())
+            if have is None:
+                raise _DeniedError(401, "unknown token")
+            if ROLES.index(have) < rank:
+                raise _DeniedError(403, f"role {have!r} may not do this (rule: needs {needed!r})")
+
+        return check
+
+    @app.middleware("http")
+    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
+        size = request.headers.get("content-length")
+        if size is not None and int(size) > settings.max_body_bytes:
+            return _error(413, "too_large", f"body of {size} bytes exceeds {settings.max_body_bytes} "
+                                            f"(rule: request body size limit)")
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = request.scope.get("route")
+        path = getattr(route, "path", "unmatched")
+        if "svc" in svc_holder:
+            m = svc_holder["svc"].metrics
+            m.requests.labels(path, str(response.status_code)).inc()
+            m.latency.labels(path, response.headers.get("x-model-version", "")).observe(
+                time.perf_counter() - started)
+        return response
+
+    @app.exception_handler(FreshloopError)
+    async def domain_error(_: Request, e: FreshloopError) -> JSONResponse:
+        return _error(HTTP_STATUS.get(e.code, 500), e.code, e.message, e.field)
+
+    @app.exception_handler(_DeniedError)
+    async def denied(_: Request, e: _DeniedError) -> JSONResponse:
+        return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", e.message)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
+        first = e.errors()[0]
+        loc = ".".join(str(p) for p in first["loc"] if p != "body")
+        return _error(422, "invalid_request", f"{loc}: {first['msg']}", loc)
+
+    @app.post("/v1/ingest", operation_id="ingest_batch", dependencies=[Depends(role("labeler"))])
+    def ingest(body: BatchCreate, idempotency_key: str | None = Header(default=None)) -> dict[str, Any]:
+        return svc().ingest(body.rows, batch_id=body.batch_id or idempotency_key, source=body.source)
+
+    @app.post("/v1/predict", operation_id="predict", dependencies=[Depends(role("reader"))])
+    def predict(body: PredictionRequest, response: Response) -> dict[str, Any]:
+        out = svc().predict(body.rows, body.keys)
+        response.headers["x-model-version"] = ",".join(sorted({str(i["version"]) for i in out["data"]}))
+        return out
+
+    @app.post("/v1/feedback", operation_id="send_feedback", dependencies=[Depends(role("labeler"))])
+    def feedback(body: FeedbackCreate) -> dict[str, Any]:
+        return svc().feedback([(item.prediction_id, item.label) for item in body.labels])
+
+    @app.get("/v1/status", operation_id="get_status", dependencies=[Depends(role("reader"))])
+    def status() -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            loop = s.loop
+            r = loop.rollout
+            return {"name": loop.spec.name, "champion": loop.champion_version, "schema_locked": loop.schema is not None,
+                    "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
+                    "rollout": None if r is None or not r.active else
+                    {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
+                    "stats": {"retrains": loop.stats.retrains, "promotions": loop.stats.promotions,
+                              "rollbacks": loop.stats.rollbacks}}
+
+    @app.get("/v1/models", operation_id="list_models", dependencies=[Depends(role("reader"))])
+    def models() -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            aliases = s.loop.registry.aliases()
+            data = [{"version": v.version, "run_id": v.run_id, "verdict_id": v.verdict_id,
+                     "sha256": v.artifact_sha256, "created_at": v.created_at,
+                     "aliases": sorted(k for k, x in aliases.items() if x == v.version),
+                     "snapshot_id": v.lineage.get("snapshot_id"), "train_rows": v.lineage.get("train_rows")}
+                    for v in s.loop.registry.versions()]
+        return {"data": data, "count": len(data)}
+
+    @app.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
+    def decisions(kind: str | None = None, limit: int = 100) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            data = s.loop.meta.list_decisions(kind)[-limit:]
+        return {"data": data, "count": len(data)}
+
+    @app.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
+    def events(kind: str | None = None, limit: int = 200) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            data = s.loop.events.list(kind)[-limit:]
+        return {"data": data, "count": len(data)}
+
+    @app.get("/v1/rollouts", operation_id="list_rollouts", dependencies=[Depends(role("reader"))])
+    def rollouts() -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            data = s.loop.meta.list_rollouts()
+        return {"data": data, "count": len(data)}
+
+    @app.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])
+    def tick() -> dict[str, Any]:
+        rep = svc().tick()
+        return {"decision": rep.decision.kind if rep.decision else None,
+                "reasons": list(rep.decision.reasons) if rep.decision else [],
+                "verdict": None if rep.verdict is None else rep.verdict.to_dict(),
+                "registered": rep.registered, "promoted": rep.promoted, "rolled_back": rep.rolled_back,
+                "rollout_action": rep.rollout_action}
+
+    @app.post("/v1/models/{version}/promote", operation_id="promote_model",
+              dependencies=[Depends(role("operator"))])
+    def promote(version: int, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            s.loop.promote(version, actor=x_actor, reason=body.reason)
+            s.metrics.champion.set(version)
+        return {"champion": version}
+
+    @app.post("/v1/rollback", operation_id="rollback", dependencies=[Depends(role("operator"))])
+    def rollback(body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            version = s.loop.rollback(actor=x_actor, reason=body.reason)
+            s.metrics.rollbacks.inc()
+        return {"champion": version}
+
+    @app.post("/v1/rollouts/{rollout_id}/approve", operation_id="approve_rollout",
+              dependencies=[Depends(role("operator"))])
+    def approve(rollout_id: str, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            s.loop.approve(rollout_id, actor=x_actor, reason=body.reason)
+        return {"rollout_id": rollout_id, "status": "running"}
+
+    @app.post("/v1/rollouts/{rollout_id}/abort", operation_id="abort_rollout",
+              dependencies=[Depends(role("operator"))])
+    def abort(rollout_id: str, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+        s = svc()
+        with s.lock:
+            r = s.loop.rollout
+            if r is None or r.id != rollout_id or not r.active:
+                raise NotFoundError(f"no active rollout {rollout_id!r}.", field="rollout_id", value=rollout_id)
+            s.loop.rollback(actor=x_actor, reason=f"abort: {body.reason}")
+        return {"rollout_id": rollout_id, "status": "rolled_back"}
+
+    @app.get("/metrics", operation_id="metrics", include_in_schema=False)
+    def metrics() -> Response:
+        return Response(generate_latest(svc().metrics.registry), media_type=CONTENT_TYPE_LATEST)
+
+    return app
+
+
+class _DeniedError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+

@@ -1,0 +1,250 @@
+"""The loop behind HTTP: the same ``Loop``, on the wall clock, with a worker thread.
+
+Requests only predict, log and queue; the worker ingests the predicted rows as batches, flushes the
+prediction log and ticks the loop, so training and I/O stay off the request path. One lock guards the
+loop's in-memory state. Stopping drains the queue and flushes the log: nothing acknowledged is lost.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import os
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..clock import WallClock, parse_duration
+from ..data.validate import validate_frame
+from ..errors import DataError, SpecError
+from ..loop import Loop, TickReport
+from ..spec import load_spec
+
+__all__ = ["LoopService", "Settings"]
+
+ROLES = ("reader", "labeler", "operator")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Built once at the edge (CLI or test), never at import time."""
+
+    spec_path: Path
+    host: str = "127.0.0.1"
+    port: int = 8000
+    tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    tick_every: float = 60.0  # seconds between worker ticks; 0 = only on POST /v1/tick
+    flush_every: float = 0.5
+    max_body_bytes: int = 10 * 1024 * 1024
+
+    def __post_init__(self) -> None:
+        for token, role in self.tokens.items():
+            if role not in ROLES:
+                raise SpecError(f"tokens: role {role!r} for a token is not one of {ROLES} (rule: known roles).",
+                                field="tokens", value=role)
+            if len(token) < 16:
+                raise SpecError("tokens: a token is shorter than 16 characters (rule: tokens are secrets).",
+                                field="tokens")
+        if not self.tokens and not _is_loopback(self.host):
+            raise SpecError(f"host: refusing to bind {self.host!r} without tokens (rule: a non-loopback address "
+                            f"needs FRESHLOOP_TOKENS or --tokens-file).", field="host", value=self.host)
+
+    @staticmethod
+    def parse_tokens(text: str) -> dict[str, str]:
+        """``token:role`` pairs separated by commas or newlines (env var or file)."""
+        out: dict[str, str] = {}
+        for part in text.replace("\n", ",").split(","):
+            part = part.strip()
+            if not part or part.startswith("#"):
+                continue
+            token, _, role = part.rpartition(":")
+            if not token:
+                raise SpecError("tokens: each entry must be 'token:role'.", field="tokens")
+            out[token.strip()] = role.strip()
+        return out
+
+    @classmethod
+    def build(cls, spec_path: Path, *, host: str = "127.0.0.1", port: int = 8000, tick_every: str = "60s",
+              tokens_file: Path | None = None) -> Settings:
+        text = os.environ.get("FRESHLOOP_TOKENS", "")
+        if tokens_file is not None:
+            text += "\n" + tokens_file.read_text()
+        return cls(spec_path=spec_path, host=host, port=port, tokens=cls.parse_tokens(text),
+                   tick_every=parse_duration(tick_every))
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.requests = Counter("freshloop_requests_total", "HTTP requests", ["route", "status"], registry=r)
+        self.latency = Histogram("freshloop_request_seconds", "request latency", ["route", "version"], registry=r,
+                                 buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5))
+        self.ingest_rows = Counter("freshloop_ingest_rows_total", "rows ingested", ["outcome"], registry=r)
+        self.predictions = Counter("freshloop_predictions_total", "rows predicted", ["version"], registry=r)
+        self.labels = Counter("freshloop_labels_total", "labels received", ["outcome"], registry=r)
+        self.label_lag = Histogram("freshloop_label_lag_seconds", "prediction to label", registry=r,
+                                   buckets=(1, 10, 60, 600, 3600, 86400, 7 * 86400))
+        self.live_metric = Gauge("freshloop_live_metric", "champion's live metric on matured labels", registry=r)
+        self.drift = Gauge("freshloop_drift_score", "drift vs the champion's training data", ["feature"], registry=r)
+        self.retrains = Counter("freshloop_retrains_total", "training runs", registry=r)
+        self.rollbacks = Counter("freshloop_rollbacks_total", "rollbacks", registry=r)
+        self.promotions = Counter("freshloop_promotions_total", "promotions", registry=r)
+        self.champion = Gauge("freshloop_champion_version", "serving version", registry=r)
+        self.staleness = Gauge("freshloop_champion_staleness_seconds", "age of the champion's newest training row",
+                               registry=r)
+        self.queue = Gauge("freshloop_ingest_queue_rows", "predicted rows waiting to be ingested", registry=r)
+
+
+class LoopService:
+    """What the routes call. Every public method takes the loop lock."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.spec = load_spec(settings.spec_path)
+        self.loop = Loop(self.spec, clock=WallClock(), actor="serve")
+        self.lock = threading.RLock()
+        self.metrics = Metrics()
+        self._queue: list[tuple[pd.DataFrame, list[str]]] = []
+        self._stop = threading.Event()
+        self._worker: threading.Thread | None = None
+        self._last_tick = time.monotonic()
+        self.metrics.champion.set(self.loop.champion_version or 0)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+    def start(self) -> None:
+        self._worker = threading.Thread(target=self._run, name="freshloop-worker", daemon=True)
+        self._worker.start()
+
+    def stop(self) -> None:
+        """Drain: ingest every queued row, flush the prediction log, close the store."""
+        self._stop.set()
+        if self._worker is not None:
+            self._worker.join(timeout=30)
+        with self.lock:
+            self._drain()
+            self.loop.close()
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.settings.flush_every):
+            try:
+                with self.lock:
+                    self._drain()
+                    due = self.settings.tick_every > 0 and \
+                        time.monotonic() - self._last_tick >= self.settings.tick_every
+                if due:
+                    self.tick()
+            except Exception as e:  # the worker must outlive one bad tick; the event log says why
+                with self.lock:
+                    self.loop.events.record("worker_error", f"{type(e).__name__}: {e}", {})
+
+    def _drain(self) -> None:
+        if not self._queue:
+            return
+        frames = pd.concat([f for f, _ in self._queue], ignore_index=True)
+        ids = [i for _, batch in self._queue for i in batch]
+        self._queue = []
+        res = self.loop.ingest(frames, source="predict", batch_id=f"predict-{ids[0]}", row_ids=ids)
+        self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
+        self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        self.loop.predictions.flush()
+        self.metrics.queue.set(0)
+
+    # -- actions ------------------------------------------------------------------------------
+    def ingest(self, rows: list[dict[str, Any]], *, batch_id: str | None, source: str) -> dict[str, Any]:
+        if not rows:
+            raise DataError("rows: empty (rule: a batch holds at least one row).", field="rows", rule="non-empty")
+        with self.lock:
+            res = self.loop.ingest(pd.DataFrame.from_records(rows), source=source, batch_id=batch_id)
+        if not res.replayed:
+            self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
+            self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        return res.to_dict()
+
+    def predict(self, rows: list[dict[str, Any]], keys: list[str] | None) -> dict[str, Any]:
+        if not rows:
+            raise DataError("rows: empty (rule: predict at least one row).", field="rows", rule="non-empty")
+        if keys is not None and len(keys) != len(rows):
+            raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
+        frame = pd.DataFrame.from_records(rows)
+        with self.lock:
+            schema = self.loop.schema
+            if schema is not None:
+                check = validate_frame(frame, schema, self.spec.data.quality.model_copy(
+                    update={"duplicates": "accept", "max_missing_rate": 1.0}), now=0.0)
+                if check.batch_reasons or len(check.rejected):
+                    first = check.batch_reasons[0] if check.batch_reasons else check.rejected["_reason"].iloc[0]
+                    row = "" if check.batch_reasons else f"row {int(check.rejected['_row'].iloc[0])}: "
+                    raise DataError(f"{row}{first}", field="rows", rule="schema")
+            ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
+            out = self.loop.predict(frame, row_ids=ids, keys=keys)
+            self._queue.append((frame, ids))
+            self.metrics.queue.set(sum(len(b) for _, b in self._queue))
+        classes = list(schema.classes or []) if schema else []
+        for v in set(out.versions.tolist()):
+            self.metrics.predictions.labels(str(v)).inc(int((out.versions == v).sum()))
+        items = []
+        for i, pid in enumerate(ids):
+            item: dict[str, Any] = {"prediction_id": pid, "prediction": _plain(out.predictions[i]),
+                                    "version": int(out.versions[i])}
+            if out.proba is not None:
+                item["proba"] = {str(c): float(p) for c, p in zip(classes, out.proba[i], strict=True)}
+            items.append(item)
+        return {"data": items, "count": len(items)}
+
+    def feedback(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        if not pairs:
+            raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
+        ids = [p for p, _ in pairs]
+        with self.lock:
+            known = [p in self.loop.predictions or p in self.loop.data._pos or
+                     any(p in batch for _, batch in self._queue) for p in ids]
+            before = {p: self.loop.predictions._open[p].at for p in ids if p in self.loop.predictions}
+            fb = self.loop.feedback(ids, [lab for _, lab in pairs], source="feedback")
+            now = self.loop.clock.now()
+        for at in before.values():
+            self.metrics.label_lag.observe(max(0.0, now - at))
+        self.metrics.labels.labels("accepted").inc(fb.ingest.accepted)
+        self.metrics.labels.labels("quarantined").inc(fb.ingest.quarantined)
+        unknown = [p for p, k in zip(ids, known, strict=True) if not k]
+        return {"batch_id": fb.ingest.batch_id, "accepted": fb.ingest.accepted,
+                "quarantined": fb.ingest.quarantined, "reasons": fb.ingest.reasons,
+                "unknown_prediction_ids": unknown, "scored": len(fb.scores)}
+
+    def tick(self) -> TickReport:
+        with self.lock:
+            self._drain()
+            before = (self.loop.stats.retrains, self.loop.stats.rollbacks, self.loop.stats.promotions)
+            rep = self.loop.tick()
+            self._last_tick = time.monotonic()
+            st = self.loop.stats
+            self.metrics.retrains.inc(st.retrains - before[0])
+            self.metrics.rollbacks.inc(st.rollbacks - before[1])
+            self.metrics.promotions.inc(st.promotions - before[2])
+            self.metrics.champion.set(self.loop.champion_version or 0)
+            if rep.signals is not None:
+                if rep.signals.live_metric is not None:
+                    self.metrics.live_metric.set(rep.signals.live_metric)
+                for f, s in rep.signals.drift.items():
+                    self.metrics.drift.labels(f).set(s.value)
+            if rep.staleness is not None:
+                self.metrics.staleness.set(rep.staleness)
+        return rep
+
+
+def _plain(v: Any) -> Any:
+    return v.item() if hasattr(v, "item") else v

@@ -1,0 +1,204 @@
+"""`freshloop serve` for real: a server process on a loopback port, driven over HTTP."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from .conftest import make_frame
+
+OP, READ, LAB = "op-" + "o" * 20, "rd-" + "r" * 20, "lb-" + "l" * 20
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Server:
+    def __init__(self, spec: Path) -> None:
+        self.spec = spec
+        self.port = free_port()
+        env = {**os.environ, "FRESHLOOP_TOKENS": f"{OP}:operator,{READ}:reader,{LAB}:labeler"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
+                                      str(self.port), "--tick-every", "0"], env=env, stderr=subprocess.PIPE,
+                                     text=True)
+        self.client = httpx.Client(base_url=f"http://127.0.0.1:{self.port}", timeout=60)
+        for _ in range(200):
+            try:
+                if self.client.get("/v1/status", headers=auth(READ)).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        self.stop()
+        raise RuntimeError("server did not start")
+
+    def stop(self) -> int:
+        """SIGTERM; uvicorn shuts down gracefully, then re-raises the signal (exit -15)."""
+        self.client.close()
+        self.proc.send_signal(signal.SIGTERM)
+        code = self.proc.wait(timeout=60)
+        err = self.proc.stderr.read() if self.proc.stderr else ""
+        if self.proc.stderr:
+            self.proc.stderr.close()
+        assert code in (0, -signal.SIGTERM), err
+        return 0
+
+
+def auth(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def write_spec(root: Path, **over: Any) -> Path:
+    spec: dict[str, Any] = {
+        "name": "svc", "data": {"label": "y"},
+        "store": {"root": str(root / "store")},
+        "model": {"window": {"rows": 300}},
+        "policy": {"triggers": {"drift": {"window": 150}}, "hysteresis": 1, "cooldown": "0s", "min_new_labels": 0},
+        "rollout": {"strategy": "canary", "steps": [50, 100], "min_labels": 40, "step_deadline": "1h"},
+    }
+    spec.update(over)
+    path = root / "loop.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+@pytest.fixture
+def server(tmp_path: Path) -> Iterator[Server]:
+    srv = Server(write_spec(tmp_path))
+    yield srv
+    if srv.proc.poll() is None:
+        srv.stop()
+
+
+def records(frame: Any, label: bool) -> list[dict[str, Any]]:
+    cols = ["x1", "x2", "c"] + (["y"] if label else [])
+    return frame[cols].to_dict(orient="records")
+
+
+def traffic(c: httpx.Client, frame: Any, batch: int = 50) -> tuple[int, set[int]]:
+    """Clients predict rows, then send their labels; operators tick. Returns (failed predictions, versions)."""
+    failed, versions = 0, set()
+    for start in range(0, len(frame), batch):
+        chunk = frame.iloc[start:start + batch]
+        r = c.post("/v1/predict", json={"rows": records(chunk, False)}, headers=auth(READ))
+        if r.status_code != 200:
+            failed += 1
+            continue
+        data = r.json()["data"]
+        versions |= {d["version"] for d in data}
+        labels = [{"prediction_id": d["prediction_id"], "label": int(y)} for d, y in zip(data, chunk["y"],
+                                                                                           strict=True)]
+        assert c.post("/v1/feedback", json={"labels": labels}, headers=auth(LAB)).status_code == 200
+        assert c.post("/v1/tick", headers=auth(OP)).status_code == 200
+    return failed, versions
+
+
+def bootstrap(c: httpx.Client) -> None:
+    r = c.post("/v1/ingest", json={"rows": records(make_frame(400), True), "batch_id": "warm"}, headers=auth(LAB))
+    assert r.status_code == 200 and r.json()["accepted"] == 400
+    again = c.post("/v1/ingest", json={"rows": records(make_frame(400), True), "batch_id": "warm"},
+                   headers=auth(LAB))
+    assert again.json()["replayed"] and again.json()["batch_id"] == r.json()["batch_id"]
+    t = c.post("/v1/tick", headers=auth(OP)).json()
+    assert t["promoted"] == 1, t
+
+
+def test_drift_retrain_canary_promotion_over_http(server: Server) -> None:
+    c = server.client
+    bootstrap(c)
+    drifted = make_frame(1500, seed=4, shift=2.0, flip=True)
+    failed, versions = traffic(c, drifted)
+    assert failed == 0
+    decisions = c.get("/v1/decisions", params={"kind": "retrain"}, headers=auth(READ)).json()["data"]
+    assert any(r.startswith("drift:") for d in decisions for r in d["reasons"])
+    kinds = {e["kind"] for e in c.get("/v1/events", params={"limit": 1000}, headers=auth(READ)).json()["data"]}
+    assert {"rollout_started", "rollout_step", "rollout_promoted"} <= kinds
+    assert len(versions) >= 2  # the canary answered some requests during the switch
+    status = c.get("/v1/status", headers=auth(READ)).json()
+    assert status["champion"] > 1
+    metrics = c.get("/metrics").text
+    assert "freshloop_retrains_total" in metrics and "freshloop_request_seconds_bucket" in metrics
+    assert server.stop() == 0
+    # drained on SIGTERM: every predicted row is in the store, and the prediction log is on disk
+    from freshloop.clock import WallClock
+    from freshloop.loop import Loop
+    from freshloop.spec import load_spec
+
+    loop = Loop(load_spec(server.spec), clock=WallClock())
+    assert loop.data.rows == 400 + 1500
+    assert list((Path(loop.spec.store.root or "") / "predictions").glob("part-*.parquet"))
+    loop.close()
+
+
+def test_bad_candidate_is_rolled_back_on_canary(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    srv = Server(spec)
+    bootstrap(srv.client)
+    assert srv.stop() == 0
+    # the operator switches the spec to a deliberately worse trainer behind a lenient gate, and restarts
+    write_spec(tmp_path, model={"estimator": "freshloop.testing.ShuffledLabelsClassifier"},
+               gate={"min_improvement": -1.0, "max_regression": 1.0},
+               policy={"triggers": {"schedule": "0s"}, "cooldown": "0s", "min_new_labels": 0})
+    srv = Server(spec)
+    try:
+        c = srv.client
+        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 1  # restored from the store
+        failed, _ = traffic(c, make_frame(1200, seed=5))
+        assert failed == 0
+        rolled = c.get("/v1/events", params={"kind": "rollout_rolled_back"}, headers=auth(READ)).json()["data"]
+        assert rolled and "worse than the champion" in rolled[0]["reason"]
+        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 1
+        rollouts = c.get("/v1/rollouts", headers=auth(READ)).json()["data"]
+        assert any(r["status"] == "rolled_back" for r in rollouts)
+    finally:
+        srv.stop()
+
+
+def test_auth_validation_and_errors(server: Server) -> None:
+    c = server.client
+    assert c.get("/v1/status").status_code == 401
+    assert c.get("/v1/status", headers=auth("x" * 20)).status_code == 401
+    r = c.post("/v1/ingest", json={"rows": records(make_frame(5), True)}, headers=auth(READ))
+    assert r.status_code == 403 and r.json()["code"] == "forbidden"
+    assert c.post("/v1/tick", headers=auth(LAB)).status_code == 403
+    assert c.post("/v1/rollback", json={"reason": "x"}, headers=auth(LAB)).status_code == 403
+    nochamp = c.post("/v1/predict", json={"rows": records(make_frame(2), False)}, headers=auth(READ))
+    assert nochamp.status_code == 404 and nochamp.json()["code"] == "not_found"
+    bootstrap(c)
+    bad = c.post("/v1/predict", json={"rows": [{"x1": "abc", "x2": 0.1, "c": "a"}]}, headers=auth(READ))
+    assert bad.status_code == 422 and bad.json()["message"] == "row 0: field 'x1': must be a number (got 'abc')"
+    missing = c.post("/v1/predict", json={"rows": [{"x1": 0.1, "c": "a"}]}, headers=auth(READ))
+    assert missing.status_code == 422 and "column 'x2': missing" in missing.json()["message"]
+    extra = c.post("/v1/predict", json={"rowz": []}, headers=auth(READ))
+    assert extra.status_code == 422 and extra.json()["code"] == "invalid_request"
+    ok = c.post("/v1/predict", json={"rows": records(make_frame(3), False)}, headers=auth(READ)).json()["data"]
+    fb = c.post("/v1/feedback", json={"labels": [{"prediction_id": ok[0]["prediction_id"], "label": 1},
+                                                 {"prediction_id": "p-nope", "label": 0}]}, headers=auth(LAB))
+    assert fb.status_code == 200 and fb.json()["unknown_prediction_ids"] == ["p-nope"]
+    assert c.post("/v1/models/99/promote", json={"reason": "x"}, headers=auth(OP)).status_code == 404
+    assert c.post("/v1/rollouts/ro-9/approve", json={"reason": "x"}, headers=auth(OP)).status_code == 404
+    conflict = c.post("/v1/rollback", json={"reason": "x"}, headers=auth(OP))
+    assert conflict.status_code == 409
+    ids = {op["operationId"] for path in c.get("/openapi.json").json()["paths"].values() for op in path.values()}
+    assert {"predict", "ingest_batch", "send_feedback", "get_status", "promote_model", "rollback"} <= ids
+
+
+def test_non_loopback_without_tokens_is_refused(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path)
+    res = subprocess.run([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--host", "0.0.0.0"],
+                         capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items()
+                                                                          if k != "FRESHLOOP_TOKENS"})
+    assert res.returncode == 2 and "refusing to bind '0.0.0.0' without tokens" in res.stderr
