@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pandas as pd
 import pytest
 import yaml
 
@@ -202,3 +204,101 @@ def test_non_loopback_without_tokens_is_refused(tmp_path: Path) -> None:
                          capture_output=True, text=True, timeout=60, env={k: v for k, v in os.environ.items()
                                                                           if k != "FRESHLOOP_TOKENS"})
     assert res.returncode == 2 and "refusing to bind '0.0.0.0' without tokens" in res.stderr
+
+
+ROUTES = [  # (method, path, role needed, body)
+    ("POST", "/v1/ingest", "labeler", {"rows": [{"x1": 1.0}]}),
+    ("POST", "/v1/ingest/file", "labeler", None),
+    ("POST", "/v1/predict", "reader", {"rows": [{"x1": 1.0}]}),
+    ("POST", "/v1/feedback", "labeler", {"labels": [{"prediction_id": "p", "label": 1}]}),
+    ("GET", "/v1/status", "reader", None),
+    ("GET", "/v1/models", "reader", None),
+    ("GET", "/v1/decisions", "reader", None),
+    ("GET", "/v1/events", "reader", None),
+    ("GET", "/v1/rollouts", "reader", None),
+    ("POST", "/v1/tick", "operator", None),
+    ("POST", "/v1/models/1/promote", "operator", {"reason": "x"}),
+    ("POST", "/v1/rollback", "operator", {"reason": "x"}),
+    ("POST", "/v1/rollouts/ro-1/approve", "operator", {"reason": "x"}),
+    ("POST", "/v1/rollouts/ro-1/abort", "operator", {"reason": "x"}),
+]
+TOKEN_OF = {"reader": READ, "labeler": LAB, "operator": OP}
+
+
+def test_every_route_checks_its_token_and_role(server: Server) -> None:
+    c = server.client
+    openapi = c.get("/openapi.json").json()["paths"]
+    listed = {(m.upper(), p) for p, ops in openapi.items() for m in ops}
+    assert listed == {(m, p.replace("/1/", "/{version}/").replace("ro-1", "{rollout_id}")) for m, p, _, _ in ROUTES}
+    for method, path, needed, body in ROUTES:
+        assert c.request(method, path, json=body).status_code == 401, path
+        assert c.request(method, path, json=body, headers=auth("z" * 24)).status_code == 401, path
+        below = [r for r in ("reader", "labeler", "operator") if r != needed][: ("reader", "labeler",
+                                                                                  "operator").index(needed)]
+        for role in below:
+            r = c.request(method, path, json=body, headers=auth(TOKEN_OF[role]))
+            assert r.status_code == 403 and needed in r.json()["message"], (path, role)
+
+
+def test_remote_cli_and_file_upload(server: Server, tmp_path: Path) -> None:
+    env = {**os.environ, "FRESHLOOP_SERVER": f"http://127.0.0.1:{server.port}"}
+
+    def cli(*args: str, token: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freshloop.cli", "remote", *args], capture_output=True,
+                              text=True, timeout=120, env={**env, "FRESHLOOP_TOKEN": token}, cwd=tmp_path)
+
+    make_frame(400).drop(columns="t").to_csv(tmp_path / "warm.csv", index=False)
+    up = cli("ingest", "warm.csv", "--batch-id", "w", token=LAB)
+    assert up.returncode == 0, up.stderr
+    assert '"accepted": 400' in up.stdout
+    assert cli("ingest", "warm.csv", "--batch-id", "w", token=LAB).returncode == 0  # idempotent
+    (tmp_path / "bad.csv").write_text("x1,x2,c,y\n0.1,zz,a,1\n")
+    assert cli("ingest", "bad.csv", token=LAB).returncode == 3
+    assert cli("ingest", "warm.csv", token=READ).returncode == 1
+    server.client.post("/v1/tick", headers=auth(OP))
+    make_frame(5, seed=3).drop(columns=["t", "y"]).to_csv(tmp_path / "rows.csv", index=False)
+    pred = cli("predict", "rows.csv", token=READ)
+    assert pred.returncode == 0, pred.stderr
+    pids = [d["prediction_id"] for d in json.loads(pred.stdout)["data"]]
+    pd.DataFrame({"prediction_id": pids + ["p-unknown"], "label": [1, 0, 1, 0, 1, 0]}).to_csv(
+        tmp_path / "labels.csv", index=False)
+    fb = cli("feedback", "labels.csv", token=LAB)
+    assert fb.returncode == 0 and json.loads(fb.stdout)["unknown_prediction_ids"] == ["p-unknown"]
+    status = json.loads(cli("status", token=READ).stdout)
+    assert status["champion"] == 1
+    bad = cli("promote", "9", "--reason", "x", token=OP)
+    assert bad.returncode == 1 and "model version 9 not found" in bad.stderr
+    r = server.client.post("/v1/ingest/file", content=b"x", headers={**auth(LAB), "Content-Type": "image/png"})
+    assert r.status_code == 415
+
+
+def test_predict_applies_back_pressure(tmp_path: Path) -> None:
+    import threading
+
+    import uvicorn
+
+    from freshloop.api import LoopService, Settings, create_app
+
+    spec = write_spec(tmp_path)
+    settings = Settings(spec_path=spec, tick_every=0, flush_every=3600, max_queue_rows=120)
+    service = LoopService(settings)
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(create_app(settings, service=service), host="127.0.0.1", port=port,
+                                        log_level="warning"))
+    thread = threading.Thread(target=srv.run, daemon=True)
+    thread.start()
+    while not srv.started:
+        time.sleep(0.05)
+    try:
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as c:
+            bootstrap(c)
+            rows = records(make_frame(50, seed=2), False)
+            codes = [c.post("/v1/predict", json={"rows": rows}).status_code for _ in range(3)]
+            assert codes == [200, 200, 503]
+            body = c.post("/v1/predict", json={"rows": rows}).json()
+            assert body["code"] == "busy" and "at most 120" in body["message"]
+            c.post("/v1/tick")  # the worker (here: a tick) drains the queue
+            assert c.post("/v1/predict", json={"rows": rows}).status_code == 200
+    finally:
+        srv.should_exit = True
+        thread.join(timeout=30)

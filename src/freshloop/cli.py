@@ -376,6 +376,87 @@ def check(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
     out.print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
 
 
+remote_app = typer.Typer(no_args_is_help=True, help="The same actions against a running `freshloop serve`.")
+app.add_typer(remote_app, name="remote")
+ServerOpt = Annotated[str, typer.Option("--server", envvar="FRESHLOOP_SERVER", help="base URL")]
+TokenOpt = Annotated[str | None, typer.Option("--token", envvar="FRESHLOOP_TOKEN", help="bearer token")]
+
+
+def _call(method: str, server: str, path: str, token: str | None, *, headers: dict[str, str] | None = None,
+          **kw: Any) -> Any:
+    import httpx
+
+    all_headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
+    try:
+        r = httpx.request(method, server.rstrip("/") + path, headers=all_headers, timeout=120, **kw)
+    except httpx.TransportError as e:
+        err.print(f"[red]error[/red]: cannot reach {server}: {e}", highlight=False)
+        raise typer.Exit(1) from None
+    body = r.json() if r.headers.get("content-type", "").startswith("application/json") else {"text": r.text}
+    if r.status_code >= 400:
+        err.print(f"[red]error[/red] ({body.get('code', r.status_code)}): {body.get('message', r.text)}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(2 if r.status_code in (413, 415, 422) else 1)
+    return body
+
+
+@remote_app.command("status")
+def remote_status(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """The loop's state: champion, rollout, counts."""
+    out.print_json(json.dumps(_call("GET", server, "/v1/status", token)))
+
+
+@remote_app.command("ingest")
+def remote_ingest(file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON file")],
+                  batch_id: Annotated[str | None, typer.Option(help="idempotency key")] = None,
+                  server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Upload a file as one batch (exit 3 if rows were quarantined)."""
+    kinds = {".csv": "text/csv", ".parquet": "application/vnd.apache.parquet", ".json": "application/json",
+             ".jsonl": "application/x-ndjson"}
+    kind = kinds.get(file.suffix.lower(), "text/csv")
+    params = {"batch_id": batch_id} if batch_id else {}
+    res = _call("POST", server, "/v1/ingest/file", token, content=file.read_bytes(), params=params,
+                headers={"Content-Type": kind})
+    out.print_json(json.dumps(res))
+    if res.get("quarantined"):
+        raise typer.Exit(3)
+
+
+@remote_app.command("predict")
+def remote_predict(file: Annotated[Path, typer.Argument(help="rows to predict (CSV, Parquet or JSON)")],
+                   server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Predictions with their ids and the version that answered."""
+    frame = _read_table(file)
+    rows = json.loads(frame.to_json(orient="records"))
+    out.print_json(json.dumps(_call("POST", server, "/v1/predict", token, json={"rows": rows})))
+
+
+@remote_app.command("feedback")
+def remote_feedback(file: Annotated[Path, typer.Argument(help="a table with prediction_id and label columns")],
+                    server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Labels for earlier predictions; unknown ids are reported, not dropped."""
+    frame = _read_table(file)
+    for col in ("prediction_id", "label"):
+        if col not in frame.columns:
+            raise typer.BadParameter(f"column {col!r} is missing from {file}")
+    labels = json.loads(frame[["prediction_id", "label"]].to_json(orient="records"))
+    out.print_json(json.dumps(_call("POST", server, "/v1/feedback", token, json={"labels": labels})))
+
+
+@remote_app.command("promote")
+def remote_promote(version: Annotated[int, typer.Argument(help="model version")],
+                   reason: Annotated[str, typer.Option(help="why (recorded)")],
+                   server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    out.print_json(json.dumps(_call("POST", server, f"/v1/models/{version}/promote", token,
+                                    json={"reason": reason})))
+
+
+@remote_app.command("rollback")
+def remote_rollback(reason: Annotated[str, typer.Option(help="why (recorded)")],
+                    server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    out.print_json(json.dumps(_call("POST", server, "/v1/rollback", token, json={"reason": reason})))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -19,6 +19,7 @@ from typing import Any
 
 __all__ = [
     "HTTP_STATUS",
+    "BusyError",
     "ConflictError",
     "DataError",
     "FreshloopError",
@@ -68,6 +69,12 @@ class ConflictError(FreshloopError):
     code = "conflict"
 
 
+class BusyError(FreshloopError):
+    """Back-pressure: a bounded queue is full; retry later."""
+
+    code = "busy"
+
+
 class IntegrityError(FreshloopError):
     """A stored artifact does not match the hash the registry recorded for it."""
 
@@ -81,6 +88,7 @@ HTTP_STATUS: dict[str, int] = {
     "not_found": 404,
     "conflict": 409,
     "integrity": 500,
+    "busy": 503,
 }
 
 

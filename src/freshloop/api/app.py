@@ -122,6 +122,20 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     def ingest(body: BatchCreate, idempotency_key: str | None = Header(default=None)) -> dict[str, Any]:
         return svc().ingest(body.rows, batch_id=body.batch_id or idempotency_key, source=body.source)
 
+    @app.post("/v1/ingest/file", operation_id="ingest_file", dependencies=[Depends(role("labeler"))])
+    async def ingest_file(request: Request, batch_id: str | None = None, source: str = "upload") -> Any:
+        kind = request.headers.get("content-type", "").split(";")[0].strip()
+        suffix = {"text/csv": ".csv", "application/vnd.apache.parquet": ".parquet", "application/x-parquet": ".parquet",
+                  "application/json": ".json", "application/x-ndjson": ".jsonl"}.get(kind)
+        if suffix is None:
+            return _error(415, "unsupported_media_type", f"content-type {kind!r} is not text/csv, "
+                          "application/vnd.apache.parquet or application/json", "content-type")
+        body = await request.body()
+        key = batch_id or request.headers.get("idempotency-key")
+        from starlette.concurrency import run_in_threadpool
+
+        return await run_in_threadpool(svc().ingest_file, body, suffix, batch_id=key, source=source)
+
     @app.post("/v1/predict", operation_id="predict", dependencies=[Depends(role("reader"))])
     def predict(body: PredictionRequest, response: Response) -> dict[str, Any]:
         out = svc().predict(body.rows, body.keys)

@@ -19,9 +19,9 @@ from typing import Any
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..clock import WallClock, parse_duration
+from ..clock import Clock, WallClock, parse_duration
 from ..data.validate import validate_frame
-from ..errors import DataError, SpecError
+from ..errors import BusyError, DataError, SpecError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
 
@@ -41,6 +41,7 @@ class Settings:
     tick_every: float = 60.0  # seconds between worker ticks; 0 = only on POST /v1/tick
     flush_every: float = 0.5
     max_body_bytes: int = 10 * 1024 * 1024
+    max_queue_rows: int = 200_000  # predicted rows waiting for ingest; beyond it predict answers 503
 
     def __post_init__(self) -> None:
         for token, role in self.tokens.items():
@@ -113,10 +114,10 @@ class Metrics:
 class LoopService:
     """What the routes call. Every public method takes the loop lock."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.spec = load_spec(settings.spec_path)
-        self.loop = Loop(self.spec, clock=WallClock(), actor="serve")
+        self.loop = Loop(self.spec, clock=clock or WallClock(), actor="serve")
         self.lock = threading.RLock()
         self.metrics = Metrics()
         self._queue: list[tuple[pd.DataFrame, list[str]]] = []
@@ -175,6 +176,20 @@ class LoopService:
             self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
         return res.to_dict()
 
+    def ingest_file(self, data: bytes, suffix: str, *, batch_id: str | None, source: str) -> dict[str, Any]:
+        """A CSV, Parquet or JSON upload; its bytes are kept as submitted."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / f"upload{suffix}"
+            path.write_bytes(data)
+            with self.lock:
+                res = self.loop.ingest_file(str(path), source=source, batch_id=batch_id)
+        if not res.replayed:
+            self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
+            self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        return res.to_dict()
+
     def predict(self, rows: list[dict[str, Any]], keys: list[str] | None) -> dict[str, Any]:
         if not rows:
             raise DataError("rows: empty (rule: predict at least one row).", field="rows", rule="non-empty")
@@ -182,6 +197,10 @@ class LoopService:
             raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
         frame = pd.DataFrame.from_records(rows)
         with self.lock:
+            queued = sum(len(b) for _, b in self._queue)
+            if queued + len(rows) > self.settings.max_queue_rows:
+                raise BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
+                                f"retry shortly.", field="rows", rule="back-pressure")
             schema = self.loop.schema
             if schema is not None:
                 check = validate_frame(frame, schema, self.spec.data.quality.model_copy(
