@@ -215,3 +215,23 @@ def test_json_records_are_ingested(make_loop, tmp_path: Path) -> None:
     res = loop.ingest_file(str(path))
     assert (res.accepted, res.quarantined) == (40, 1)
     assert "not a JSON object" in res.reasons[0]
+
+
+def test_a_candidate_that_raises_never_fails_a_request(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "canary", "steps": [50, 100], "min_labels": 30},
+                            policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
+    drive(loop, clock, make_frame(400, seed=9, t0=300))
+    assert loop.rollout is not None and loop.rollout.active  # a canary is running
+    cand = loop._candidate[1] if loop._candidate else None
+    assert cand is not None
+
+    def broken(frame: pd.DataFrame) -> tuple[np.ndarray, None]:
+        raise RuntimeError("model server fell over")
+
+    cand.predict = broken  # type: ignore[method-assign]
+    res = loop.predict(make_frame(20, seed=12).drop(columns="y"), row_ids=[f"x{i}" for i in range(20)])
+    assert set(res.versions.tolist()) == {loop.champion_version} and len(res.predictions) == 20
+    rep = loop.tick()
+    assert rep.rolled_back is not None
+    ev = loop.events.list("rollout_rolled_back")[-1]["reason"]
+    assert "failed to predict 20 rows (RuntimeError: model server fell over)" in ev

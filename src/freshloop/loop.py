@@ -264,7 +264,14 @@ class Loop:
         alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
         if self.rollout and self.rollout.active and self._candidate:
             cand_v, cand = self._candidate
-            c_preds, c_proba = cand.predict(frame)
+            try:
+                c_preds, c_proba = cand.predict(frame)
+            except Exception as e:  # a failing candidate never fails a request: the champion answers
+                self.rollout.errors += len(frame)
+                self.rollout.last_error = f"{type(e).__name__}: {e}"[:500]
+                self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
+                self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
+                return PredictResult(row_ids, preds, proba, versions)
             routed = route_to_candidate(keys or row_ids, self.rollout.share)
             served = np.where(routed, c_preds, preds)
             served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)

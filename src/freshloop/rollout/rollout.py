@@ -52,6 +52,8 @@ class Rollout:
     evidence: list[dict[str, Any]] = field(default_factory=list)
     cand_scores: list[float] = field(default_factory=list)
     champ_scores: list[float] = field(default_factory=list)
+    errors: int = 0  # rows the candidate failed to predict during this step
+    last_error: str = ""
 
     def __post_init__(self) -> None:
         self.step_started_at = self.step_started_at or self.started_at
@@ -74,6 +76,7 @@ class Rollout:
         self.step += 1
         self.step_started_at = now
         self.cand_scores, self.champ_scores = [], []
+        self.errors, self.last_error = 0, ""
 
     def to_row(self, now: float) -> dict[str, Any]:
         return dict(id=self.id, version=self.version, champion_version=self.champion_version, strategy=self.strategy,
@@ -92,6 +95,9 @@ def analyze_step(r: Rollout, spec: RolloutSpec, gate: GateSpec, metric: Metric, 
                  seed: int = 0) -> StepOutcome:
     n = len(r.cand_scores)
     waited = now - r.step_started_at
+    if r.errors:
+        return StepOutcome("abort", f"the candidate failed to predict {r.errors} rows ({r.last_error})",
+                           {"errors": r.errors, "error": r.last_error})
     from ..clock import parse_duration
 
     deadline = parse_duration(spec.step_deadline)
