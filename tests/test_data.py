@@ -22,7 +22,7 @@ def store(root: Path, **quality: object) -> DataStore:
 
 
 def test_first_batch_locks_schema_and_later_batches_are_checked(tmp_path: Path) -> None:
-    ds = store(tmp_path, unseen_categories="quarantine")
+    ds = store(tmp_path, unseen_categories="quarantine", out_of_range="quarantine")
     ds.ingest(make_frame(100), now=100.0, source="s", batch_id="1")
     assert ds.schema is not None and ds.schema.feature("c").categories == ("a", "b", "c")
     bad = make_frame(5, seed=1, t0=100).astype({"x1": object, "c": object})
@@ -164,3 +164,12 @@ def test_labels_arrive_later_and_snapshots_follow_the_window(tmp_path: Path) -> 
     again = DataStore("t", ds.spec, meta, blobs)
     frame = again.read_snapshot(full)
     assert len(frame) == 150 and frame["_label"].notna().all()
+
+
+def test_drifted_values_are_accepted_with_a_warning_by_default(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    ds.ingest(make_frame(100), now=1.0, source="s", batch_id="1")
+    far = make_frame(10, t0=100).assign(x1=50.0)
+    res = ds.ingest(far, now=2.0, source="s", batch_id="2")
+    assert (res.accepted, res.quarantined) == (10, 0)
+    assert res.warnings and res.warnings[0].startswith("field 'x1': 10 value(s) outside the learned range")

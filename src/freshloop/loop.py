@@ -181,6 +181,8 @@ class Loop:
         if res.quarantined:
             self.events.record("batch_quarantined", f"{res.quarantined}/{res.submitted} rows quarantined: "
                                + "; ".join(res.reasons[:3]), payload)
+        if res.warnings:
+            self.events.record("batch_warning", "; ".join(res.warnings[:3]), payload)
         acc = res.accepted_frame
         if acc is not None and len(acc) and self.schema is not None:
             mon = self._ensure_monitor()

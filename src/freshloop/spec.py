@@ -56,6 +56,9 @@ class QualitySpec(_Strict):
 
     max_missing_rate: float = Field(0.5, ge=0, le=1, description="a column above this quarantines the batch")
     range_margin: float = Field(1.0, ge=0, description="allowed widening of a learned range, in ranges")
+    # Drifted values are what the monitor must see and what retraining needs, so by default a value outside
+    # the learned range is accepted and reported as a warning; "quarantine" holds such rows instead.
+    out_of_range: Literal["accept", "quarantine"] = "accept"
     unseen_categories: Literal["accept", "quarantine"] = "accept"
     duplicates: Literal["accept", "quarantine"] = "quarantine"
 

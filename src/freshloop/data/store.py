@@ -43,6 +43,7 @@ class IngestResult:
     quarantine_id: str | None = None
     replayed: bool = False  # True when this key was seen before and the first answer is returned
     unknown_row_ids: int = 0
+    warnings: list[str] = field(default_factory=list)
     accepted_frame: pd.DataFrame | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
@@ -138,8 +139,10 @@ class DataStore:
         if len(ids) != len(set(ids)) or any(i in self._pos for i in ids):
             raise ConflictError("row_ids: every row id must be new (rule: a row is ingested once).",
                                 field="row_ids", rule="unique")
-        return self._commit("features", bid, source, key, content, len(frame) + len(malformed), acc, rejected,
-                            res.batch_reasons, raw, now)
+        result = self._commit("features", bid, source, key, content, len(frame) + len(malformed), acc, rejected,
+                              res.batch_reasons, raw, now)
+        result.warnings = res.warnings
+        return result
 
     def ingest_file(self, path: str, *, now: float, source: str = "file", batch_id: str | None = None
                     ) -> IngestResult:

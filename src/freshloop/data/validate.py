@@ -41,6 +41,7 @@ class ValidationResult:
     rejected: pd.DataFrame  # original values plus _row (position in the submission) and _reason
     batch_reasons: list[str] = field(default_factory=list)
     row_reasons: dict[str, int] = field(default_factory=dict)  # reason kind -> rows
+    warnings: list[str] = field(default_factory=list)  # accepted, but worth knowing (drifted values)
 
 
 def _text(s: pd.Series) -> pd.Series:
@@ -60,6 +61,12 @@ def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def _duplicated(frame: pd.DataFrame) -> np.ndarray:
+    if all(pd.api.types.is_float_dtype(t) for t in frame.dtypes):
+        values = frame.to_numpy(dtype=float)
+        _, first = np.unique(np.nan_to_num(values, nan=np.inf), axis=0, return_index=True)
+        dup = np.ones(len(frame), dtype=bool)
+        dup[first] = False
+        return dup
     try:
         hashed = pd.util.hash_pandas_object(frame, index=False)
     except TypeError:
@@ -117,6 +124,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     reasons: list[list[str]] = [[] for _ in range(n)]
     kinds: dict[str, int] = {}
     batch_reasons: list[str] = []
+    warnings: list[str] = []
 
     def flag(mask: pd.Series | np.ndarray, msgs: list[str], kind: str) -> None:
         idx = np.flatnonzero(np.asarray(mask))
@@ -144,18 +152,20 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         out["_time"] = np.full(n, float(now))
     fast = [f.name for f in schema.features if f.kind == "numeric" and f.name in raw.columns
             and pd.api.types.is_float_dtype(raw[f.name].dtype)]
-    block = raw[fast].to_numpy(dtype=float) if fast else np.empty((n, 0))
+    # one column at a time: a multi-column selection copies a frame, which costs more on small batches
+    block = np.column_stack([raw[c].to_numpy(dtype=float) for c in fast]) if fast else np.empty((n, 0))
     fast_pos = {name: j for j, name in enumerate(fast)}
+    columns = set(raw.columns)
     for f in schema.features:
-        if f.name not in raw.columns:
+        if f.name not in columns:
             continue
-        s = raw[f.name]
         if f.kind == "numeric":
             if f.name in fast_pos:
                 num = block[:, fast_pos[f.name]]
                 present = ~np.isnan(num)
                 bad = np.zeros(n, dtype=bool)
             else:
+                s = raw[f.name]
                 num, present, bad = _numbers(s)
             if bad.any():
                 flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
@@ -167,20 +177,24 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
                 lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
                 with np.errstate(invalid="ignore"):
                     out_r = present & ~bad & ~inf & ((num < lo) | (num > hi))
-                if out_r.any():
+                if out_r.any() and quality.out_of_range == "quarantine":
                     flag(out_r, [f"field {f.name!r}: must lie within the learned range [{lo:.6g}, {hi:.6g}] "
                                  f"(got {v:.6g})" for v in num[out_r]], "out_of_range")
+                elif out_r.any():
+                    warnings.append(f"field {f.name!r}: {int(out_r.sum())} value(s) outside the learned range "
+                                    f"[{lo:.6g}, {hi:.6g}], accepted (data.quality.out_of_range: accept)")
             missing_rate = float((~present).mean()) if n else 0.0
-            out[f.name] = np.where(inf, np.nan, num)
+            out[f.name] = np.where(inf, np.nan, num) if inf.any() else num
         else:
+            s = raw[f.name]
             text = s.astype("string")
-            present = (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
-            missing_rate = float((~present).mean()) if n else 0.0
+            filled = (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
+            missing_rate = float((~filled).mean()) if n else 0.0
             if quality.unseen_categories == "quarantine" and f.categories:
-                unseen = present & ~text.isin(f.categories).fillna(False).astype(bool)
+                unseen = filled & ~text.isin(f.categories).fillna(False).astype(bool)
                 flag(unseen, [f"field {f.name!r}: must be a known category (got {v!r})" for v in s[unseen]],
                      "unseen_category")
-            out[f.name] = text.where(present).astype(object).to_numpy()
+            out[f.name] = text.where(filled).astype(object).to_numpy()
         if missing_rate > quality.max_missing_rate:
             batch_reasons.append(f"column {f.name!r}: missing rate {missing_rate:.2f} exceeds "
                                  f"data.quality.max_missing_rate {quality.max_missing_rate}")
@@ -204,10 +218,15 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     bad_rows = np.array([bool(r) for r in reasons], dtype=bool)
     if batch_reasons:
         bad_rows[:] = True
+    if not bad_rows.any():  # the common case: a clean batch, no masking copies
+        accepted = typed_frame
+        accepted.insert(0, "_row", np.arange(n))
+        return ValidationResult(accepted=accepted, rejected=raw.iloc[:0].assign(_row=[], _reason=[]),
+                                batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
     rejected = raw[bad_rows].copy()
     rejected["_row"] = np.flatnonzero(bad_rows)
     rejected["_reason"] = ["; ".join(batch_reasons + reasons[i]) for i in np.flatnonzero(bad_rows)]
     accepted = typed_frame[~bad_rows]
     accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
     return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
-                            batch_reasons=batch_reasons, row_reasons=kinds)
+                            batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
