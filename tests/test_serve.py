@@ -194,6 +194,10 @@ def test_auth_validation_and_errors(server: Server) -> None:
     assert c.post("/v1/rollouts/ro-9/approve", json={"reason": "x"}, headers=auth(OP)).status_code == 404
     conflict = c.post("/v1/rollback", json={"reason": "x"}, headers=auth(OP))
     assert conflict.status_code == 409
+    huge = c.post("/v1/ingest/file", content=b"x" * (11 * 1024 * 1024),
+                  headers={**auth(LAB), "Content-Type": "text/csv"})
+    assert huge.status_code == 413 and huge.json()["code"] == "too_large"
+    assert "freshloop_data_to_deploy_seconds_count 1.0" in c.get("/metrics").text
     ids = {op["operationId"] for path in c.get("/openapi.json").json()["paths"].values() for op in path.values()}
     assert {"predict", "ingest_batch", "send_feedback", "get_status", "promote_model", "rollback"} <= ids
 

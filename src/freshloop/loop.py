@@ -401,7 +401,7 @@ class Loop:
         verdict = self._judge(cand.bundle, train, hold)
         report.verdict = verdict
         verdict_id = "v-" + run_id[4:]
-        self.meta.add_verdict(verdict_id, run_id, verdict.passed, verdict.to_dict(), now)
+        self.meta.add_verdict(verdict_id, run_id, verdict.passed, {**verdict.to_dict(), "snapshot_id": snap.id}, now)
         self.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
                            {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
         if not verdict.passed:

@@ -108,6 +108,9 @@ class Metrics:
         self.champion = Gauge("freshloop_champion_version", "serving version", registry=r)
         self.staleness = Gauge("freshloop_champion_staleness_seconds", "age of the champion's newest training row",
                                registry=r)
+        self.data_to_deploy = Histogram("freshloop_data_to_deploy_seconds",
+                                        "newest training label's arrival to the model serving", registry=r,
+                                        buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400))
         self.queue = Gauge("freshloop_ingest_queue_rows", "predicted rows waiting to be ingested", registry=r)
 
 
@@ -254,6 +257,10 @@ class LoopService:
             self.metrics.retrains.inc(st.retrains - before[0])
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
+            if st.promotions > before[2] and self.loop._champion is not None:
+                newest = self.loop._champion[2].get("newest_arrival")
+                if newest is not None:
+                    self.metrics.data_to_deploy.observe(max(0.0, self.loop.clock.now() - float(newest)))
             self.metrics.champion.set(self.loop.champion_version or 0)
             if rep.signals is not None:
                 if rep.signals.live_metric is not None:
