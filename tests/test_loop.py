@@ -235,3 +235,49 @@ def test_a_candidate_that_raises_never_fails_a_request(make_loop) -> None:
     assert rep.rolled_back is not None
     ev = loop.events.list("rollout_rolled_back")[-1]["reason"]
     assert "failed to predict 20 rows (RuntimeError: model server fell over)" in ev
+
+
+def shadow_loop(make_loop, **rollout: object) -> tuple[Loop, SimulatedClock]:
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "shadow", "min_labels": 40, **rollout},
+                            policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
+    drive(loop, clock, make_frame(260, seed=13, t0=300))
+    assert loop.rollout is not None and loop.rollout.active and loop.rollout.strategy == "shadow"
+    return loop, clock
+
+
+def test_deferred_shadow_scores_off_the_request_path(make_loop) -> None:
+    loop, clock = shadow_loop(make_loop, shadow_duration="100000s")
+    r = loop.rollout
+    assert r is not None
+    before = len(r.cand_scores)
+    rows = make_frame(30, seed=14, t0=600)
+    ids = [f"s{i}" for i in range(30)]
+    res = loop.predict(rows.drop(columns="y"), row_ids=ids, defer_shadow=True)
+    assert set(res.versions.tolist()) == {loop.champion_version}
+    assert r.version not in loop.predictions._open["s0"].alternatives  # not scored yet: off the request path
+    loop.feedback(ids, rows["y"].tolist(), source="test", batch_id="shadow-labels")
+    assert len(r.cand_scores) == before + 30  # scored before the join, so no evidence is lost
+    clock.advance_to(clock.now() + 10)
+    assert loop.tick().rollout_action == "wait"  # enough labels, but the shadow runs for its duration
+
+
+def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
+    import time as _time
+
+    loop, clock = bootstrap(make_loop, rollout={"strategy": "canary", "steps": [50, 100], "min_labels": 30,
+                                                "max_latency_ratio": 3.0},
+                            policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
+    drive(loop, clock, make_frame(400, seed=9, t0=300))
+    assert loop.rollout is not None and loop.rollout.active and loop._candidate is not None
+    cand = loop._candidate[1]
+    fast = cand.predict
+
+    def slow(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+        _time.sleep(0.05)
+        return fast(frame)
+
+    cand.predict = slow  # type: ignore[method-assign]
+    loop.predict(make_frame(10, seed=15).drop(columns="y"), row_ids=[f"l{i}" for i in range(10)])
+    rep = loop.tick()
+    assert rep.rolled_back is not None
+    assert "slower than the champion" in loop.events.list("rollout_rolled_back")[-1]["reason"]

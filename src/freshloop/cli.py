@@ -134,8 +134,7 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
          time_unit: Annotated[str, typer.Option(help="unit of a numeric time column: s, m, h, d")] = "s",
          name: Annotated[str | None, typer.Option(help="loop name")] = None) -> None:
     """Write a loop spec for a data file: features and task inferred, schema locked at first ingest."""
-    from .data.schema import infer_schema
-    from .spec import DataSpec
+    from .suggest import suggest_spec
 
     frame = _read_table(data)
     if len(frame) == 0:
@@ -143,26 +142,9 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
     if time_col and time_col not in frame.columns:
         raise SpecError(f"--time: column {time_col!r} not in {data} (rule: must name a column). Columns are "
                         f"{list(frame.columns)!r}.", field="data.time", value=time_col)
-    dspec = DataSpec.model_validate({"label": label, "time": time_col, "time_unit": time_unit})
-    schema = infer_schema(frame, dspec)
+    loop_name = name or "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in data.stem) or "loop"
+    spec, schema = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit)
     n = len(frame)
-    batch_rows = max(10, min(500, n // 100))
-    spec: dict[str, Any] = {
-        "name": name or "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in data.stem) or "loop",
-        "data": {"label": label, "task": schema.task, "time": time_col, "time_unit": time_unit,
-                 "features": [{"name": f.name, "kind": f.kind} for f in schema.features]},
-        "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier" if schema.task == "classification"
-                  else "sklearn.ensemble.HistGradientBoostingRegressor", "params": {}, "scale": False,
-                  "window": {"rows": max(1000, min(20000, n // 4))}},
-        "replay": {"batch": {"rows": batch_rows}, "label_delay": "0s", "warmup": max(200, min(5000, n // 10))},
-    }
-    if time_col is None:
-        # no time column: the row number is the clock (1 row = 1 s), so durations are counted in rows
-        spec["data"].pop("time")
-        spec["policy"] = {"cooldown": f"{2 * batch_rows}s",
-                          "triggers": {"drift": {}, "quality": {}, "detector": "adwin",
-                                       "staleness": f"{max(20 * batch_rows, n // 4)}s"}}
-    load_spec_dict(spec)
     header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
     if schema.excluded:
         header += f"# Left out as features (row counters or id-like): {', '.join(schema.excluded)}\n"

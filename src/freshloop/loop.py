@@ -7,6 +7,7 @@ drives it with the wall clock behind HTTP. No code path here knows which one is 
 from __future__ import annotations
 
 import hashlib
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -107,6 +108,7 @@ class Loop:
         self._candidate: tuple[int, ModelBundle] | None = None
         self._monitor: Monitor | None = None
         self._online_queue: list[tuple[pd.DataFrame, pd.Series]] = []
+        self._shadow_queue: list[tuple[pd.DataFrame, list[str]]] = []
         self._last_trained_at: float | None = None
         self._metric: Metric | None = None
         self.policy = Policy.from_spec(spec.policy)
@@ -197,6 +199,7 @@ class Loop:
                  batch_id: str | None = None) -> FeedbackResult:
         """Labels for earlier predictions: joined to the log, scored, and stored as training data."""
         now = self.clock.now()
+        self.score_shadow()  # deferred shadow answers must be in the log before their labels are joined
         res = self.data.ingest_labels(row_ids, labels, now=now, source=source, batch_id=batch_id)
         out = FeedbackResult(res, [], [], [])
         if res.replayed:
@@ -250,9 +253,13 @@ class Loop:
         return rows.assign(_label=self.data._label[pos], _label_time=self.data._label_time[pos])
 
     # -- serving ------------------------------------------------------------------------------
-    def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None,
-                keys: list[str] | None = None) -> PredictResult:
-        """Predictions from the serving model(s); logged for the label join. Routing is by key."""
+    def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
+                defer_shadow: bool = False) -> PredictResult:
+        """Predictions from the serving model(s); logged for the label join. Routing is by key.
+
+        With ``defer_shadow`` a shadow candidate scores the rows later (:meth:`score_shadow`), off the
+        request path; its answers are only ever logged.
+        """
         if self._champion is None:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
                                 field="champion")
@@ -261,32 +268,60 @@ class Loop:
             base = hashlib.sha256(f"{now}:{self.predictions.pending}:{id(frame)}".encode()).hexdigest()[:12]
             row_ids = [f"p-{base}-{i}" for i in range(len(frame))]
         champ_v, champ, _ = self._champion
+        started = time.perf_counter()
         preds, proba = champ.predict(frame)
+        champ_seconds = time.perf_counter() - started
         versions = np.full(len(frame), champ_v)
-        alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]] = {}
-        if self.rollout and self.rollout.active and self._candidate:
-            cand_v, cand = self._candidate
+        self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
+        r = self.rollout if self.rollout and self.rollout.active and self._candidate else None
+        if r is None or (defer_shadow and r.share == 0):
+            self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
+            if r is not None:
+                self._shadow_queue.append((frame, row_ids))
+            return PredictResult(row_ids, preds, proba, versions)
+        assert self._candidate is not None
+        cand_v, cand = self._candidate
+        started = time.perf_counter()
+        try:
+            c_preds, c_proba = cand.predict(frame)
+        except Exception as e:  # a failing candidate never fails a request: the champion answers
+            r.errors += len(frame)
+            r.last_error = f"{type(e).__name__}: {e}"[:500]
+            self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
+            return PredictResult(row_ids, preds, proba, versions)
+        r.observe_latency(time.perf_counter() - started, champ_seconds)
+        routed = route_to_candidate(keys or row_ids, r.share)
+        served = np.where(routed, c_preds, preds)
+        served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)
+        versions = np.where(routed, cand_v, champ_v)
+        # the log keeps both answers, so either side can be scored when the label matures
+        self.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
+                             {cand_v: (c_preds, c_proba), champ_v: (preds, proba)})
+        return PredictResult(row_ids, served, served_proba, versions)
+
+    def score_shadow(self) -> int:
+        """Score deferred shadow rows with the candidate and attach its answers to the log; returns rows."""
+        queue, self._shadow_queue = self._shadow_queue, []
+        r = self.rollout
+        if r is None or not r.active or self._candidate is None or self._champion is None:
+            return 0
+        cand_v, cand = self._candidate
+        champ_v = self._champion[0]
+        done = 0
+        for frame, ids in queue:
             try:
                 c_preds, c_proba = cand.predict(frame)
-            except Exception as e:  # a failing candidate never fails a request: the champion answers
-                self.rollout.errors += len(frame)
-                self.rollout.last_error = f"{type(e).__name__}: {e}"[:500]
-                self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
-                self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
-                return PredictResult(row_ids, preds, proba, versions)
-            routed = route_to_candidate(keys or row_ids, self.rollout.share)
-            served = np.where(routed, c_preds, preds)
-            served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)
-            alternatives = {cand_v: (c_preds, c_proba), champ_v: (preds, proba)}
-            versions = np.where(routed, cand_v, champ_v)
-            self.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
-                                 {v: a for v, a in alternatives.items()})
-            # the log's alternatives keep both answers so either side can be scored
-            self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
-            return PredictResult(row_ids, served, served_proba, versions)
-        self.predictions.log(row_ids, now, champ_v, preds, proba, versions, alternatives)
-        self._ensure_monitor().observe_rows(pd.DataFrame(), self._pred_score(preds, proba))
-        return PredictResult(row_ids, preds, proba, versions)
+            except Exception as e:
+                r.errors += len(frame)
+                r.last_error = f"{type(e).__name__}: {e}"[:500]
+                continue
+            for i, rid in enumerate(ids):
+                rec = self.predictions._open.get(rid)
+                if rec is not None and rec.version == champ_v:
+                    rec.alternatives[cand_v] = (c_preds[i], None if c_proba is None else c_proba[i])
+                    rec.alternatives[champ_v] = (rec.pred, rec.proba)
+                    done += 1
+        return done
 
     @staticmethod
     def _pred_score(preds: np.ndarray, proba: np.ndarray | None) -> np.ndarray:

@@ -208,6 +208,12 @@ class RolloutSpec(_Strict):
     # The live analysis has its own bar, so a lenient offline gate does not make a lenient canary.
     min_improvement: float = Field(-0.005, description="least candidate - champion on live labels")
     max_regression: float = Field(0.03, ge=0, description="how far below the champion the live CI may reach")
+    # Wall-clock predict time is not reproducible, so the latency check is off unless asked for.
+    max_latency_ratio: float | None = Field(None, gt=0, description="abort when the candidate's predict time "
+                                                                     "exceeds the champion's by this factor")
+    shadow_duration: str | None = Field(None, description="a shadow runs at least this long")
+
+    _check_shadow = field_validator("shadow_duration")(classmethod(lambda cls, v: _duration(v)))
 
     _check = field_validator("step_deadline")(classmethod(lambda cls, v: _duration(v)))
 

@@ -157,6 +157,7 @@ class LoopService:
                     self.loop.events.record("worker_error", f"{type(e).__name__}: {e}", {})
 
     def _drain(self) -> None:
+        self.loop.score_shadow()
         if not self._queue:
             return
         frames = pd.concat([f for f, _ in self._queue], ignore_index=True)
@@ -213,7 +214,7 @@ class LoopService:
                     row = "" if check.batch_reasons else f"row {int(check.rejected['_row'].iloc[0])}: "
                     raise DataError(f"{row}{first}", field="rows", rule="schema")
             ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
-            out = self.loop.predict(frame, row_ids=ids, keys=keys)
+            out = self.loop.predict(frame, row_ids=ids, keys=keys, defer_shadow=True)
             self._queue.append((frame, ids))
             self.metrics.queue.set(sum(len(b) for _, b in self._queue))
         classes = list(schema.classes or []) if schema else []

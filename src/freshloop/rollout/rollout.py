@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from ..clock import parse_duration
 from ..evaluate.gate import paired_bootstrap
 from ..evaluate.metrics import Metric
 from ..spec import GateSpec, RolloutSpec
@@ -54,6 +55,8 @@ class Rollout:
     champ_scores: list[float] = field(default_factory=list)
     errors: int = 0  # rows the candidate failed to predict during this step
     last_error: str = ""
+    cand_seconds: float = 0.0  # predict time of each side on the same requests during this step
+    champ_seconds: float = 0.0
 
     def __post_init__(self) -> None:
         self.step_started_at = self.step_started_at or self.started_at
@@ -72,11 +75,16 @@ class Rollout:
         self.cand_scores.append(cand)
         self.champ_scores.append(champ)
 
+    def observe_latency(self, cand: float, champ: float) -> None:
+        self.cand_seconds += cand
+        self.champ_seconds += champ
+
     def next_step(self, now: float) -> None:
         self.step += 1
         self.step_started_at = now
         self.cand_scores, self.champ_scores = [], []
         self.errors, self.last_error = 0, ""
+        self.cand_seconds = self.champ_seconds = 0.0
 
     def to_row(self, now: float) -> dict[str, Any]:
         return dict(id=self.id, version=self.version, champion_version=self.champion_version, strategy=self.strategy,
@@ -98,8 +106,15 @@ def analyze_step(r: Rollout, spec: RolloutSpec, gate: GateSpec, metric: Metric, 
     if r.errors:
         return StepOutcome("abort", f"the candidate failed to predict {r.errors} rows ({r.last_error})",
                            {"errors": r.errors, "error": r.last_error})
-    from ..clock import parse_duration
-
+    if spec.max_latency_ratio is not None and r.champ_seconds > 0:
+        ratio = r.cand_seconds / r.champ_seconds
+        if ratio > spec.max_latency_ratio:
+            return StepOutcome("abort", f"the candidate predicts {ratio:.2f}x slower than the champion (rule: "
+                                        f"rollout.max_latency_ratio {spec.max_latency_ratio})",
+                               {"latency_ratio": ratio})
+    if r.strategy == "shadow" and spec.shadow_duration is not None and \
+            waited < parse_duration(spec.shadow_duration):
+        return StepOutcome("wait", f"shadow runs for {spec.shadow_duration}", {"labels": n})
     deadline = parse_duration(spec.step_deadline)
     if n < spec.min_labels:
         if waited >= deadline:

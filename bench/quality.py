@@ -1,0 +1,99 @@
+"""Adaptation quality: prequential metric of the served model under one label delay for every contender."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import yaml
+
+from freshloop.clock import parse_duration
+from freshloop.datasets import load_stream
+from freshloop.replay import compare
+from freshloop.spec import LoopSpec, load_spec, load_spec_dict
+from freshloop.suggest import suggest_spec
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def arf_delayed(frame: pd.DataFrame, label: str, features: list[str], delay_rows: int, warmup: int,
+                seed: int = 42) -> dict[str, Any]:
+    """River ARF, per row: predict on arrival, learn each label `delay_rows` rows later."""
+    from river import forest
+
+    model = forest.ARFClassifier(seed=seed)
+    pending: deque[tuple[dict[str, Any], Any]] = deque()
+    correct = scored = 0
+    started = time.perf_counter()
+    for i, row in enumerate(frame[features + [label]].itertuples(index=False)):
+        x = dict(zip(features, row[:-1], strict=True))
+        y = row[-1]
+        if i >= warmup:
+            scored += 1
+            correct += int(model.predict_one(x) == y)
+        pending.append((x, y))
+        while len(pending) > delay_rows:
+            model.learn_one(*pending.popleft())
+    return {"metric": correct / max(scored, 1), "seconds": time.perf_counter() - started, "rows": len(frame)}
+
+
+def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]) -> tuple[LoopSpec, list[str], int]:
+    """The spec a user would get: the demo's for rainfall, `freshloop init`'s for the rest."""
+    if name == "rainfall":
+        spec = load_spec(ROOT / "examples" / "rainfall.yaml")
+        policies = ["never", "periodic:30d", "periodic:90d", "periodic:365d", "default"]
+        return spec, policies, 1
+    raw, _ = suggest_spec(frame, label=info["label"], name=name)
+    batch = raw["replay"]["batch"]["rows"]
+    raw["replay"]["label_delay"] = f"{batch // 2}s"  # labels arrive half a batch later (1 row = 1 s)
+    spec = load_spec_dict(raw)
+    policies = ["never", f"periodic:{5 * batch}s", f"periodic:{20 * batch}s", f"periodic:{80 * batch}s", "default"]
+    return spec, policies, int(parse_duration(raw["replay"]["label_delay"]))
+
+
+def run_stream(name: str, n: int | None, workers: int) -> dict[str, Any]:
+    frame, info = load_stream(name, n=n)
+    spec, policies, delay_rows = stream_spec(name, frame, info)
+    with tempfile.TemporaryDirectory() as tmp:
+        started = time.perf_counter()
+        res = compare(spec, frame, Path(tmp), policies, workers=workers)
+        compare_s = time.perf_counter() - started
+    feats = [f.name for f in spec.data.features] if spec.data.features else \
+        [c for c in frame.columns if c not in (info["label"], info["time"])]
+    arf = arf_delayed(frame, info["label"], feats, delay_rows, spec.replay.warmup)
+    drift = info.get("drift_points") or []
+    rows = []
+    for pol, s in res.items():
+        retrain_at = [d["at"] for d in s["decisions"]["retrain"] if not d["reasons"][0].startswith("bootstrap")]
+        delay = false_alarms = None
+        if drift and spec.data.time is None:  # time = row number: decisions are in rows
+            after = [t for t in retrain_at if t >= drift[0]]
+            delay = (after[0] - drift[0]) if after else None
+            false_alarms = sum(1 for t in retrain_at if t < drift[0])
+        rows.append({"contender": pol, "metric": s["metric"], "training_rows": s["training_rows"],
+                     "training_s": round(s["training_seconds"], 2), "retrains": s["retrains"],
+                     "mean_staleness": s["mean_staleness"], "max_staleness": s["max_staleness"],
+                     "detection_delay": delay, "false_alarms": false_alarms})
+    rows.append({"contender": f"River ARF (per row, label delay {delay_rows} rows)", "metric": round(arf["metric"], 6),
+                 "training_rows": arf["rows"], "training_s": round(arf["seconds"], 2), "retrains": "online",
+                 "mean_staleness": None, "max_staleness": None, "detection_delay": None, "false_alarms": None})
+    periodic = [r for r in rows if str(r["contender"]).startswith("periodic:")]
+    oracle = max(periodic, key=lambda r: r["metric"])
+    default = next(r for r in rows if r["contender"] == "default")
+    checks = {
+        "oracle": oracle["contender"],
+        "default_vs_oracle_points": round(100 * (default["metric"] - oracle["metric"]), 2),
+        "default_rows_share_of_oracle": round(default["training_rows"] / max(oracle["training_rows"], 1), 3),
+        "default_vs_arf_points": round(100 * (default["metric"] - arf["metric"]), 2),
+    }
+    checks["meets_target"] = (checks["default_vs_oracle_points"] >= -0.5 and
+                              checks["default_rows_share_of_oracle"] <= 0.25 and checks["default_vs_arf_points"] >= 0)
+    return {"stream": name, "rows": len(frame), "metric": spec.gate.metric or "accuracy",
+            "label_delay": spec.replay.label_delay, "spec": yaml.safe_dump(spec.model_dump(mode="json",
+                                                                                          exclude_none=True)),
+            "table": rows, "checks": checks, "compare_seconds": round(compare_s, 1),
+            "arf_seconds": round(arf["seconds"], 1)}

@@ -1,0 +1,183 @@
+"""Speed and cost, side by side in one run (A B A B …): medians and ratios, never a lone time."""
+
+from __future__ import annotations
+
+import io
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+    ta, tb = [], []
+    for _ in range(repeats):
+        for fn, acc in ((a, ta), (b, tb)):
+            t = time.perf_counter()
+            fn()
+            acc.append(time.perf_counter() - t)
+    return ta, tb
+
+
+def _summary(ta: list[float], tb: list[float]) -> dict[str, Any]:
+    return {"freshloop_median_s": statistics.median(ta), "baseline_median_s": statistics.median(tb),
+            "freshloop_spread_s": [min(ta), max(ta)], "baseline_spread_s": [min(tb), max(tb)],
+            "ratio": statistics.median(ta) / statistics.median(tb)}
+
+
+def wide_frame(rows: int, cols: int, seed: int = 0) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    data = {f"f{i}": rng.normal(size=rows) for i in range(cols - 2)}
+    data["c"] = rng.choice(["a", "b", "c", "d"], rows)
+    data["y"] = (data["f0"] + data["f1"] + rng.normal(0, 0.5, rows) > 0).astype(int)  # learnable, so gates pass
+    frame = pd.DataFrame(data)
+    frame.insert(0, "t", np.arange(rows, dtype=float))
+    return frame
+
+
+def ingest_ratio(rows: int, cols: int, repeats: int) -> dict[str, Any]:
+    """Validated, versioned ingest vs a raw pyarrow Parquet write of the same table (throughput ratio)."""
+    from freshloop.data.store import DataStore
+    from freshloop.spec import DataSpec
+    from freshloop.store import open_stores
+
+    frame = wide_frame(rows, cols)
+    tmp = Path(tempfile.mkdtemp())
+    counter = iter(range(10_000))
+
+    def freshloop_ingest() -> None:
+        i = next(counter)
+        meta, blobs = open_stores(tmp / f"s{i}", durable=True)
+        ds = DataStore("b", DataSpec(label="y", time="t"), meta, blobs)
+        res = ds.ingest(frame, now=0.0, source="bench", batch_id=str(i))
+        assert res.accepted == rows
+        meta.close()
+
+    def raw_write() -> None:
+        buf = io.BytesIO()
+        pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
+        (tmp / f"raw{next(counter)}.parquet").write_bytes(buf.getvalue())
+
+    ta, tb = alternate(freshloop_ingest, raw_write, repeats)
+    out = _summary(ta, tb)
+    out["throughput_ratio"] = 1 / out["ratio"]
+    out["rows"], out["cols"] = rows, cols
+    return out
+
+
+def data_to_deploy_ratio(rows: int, repeats: int) -> dict[str, Any]:
+    """Trigger → trained → gated → registered → serving vs bare fit + predict on the same snapshot (HGB)."""
+    frame = wide_frame(rows, 12, seed=1)
+    results: dict[str, Any] = {"refit": _data_to_deploy(frame, True, repeats),
+                               "no_refit": _data_to_deploy(frame, False, repeats), "rows": rows}
+    return results
+
+
+def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str, Any]:
+    from freshloop.clock import SimulatedClock
+    from freshloop.loop import Loop, TickReport
+    from freshloop.policy import Retrain, run_key
+    from freshloop.spec import load_spec_dict
+    from freshloop.train.model import ModelBundle
+
+    tmp = Path(tempfile.mkdtemp())
+    spec = load_spec_dict({"name": "d2d", "data": {"label": "y", "time": "t"}, "store": {"root": str(tmp)},
+                           "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "scale": False},
+                           "gate": {"refit": refit}})
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock, durable=True)
+    clock.advance_to(float(len(frame)))
+    loop.ingest(frame, source="bench", batch_id="all")
+    snap = loop.data.snapshot(spec.model.window, cutoff=clock.now(), now=clock.now())
+    snap_frame = loop.data.read_snapshot(snap)
+    schema = loop.schema
+    assert schema is not None
+
+    def through_loop() -> None:
+        clock.advance_to(clock.now() + 1)
+        now = clock.now()
+        loop._retrain(Retrain(run_key("bench", now), ("bench",)), now, TickReport(now))
+
+    def bare() -> None:
+        m = ModelBundle(schema, spec.model.estimator, {}, seed=0, scale=False)
+        m.fit(snap_frame, snap_frame["_label"])
+        m.predict(snap_frame.iloc[:100])
+
+    ta, tb = alternate(through_loop, bare, repeats)
+    loop.close()
+    return _summary(ta, tb)
+
+
+def http_ratio(requests: int, repeats: int) -> dict[str, Any]:
+    """p50/p99 and throughput of one-row predict: `freshloop serve` (routing + prediction log) vs a bare
+    FastAPI endpoint serving the same model object, both on 127.0.0.1, sequential bounded load."""
+    import httpx
+    import uvicorn
+    from fastapi import FastAPI
+
+    from freshloop.api import LoopService, Settings, create_app
+
+    tmp = Path(tempfile.mkdtemp())
+    spec_path = tmp / "loop.yaml"
+    spec_path.write_text("name: http\ndata: {label: y}\nstore: {root: " + str(tmp / "store") + "}\n")
+    settings = Settings(spec_path=spec_path, tick_every=0, flush_every=0.5)
+    service = LoopService(settings)
+    frame = wide_frame(2000, 12, seed=2).drop(columns="t")
+    service.ingest(frame.to_dict(orient="records"), batch_id="warm", source="bench")
+    service.tick()
+    model = service.loop.champion()
+    bare = FastAPI()
+
+    @bare.post("/predict")
+    def predict(body: dict[str, Any]) -> dict[str, Any]:
+        rows = pd.DataFrame.from_records(body["rows"])
+        pred, proba = model.predict(rows)
+        return {"data": [{"prediction": int(p)} for p in pred]}
+
+    servers = []
+    ports = []
+    for app in (create_app(settings, service=service), bare):
+        import socket
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+        threading.Thread(target=srv.run, daemon=True).start()
+        while not srv.started:
+            time.sleep(0.02)
+        servers.append(srv)
+        ports.append(port)
+    row = {"rows": frame.drop(columns="y").iloc[:1].to_dict(orient="records")}
+    lat: dict[str, list[float]] = {"freshloop": [], "bare": []}
+    wall: dict[str, float] = {"freshloop": 0.0, "bare": 0.0}
+    with httpx.Client() as c:
+        for _ in range(repeats):
+            for name, port, path in (("freshloop", ports[0], "/v1/predict"), ("bare", ports[1], "/predict")):
+                url = f"http://127.0.0.1:{port}{path}"
+                started = time.perf_counter()
+                for _ in range(requests):
+                    t = time.perf_counter()
+                    r = c.post(url, json=row)
+                    lat[name].append(time.perf_counter() - t)
+                    assert r.status_code == 200
+                wall[name] += time.perf_counter() - started
+    for srv in servers:
+        srv.should_exit = True
+    out: dict[str, Any] = {}
+    for name in lat:
+        arr = np.array(lat[name]) * 1000
+        out[name] = {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
+                     "requests_per_s": len(arr) / wall[name]}
+    out["p99_ratio"] = out["freshloop"]["p99_ms"] / out["bare"]["p99_ms"]
+    out["p50_ratio"] = out["freshloop"]["p50_ms"] / out["bare"]["p50_ms"]
+    out["requests"] = requests * repeats
+    return out
