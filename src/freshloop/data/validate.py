@@ -121,7 +121,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     n = len(raw)
     if not isinstance(raw.index, pd.RangeIndex) or raw.index.start != 0:
         raw = raw.reset_index(drop=True)
-    reasons: list[list[str]] = [[] for _ in range(n)]
+    reasons: dict[int, list[str]] = {}  # only rows with a problem get an entry
     kinds: dict[str, int] = {}
     batch_reasons: list[str] = []
     warnings: list[str] = []
@@ -129,7 +129,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     def flag(mask: pd.Series | np.ndarray, msgs: list[str], kind: str) -> None:
         idx = np.flatnonzero(np.asarray(mask))
         for i, m in zip(idx, msgs, strict=True):
-            reasons[i].append(m)
+            reasons.setdefault(int(i), []).append(m)
         if len(idx):
             kinds[kind] = kinds.get(kind, 0) + len(idx)
 
@@ -215,7 +215,8 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
              * int(dup.sum()), "duplicate")
 
-    bad_rows = np.array([bool(r) for r in reasons], dtype=bool)
+    bad_rows = np.zeros(n, dtype=bool)
+    bad_rows[list(reasons)] = True
     if batch_reasons:
         bad_rows[:] = True
     if not bad_rows.any():  # the common case: a clean batch, no masking copies
@@ -225,7 +226,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
                                 batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
     rejected = raw[bad_rows].copy()
     rejected["_row"] = np.flatnonzero(bad_rows)
-    rejected["_reason"] = ["; ".join(batch_reasons + reasons[i]) for i in np.flatnonzero(bad_rows)]
+    rejected["_reason"] = ["; ".join(batch_reasons + reasons.get(int(i), [])) for i in np.flatnonzero(bad_rows)]
     accepted = typed_frame[~bad_rows]
     accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
     return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
