@@ -254,7 +254,8 @@ def test_deferred_shadow_scores_off_the_request_path(make_loop) -> None:
     ids = [f"s{i}" for i in range(30)]
     res = loop.predict(rows.drop(columns="y"), row_ids=ids, defer_shadow=True)
     assert set(res.versions.tolist()) == {loop.champion_version}
-    assert r.version not in loop.predictions._open["s0"].alternatives  # not scored yet: off the request path
+    logged = loop.predictions.get("s0")
+    assert logged is not None and r.version not in logged.alternatives  # not scored yet: off the request path
     loop.feedback(ids, rows["y"].tolist(), source="test", batch_id="shadow-labels")
     assert len(r.cand_scores) == before + 30  # scored before the join, so no evidence is lost
     clock.advance_to(clock.now() + 10)

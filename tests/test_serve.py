@@ -306,3 +306,38 @@ def test_predict_applies_back_pressure(tmp_path: Path) -> None:
     finally:
         srv.should_exit = True
         thread.join(timeout=30)
+
+
+INVALID = [  # every route that takes input, given input that breaks its schema
+    ("POST", "/v1/ingest", {"rows": "not a list"}),
+    ("POST", "/v1/ingest", {"rows": []}),
+    ("POST", "/v1/predict", {"rows": [{"x1": 1.0}], "keys": ["a", "b"]}),
+    ("POST", "/v1/feedback", {"labels": [{"prediction_id": "p"}]}),
+    ("POST", "/v1/feedback", {"labels": []}),
+    ("POST", "/v1/models/abc/promote", {"reason": "x"}),
+    ("POST", "/v1/models/1/promote", {"reason": ""}),
+    ("POST", "/v1/rollback", {}),
+    ("POST", "/v1/rollouts/ro-1/approve", {"why": "x"}),
+    ("POST", "/v1/rollouts/ro-1/abort", {}),
+    ("GET", "/v1/decisions?limit=lots", None),
+    ("GET", "/v1/events?limit=lots", None),
+]
+NOT_FOUND = [
+    ("POST", "/v1/models/42/promote", {"reason": "x"}, "model version 42 not found"),
+    ("POST", "/v1/rollouts/ro-42/approve", {"reason": "x"}, "no rollout 'ro-42' awaiting approval"),
+    ("POST", "/v1/rollouts/ro-42/abort", {"reason": "x"}, "no active rollout 'ro-42'"),
+    ("GET", "/v1/nope", None, ""),
+]
+
+
+def test_every_route_rejects_invalid_input_and_unknown_ids(server: Server) -> None:
+    c = server.client
+    bootstrap(c)
+    for method, path, body in INVALID:
+        r = c.request(method, path, json=body, headers=auth(OP))
+        assert r.status_code == 422, (path, body, r.text)
+        assert r.json()["code"] in ("invalid_request", "invalid_data") and r.json()["message"], (path, r.text)
+    for method, path, body, words in NOT_FOUND:
+        r = c.request(method, path, json=body, headers=auth(OP))
+        assert r.status_code == 404, (path, r.text)
+        assert words in r.text

@@ -134,6 +134,11 @@ class Loop:
     def champion_version(self) -> int | None:
         return self._champion[0] if self._champion else None
 
+    @property
+    def champion_lineage(self) -> dict[str, Any]:
+        """The serving version's lineage (snapshot, rows, gate score, newest arrival, promoted at)."""
+        return dict(self._champion[2]) if self._champion else {}
+
     def champion(self) -> ModelBundle:
         if self._champion is None:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
@@ -241,16 +246,10 @@ class Loop:
         mon.observe_outcomes(np.array(champ_scores), 0)
         out.unmatched = [r for r in row_ids if r not in set(served_ok)]
         if self.policy.online and served_ok:
-            rows = self._rows_for(served_ok)
+            rows = self.data.labeled_rows(served_ok)
             if len(rows):
                 self._online_queue.append((rows, rows["_label"]))
         return out
-
-    def _rows_for(self, row_ids: list[str]) -> pd.DataFrame:
-        table = self.data.table()
-        pos = [self.data._pos[r] for r in row_ids if r in self.data._pos]
-        rows = table.iloc[pos].reset_index(drop=True)
-        return rows.assign(_label=self.data._label[pos], _label_time=self.data._label_time[pos])
 
     # -- serving ------------------------------------------------------------------------------
     def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
@@ -316,7 +315,7 @@ class Loop:
                 r.last_error = f"{type(e).__name__}: {e}"[:500]
                 continue
             for i, rid in enumerate(ids):
-                rec = self.predictions._open.get(rid)
+                rec = self.predictions.get(rid)
                 if rec is not None and rec.version == champ_v:
                     rec.alternatives[cand_v] = (c_preds[i], None if c_proba is None else c_proba[i])
                     rec.alternatives[champ_v] = (rec.pred, rec.proba)
@@ -368,8 +367,7 @@ class Loop:
         return report
 
     def _labeled_rows(self) -> int:
-        n = self.data.rows
-        return int(np.isfinite(self.data._label_time[:n]).sum())
+        return int(np.isfinite(self.data.label_times()).sum())
 
     def _apply_online(self, now: float) -> None:
         if not self.policy.online or self._champion is None or not self._online_queue:

@@ -234,9 +234,10 @@ class LoopService:
             raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
         ids = [p for p, _ in pairs]
         with self.lock:
-            known = [p in self.loop.predictions or p in self.loop.data._pos or
+            known = [p in self.loop.predictions or self.loop.data.has_row(p) or
                      any(p in batch for _, batch in self._queue) for p in ids]
-            before = {p: self.loop.predictions._open[p].at for p in ids if p in self.loop.predictions}
+            served = {p: self.loop.predictions.get(p) for p in ids}
+            before = {p: rec.at for p, rec in served.items() if rec is not None}
             fb = self.loop.feedback(ids, [lab for _, lab in pairs], source="feedback")
             now = self.loop.clock.now()
         for at in before.values():
@@ -258,8 +259,8 @@ class LoopService:
             self.metrics.retrains.inc(st.retrains - before[0])
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
-            if st.promotions > before[2] and self.loop._champion is not None:
-                newest = self.loop._champion[2].get("newest_arrival")
+            if st.promotions > before[2]:
+                newest = self.loop.champion_lineage.get("newest_arrival")
                 if newest is not None:
                     self.metrics.data_to_deploy.observe(max(0.0, self.loop.clock.now() - float(newest)))
             self.metrics.champion.set(self.loop.champion_version or 0)

@@ -296,8 +296,19 @@ class DataStore:
     def rows(self) -> int:
         return self._n + sum(len(p) for p in self._parts)
 
-    def labels_for(self, row_ids: list[str]) -> list[Any]:
-        return [self._label[self._pos[r]] if r in self._pos else None for r in row_ids]
+    def has_row(self, row_id: str) -> bool:
+        return row_id in self._pos
+
+    def label_times(self) -> np.ndarray:
+        """When each accepted row's label matured (inf: not yet), in ingest order."""
+        return self._label_time[: self.rows]
+
+    def labeled_rows(self, row_ids: list[str]) -> pd.DataFrame:
+        """The accepted rows among ``row_ids`` with their labels (``_label``, ``_label_time``)."""
+        table = self.table()
+        pos = [self._pos[r] for r in row_ids if r in self._pos]
+        return table.iloc[pos].reset_index(drop=True).assign(_label=self._label[pos],
+                                                             _label_time=self._label_time[pos])
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self, window: WindowSpec, *, cutoff: float, now: float) -> Snapshot:

@@ -55,6 +55,9 @@ class PredictionLog:
         if len(self._buffer) >= self.flush_every:
             self.flush()
 
+    def get(self, row_id: str) -> Served | None:
+        return self._open.get(row_id)
+
     def pop(self, row_id: str) -> Served | None:
         return self._open.pop(row_id, None)
 

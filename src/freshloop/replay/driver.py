@@ -201,7 +201,7 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: list[float], sc
     verdicts = loop.meta.list_verdicts()
     # data-to-deploy: for each label that matured after the first model went live, the time until a
     # promoted model had been trained on it (labels no later model used are counted as never deployed)
-    label_times = loop.data._label_time[: loop.data.rows]
+    label_times = loop.data.label_times()
     deployed = sorted(st_ for st_ in loop.stats.deployments)
     lags = np.array([])
     never_deployed = 0
