@@ -20,7 +20,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
-from ..data.validate import validate_frame
+from ..data.validate import first_record_error
 from ..errors import BusyError, DataError, SpecError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
@@ -207,12 +207,9 @@ class LoopService:
                                 f"retry shortly.", field="rows", rule="back-pressure")
             schema = self.loop.schema
             if schema is not None:
-                check = validate_frame(frame, schema, self.spec.data.quality.model_copy(
-                    update={"duplicates": "accept", "max_missing_rate": 1.0}), now=0.0)
-                if check.batch_reasons or len(check.rejected):
-                    first = check.batch_reasons[0] if check.batch_reasons else check.rejected["_reason"].iloc[0]
-                    row = "" if check.batch_reasons else f"row {int(check.rejected['_row'].iloc[0])}: "
-                    raise DataError(f"{row}{first}", field="rows", rule="schema")
+                problem = first_record_error(rows, schema, self.spec.data.quality)
+                if problem is not None:
+                    raise DataError(problem, field="rows", rule="schema")
             ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
             out = self.loop.predict(frame, row_ids=ids, keys=keys, defer_shadow=True)
             self._queue.append((frame, ids))

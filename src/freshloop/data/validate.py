@@ -30,7 +30,7 @@ import pandas as pd
 from ..spec import QualitySpec
 from .schema import Schema
 
-__all__ = ["ValidationResult", "coerce_label", "to_seconds", "validate_frame"]
+__all__ = ["ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds", "validate_frame"]
 
 _UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
@@ -143,10 +143,14 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
 
     out: dict[str, Any] = {}
     if schema.time and schema.time in raw.columns:
-        secs, bad_t = to_seconds(raw[schema.time], schema.time_unit)
+        tcol = raw[schema.time]
+        secs, bad_t = to_seconds(tcol, schema.time_unit)
         if bad_t.any():
-            flag(bad_t, [f"field {schema.time!r}: must be a time (got {v!r})" for v in raw[schema.time][bad_t]],
-                 "bad_time")
+            absent = (tcol.isna() | (tcol.astype("string").str.strip() == "")).fillna(True).to_numpy(dtype=bool)
+            bad = bad_t.to_numpy(dtype=bool)
+            flag(bad, [f"field {schema.time!r}: required (got a missing value)" if a else
+                       f"field {schema.time!r}: must be a time (got {v!r})"
+                       for v, a in zip(tcol[bad], absent[bad], strict=True)], "bad_time")
         out["_time"] = secs.to_numpy(dtype=float)
     else:
         out["_time"] = np.full(n, float(now))
@@ -231,3 +235,77 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
     return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
                             batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
+
+
+def first_error(res: ValidationResult) -> str | None:
+    """The first problem of a validated frame, as a request error: ``row N: field …`` or a batch reason."""
+    if res.batch_reasons:
+        return res.batch_reasons[0]
+    if len(res.rejected):
+        return f"row {int(res.rejected['_row'].iloc[0])}: {res.rejected['_reason'].iloc[0].split('; ')[0]}"
+    return None
+
+
+def _is_missing(v: object) -> bool:
+    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
+
+
+def _as_float(v: object) -> float | None:
+    """The value as a number, or None when it is not one: the same reading as ``_numbers`` (booleans are
+    text there, and the text "nan" is not a number)."""
+    if isinstance(v, bool):
+        return None
+    if isinstance(v, int | float):
+        return float(v)
+    try:
+        num = float(str(v).strip())
+    except ValueError:
+        return None
+    return None if num != num else num
+
+
+def first_record_error(records: list[dict[str, Any]], schema: Schema, quality: QualitySpec) -> str | None:
+    """:func:`validate_frame`'s first complaint about a few request rows, without building frames.
+
+    Prediction requests are small and frequent, and pandas costs more than the model there. The rules and
+    messages are :func:`validate_frame`'s (a property test holds the two together). Rows it cannot judge
+    the same way cheaply (text timestamps, labels included) go through :func:`validate_frame` itself.
+    Duplicates and missing rates are batch rules, not request rules.
+
+    >>> from freshloop.data.schema import Feature
+    >>> s = Schema("y", "classification", (Feature("x", "numeric", 0.0, 1.0),), classes=(0, 1))
+    >>> first_record_error([{"x": 0.5}, {"x": "abc"}], s, QualitySpec())
+    "row 1: field 'x': must be a number (got 'abc')"
+    """
+    columns: set[str] = set().union(*(r.keys() for r in records)) if records else set()
+    slow = schema.label in columns or (schema.time is not None and any(
+        not _is_missing(r.get(schema.time)) and _as_float(r.get(schema.time)) is None for r in records))
+    if slow:
+        frame = pd.DataFrame.from_records(records)
+        return first_error(validate_frame(frame, schema, quality.model_copy(
+            update={"duplicates": "accept", "max_missing_rate": 1.0}), now=0.0))
+    for name in [f.name for f in schema.features] + ([schema.time] if schema.time else []):
+        if name not in columns:
+            return f"column {name!r}: missing (rule: every schema column must be present)"
+    for i, r in enumerate(records):
+        if schema.time and _is_missing(r.get(schema.time)):
+            return f"row {i}: field {schema.time!r}: required (got a missing value)"
+        for f in schema.features:
+            v = r.get(f.name)
+            if _is_missing(v):
+                continue
+            if f.kind == "numeric":
+                num = _as_float(v)
+                if num is None:
+                    return f"row {i}: field {f.name!r}: must be a number (got {v!r})"
+                if num in (float("inf"), float("-inf")):
+                    return f"row {i}: field {f.name!r}: must be finite (got {num})"
+                if quality.out_of_range == "quarantine" and f.low is not None and f.high is not None:
+                    span = (f.high - f.low) or max(abs(f.high), 1.0)
+                    lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
+                    if num < lo or num > hi:
+                        return (f"row {i}: field {f.name!r}: must lie within the learned range [{lo:.6g}, "
+                                f"{hi:.6g}] (got {num:.6g})")
+            elif quality.unseen_categories == "quarantine" and f.categories and str(v) not in f.categories:
+                return f"row {i}: field {f.name!r}: must be a known category (got {v!r})"
+    return None
