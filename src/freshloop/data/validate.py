@@ -146,11 +146,11 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         tcol = raw[schema.time]
         secs, bad_t = to_seconds(tcol, schema.time_unit)
         if bad_t.any():
-            absent = (tcol.isna() | (tcol.astype("string").str.strip() == "")).fillna(True).to_numpy(dtype=bool)
-            bad = bad_t.to_numpy(dtype=bool)
-            flag(bad, [f"field {schema.time!r}: required (got a missing value)" if a else
-                       f"field {schema.time!r}: must be a time (got {v!r})"
-                       for v, a in zip(tcol[bad], absent[bad], strict=True)], "bad_time")
+            no_time = (tcol.isna() | (tcol.astype("string").str.strip() == "")).fillna(True).to_numpy(dtype=bool)
+            bad_time = bad_t.to_numpy(dtype=bool)
+            flag(bad_time, [f"field {schema.time!r}: required (got a missing value)" if a else
+                            f"field {schema.time!r}: must be a time (got {v!r})"
+                            for v, a in zip(tcol[bad_time], no_time[bad_time], strict=True)], "bad_time")
         out["_time"] = secs.to_numpy(dtype=float)
     else:
         out["_time"] = np.full(n, float(now))
