@@ -89,6 +89,8 @@ def main() -> int:
     results["data_to_deploy"] = speed.data_to_deploy_ratio(10_000 if q else 100_000, 2 if q else 3)
     print("http", file=sys.stderr, flush=True)
     results["http"] = speed.http_ratio(200 if q else 1000, 2 if q else 3)
+    print("http, worker paused (diagnostic)", file=sys.stderr, flush=True)
+    results["http_paused"] = speed.http_ratio(200 if q else 1000, 2 if q else 3, flush_every=3600)
     results["peak_rss_mb"] = peak_rss_mb()
     results["seconds"] = time.perf_counter() - started
     Path(a.out).write_text(render(results))
@@ -141,6 +143,9 @@ def render(r: dict[str, Any]) -> str:
     lines.append(f"| HTTP throughput (sequential client) | {h['freshloop']['requests_per_s']:.0f} req/s | "
                  f"{h['bare']['requests_per_s']:.0f} req/s | "
                  f"{h['freshloop']['requests_per_s'] / h['bare']['requests_per_s']:.2f}× | |")
+    hp = r["http_paused"]
+    lines.append(f"| diagnostic: HTTP predict p99 with the worker paused (no ingest drains during the run) | "
+                 f"{hp['freshloop']['p99_ms']:.2f} ms | {hp['bare']['p99_ms']:.2f} ms | {hp['p99_ratio']:.2f}× | |")
     lines += ["", "## Not measured yet", "",
               "- Drift report vs Evidently `DataDriftPreset`, and register + alias vs MLflow: both tools pin "
               "older pandas/pyarrow than freshloop uses, so they need their own environment beside the project's "

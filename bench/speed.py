@@ -16,6 +16,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+# imported up front, so that one run measures one version of the code
+import freshloop.api  # noqa: F401
+import freshloop.loop  # noqa: F401
+
 
 def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
     ta, tb = [], []
@@ -93,7 +97,9 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
     tmp = Path(tempfile.mkdtemp())
     spec = load_spec_dict({"name": "d2d", "data": {"label": "y", "time": "t"}, "store": {"root": str(tmp)},
                            "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier", "scale": False},
-                           "gate": {"refit": refit}})
+                           # a pass-through gate: every measured run goes all the way to serving (the gate's
+                           # statistics still run); judging is not what this measures
+                           "gate": {"refit": refit, "min_improvement": -1.0, "max_regression": 1.0}})
     clock = SimulatedClock(0.0)
     loop = Loop(spec, clock=clock, durable=True)
     clock.advance_to(float(len(frame)))
@@ -106,7 +112,9 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
     def through_loop() -> None:
         clock.advance_to(clock.now() + 1)
         now = clock.now()
-        loop._retrain(Retrain(run_key("bench", now), ("bench",)), now, TickReport(now))
+        report = TickReport(now)
+        loop._retrain(Retrain(run_key("bench", now), ("bench",)), now, report)
+        assert report.promoted is not None, "the measured path must end with the version serving"
 
     def bare() -> None:
         m = ModelBundle(schema, spec.model.estimator, {}, seed=0, scale=False)
@@ -118,7 +126,7 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
     return _summary(ta, tb)
 
 
-def http_ratio(requests: int, repeats: int) -> dict[str, Any]:
+def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[str, Any]:
     """p50/p99 and throughput of one-row predict: `freshloop serve` (routing + prediction log) vs a bare
     FastAPI endpoint serving the same model object, both on 127.0.0.1, sequential bounded load."""
     import httpx
@@ -130,7 +138,7 @@ def http_ratio(requests: int, repeats: int) -> dict[str, Any]:
     tmp = Path(tempfile.mkdtemp())
     spec_path = tmp / "loop.yaml"
     spec_path.write_text("name: http\ndata: {label: y}\nstore: {root: " + str(tmp / "store") + "}\n")
-    settings = Settings(spec_path=spec_path, tick_every=0, flush_every=0.5)
+    settings = Settings(spec_path=spec_path, tick_every=0, flush_every=flush_every)
     service = LoopService(settings)
     frame = wide_frame(2000, 12, seed=2).drop(columns="t")
     service.ingest(frame.to_dict(orient="records"), batch_id="warm", source="bench")
