@@ -11,34 +11,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
-from collections import deque
 
-from river import forest
+from quality import arf_delayed
 
 from freshloop.datasets import load_stream
-
-
-def run(stream: str, delay_rows: int, seed: int, warmup: int) -> dict[str, float]:
-    frame, info = load_stream(stream)
-    label = info["label"]
-    feats = [c for c in frame.columns if c not in (label, info["time"])]
-    model = forest.ARFClassifier(seed=seed)
-    pending: deque[tuple[dict[str, float], int]] = deque()
-    correct = scored = 0
-    started = time.perf_counter()
-    for i, row in enumerate(frame[feats + [label]].itertuples(index=False)):
-        x = dict(zip(feats, row[:-1], strict=True))
-        y = int(row[-1])
-        if i >= warmup:
-            scored += 1
-            correct += int(model.predict_one(x) == y)
-        pending.append((x, y))
-        while len(pending) > delay_rows:
-            model.learn_one(*pending.popleft())
-    return {"stream": stream, "delay_rows": delay_rows, "warmup": warmup, "accuracy": correct / scored,
-            "scored": scored, "seconds": time.perf_counter() - started}
-
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser()
@@ -47,4 +23,8 @@ if __name__ == "__main__":
     ap.add_argument("--warmup", type=int, default=365, help="rows learned before scoring starts (the demo's warm-up)")
     ap.add_argument("--seed", type=int, default=42)
     a = ap.parse_args()
-    print(json.dumps(run(a.stream, a.delay_rows, a.seed, a.warmup), indent=2))
+    frame, info = load_stream(a.stream)
+    features = [c for c in frame.columns if c not in (info["label"], info["time"])]
+    res = arf_delayed(frame, info["label"], features, a.delay_rows, a.warmup, seed=a.seed)
+    print(json.dumps({"stream": a.stream, "delay_rows": a.delay_rows, "warmup": a.warmup,
+                      "accuracy": res["metric"], "seconds": res["seconds"]}, indent=2))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import statistics
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -130,10 +129,9 @@ def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[st
     """p50/p99 and throughput of one-row predict: `freshloop serve` (routing + prediction log) vs a bare
     FastAPI endpoint serving the same model object, both on 127.0.0.1, sequential bounded load."""
     import httpx
-    import uvicorn
     from fastapi import FastAPI
 
-    from freshloop.api import LoopService, Settings, create_app
+    from freshloop.api import BackgroundServer, LoopService, Settings, create_app
 
     tmp = Path(tempfile.mkdtemp())
     spec_path = tmp / "loop.yaml"
@@ -152,27 +150,14 @@ def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[st
         pred, proba = model.predict(rows)
         return {"data": [{"prediction": int(p)} for p in pred]}
 
-    servers = []
-    ports = []
-    for app in (create_app(settings, service=service), bare):
-        import socket
-
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = s.getsockname()[1]
-        srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
-        threading.Thread(target=srv.run, daemon=True).start()
-        while not srv.started:
-            time.sleep(0.02)
-        servers.append(srv)
-        ports.append(port)
+    servers = [BackgroundServer(create_app(settings, service=service)), BackgroundServer(bare)]
     row = {"rows": frame.drop(columns="y").iloc[:1].to_dict(orient="records")}
     lat: dict[str, list[float]] = {"freshloop": [], "bare": []}
     wall: dict[str, float] = {"freshloop": 0.0, "bare": 0.0}
     with httpx.Client() as c:
         for _ in range(repeats):
-            for name, port, path in (("freshloop", ports[0], "/v1/predict"), ("bare", ports[1], "/predict")):
-                url = f"http://127.0.0.1:{port}{path}"
+            for name, server, path in (("freshloop", servers[0], "/v1/predict"), ("bare", servers[1], "/predict")):
+                url = server.url + path
                 started = time.perf_counter()
                 for _ in range(requests):
                     t = time.perf_counter()
@@ -181,7 +166,7 @@ def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[st
                     assert r.status_code == 200
                 wall[name] += time.perf_counter() - started
     for srv in servers:
-        srv.should_exit = True
+        srv.stop()
     out: dict[str, Any] = {}
     for name in lat:
         arr = np.array(lat[name]) * 1000

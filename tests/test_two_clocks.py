@@ -2,24 +2,20 @@
 
 from __future__ import annotations
 
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pandas as pd
-import uvicorn
 import yaml
 
-from freshloop.api import LoopService, Settings, create_app
+from freshloop.api import BackgroundServer, LoopService, Settings, create_app
 from freshloop.clock import SimulatedClock
 from freshloop.replay import replay
 from freshloop.spec import load_spec
 
 from .conftest import make_frame
-from .test_serve import free_port
 
 SPEC: dict[str, Any] = {
     "name": "parity",
@@ -60,14 +56,8 @@ def test_serve_and_replay_make_the_same_decisions(tmp_path: Path) -> None:
     times = frame["t"].to_numpy(dtype=float)
     rows = frame.drop(columns="y").to_dict(orient="records")
     labels = frame["y"].tolist()
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(create_app(settings, service=service), host="127.0.0.1", port=port,
-                                           log_level="warning"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=60) as c:
+    server = BackgroundServer(create_app(settings, service=service))
+    with httpx.Client(base_url=server.url, timeout=60) as c:
         clock.advance_to(times[warm - 1])
         assert c.post("/v1/ingest", json={"rows": frame.iloc[:warm].to_dict(orient="records"),
                                           "batch_id": "warmup"}).status_code == 200
@@ -86,8 +76,7 @@ def test_serve_and_replay_make_the_same_decisions(tmp_path: Path) -> None:
                 assert c.post("/v1/feedback", json={"labels": fb}).status_code == 200
                 next_label = hi
             assert c.post("/v1/tick").status_code == 200
-    server.should_exit = True
-    thread.join(timeout=30)
+    server.stop()
 
     from freshloop.store import open_stores
 

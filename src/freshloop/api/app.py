@@ -17,7 +17,7 @@ from .. import __version__
 from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
 from .service import ROLES, LoopService, Settings
 
-__all__ = ["create_app"]
+__all__ = ["BackgroundServer", "create_app"]
 
 
 class _Body(BaseModel):
@@ -242,6 +242,39 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return Response(generate_latest(svc().metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
     return app
+
+
+class BackgroundServer:
+    """An app served by uvicorn on a loopback port in a background thread (tests, notebooks, benchmarks).
+
+    >>> from fastapi import FastAPI
+    >>> server = BackgroundServer(FastAPI())
+    >>> server.url.startswith("http://127.0.0.1:")
+    True
+    >>> server.stop()
+    """
+
+    def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
+        import socket
+        import threading
+
+        import uvicorn
+
+        with socket.socket() as s:
+            s.bind((host, 0))
+            self.port = int(s.getsockname()[1])
+        self.url = f"http://{host}:{self.port}"
+        self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
+        self._thread = threading.Thread(target=self._server.run, daemon=True)
+        self._thread.start()
+        while not self._server.started:
+            if not self._thread.is_alive():
+                raise RuntimeError(f"server on {self.url} did not start")
+            time.sleep(0.02)
+
+    def stop(self) -> None:
+        self._server.should_exit = True
+        self._thread.join(timeout=30)
 
 
 class _DeniedError(Exception):
