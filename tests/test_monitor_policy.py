@@ -50,7 +50,7 @@ def test_monitor_drift_quality_and_detector() -> None:
                        detector="adwin")
     mon = Monitor(schema(), trig, get_metric("accuracy"))
     ref = pd.DataFrame({"x": rng.normal(0, 1, 1000), "c": rng.choice(["a", "b"], 1000)})
-    mon.reset(ref, rng.random(1000), None)
+    mon.reset(ref, rng.random(1000))
     mon.observe_rows(pd.DataFrame({"x": rng.normal(0, 1, 300), "c": rng.choice(["a", "b"], 300)}))
     quiet = mon.signals(10.0, last_trained_at=0.0, champion_since=0.0)
     assert quiet.drifted == []

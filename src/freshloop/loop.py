@@ -619,7 +619,7 @@ class Loop:
         if len(ref):
             p, pr = bundle.predict(ref)
             ref_pred = self._pred_score(p, pr)
-        self._ensure_monitor().reset(ref, ref_pred, lineage.get("gate_score"))
+        self._ensure_monitor().reset(ref, ref_pred)
 
     def close(self) -> None:
         self.predictions.flush()

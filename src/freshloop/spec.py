@@ -306,6 +306,3 @@ def load_spec(path: str | Path) -> LoopSpec:
         root = str((path.parent / root).resolve())
     return spec.model_copy(update={"store": spec.store.model_copy(update={"root": root})})
 
-
-def dump_spec(spec: LoopSpec) -> str:
-    return yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False)

@@ -82,12 +82,10 @@ class Monitor:
         self._detector = _make_detector(triggers.detector)
         self.detector_fired = False
         self.new_labels = 0
-        self._gate_metric: float | None = None
         self._last_drift: dict[str, float] = {}
         self.drift_at_training: dict[str, float] = {}
 
-    def reset(self, reference: pd.DataFrame, reference_predictions: np.ndarray | None,
-              reference_metric: float | None) -> None:
+    def reset(self, reference: pd.DataFrame, reference_predictions: np.ndarray | None) -> None:
         """A new champion: new reference distributions, empty live windows, a fresh detector."""
         self._refs = {}
         for f in self.schema.features:
@@ -103,7 +101,6 @@ class Monitor:
         # The quality reference is the champion's own live metric over its first matured labels: a gate
         # figure from a small holdout is too noisy to alarm on.
         self.reference_metric = None
-        self._gate_metric = reference_metric
         self._scores.clear()
         self._preds.clear()
         self._detector = _make_detector(self.triggers.detector)

@@ -129,10 +129,6 @@ class ModelBundle:
         return [{c: v for c, v in zip(self._columns, row, strict=True) if v == v} for row in x]
 
     # -- learning -----------------------------------------------------------------------------
-    @property
-    def supports_partial_fit(self) -> bool:
-        return is_river(self.estimator) or hasattr(self.model_[-1], "partial_fit")
-
     def fit(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
         """A full fit from scratch (River models learn the rows one by one)."""
         y = self._target(y)
