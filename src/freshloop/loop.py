@@ -244,7 +244,8 @@ class Loop:
                     if rec.version != champ and hv == champ:
                         champ_scores.append(s[hv])
         mon.observe_outcomes(np.array(champ_scores), 0)
-        out.unmatched = [r for r in row_ids if r not in set(served_ok)]
+        scored = set(served_ok)
+        out.unmatched = [r for r in row_ids if r not in scored]
         if self.policy.online and served_ok:
             rows = self.data.labeled_rows(served_ok)
             if len(rows):
@@ -494,17 +495,13 @@ class Loop:
     # -- rollout and aliases ------------------------------------------------------------------
     def _start_rollout(self, version: int, now: float, report: TickReport, why: str) -> None:
         strategy = self.spec.rollout.strategy
-        if self._champion is None or strategy == "immediate":
-            if self._champion is not None and not self.auto_promotion:
-                self.events.record("promotion_held", f"version {version} passed the gate but automatic promotion "
-                                   f"is stopped after {self._auto_rollbacks} consecutive rollbacks", {})
-                return
-            self.promote(version, actor=self.actor, reason=f"gate passed: {why}")
-            report.promoted = version
-            return
-        if not self.auto_promotion:
+        if self._champion is not None and not self.auto_promotion:
             self.events.record("promotion_held", f"version {version} passed the gate but automatic promotion is "
                                f"stopped after {self._auto_rollbacks} consecutive rollbacks", {})
+            return
+        if self._champion is None or strategy == "immediate":
+            self.promote(version, actor=self.actor, reason=f"gate passed: {why}")
+            report.promoted = version
             return
         rid = f"ro-{version}"
         self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)

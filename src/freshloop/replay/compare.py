@@ -44,6 +44,14 @@ def _run(spec_json: str, name: str, frame: pd.DataFrame, out: str, queue: Any) -
     return replay(spec, frame, policy_dir(out, name), progress=tell)
 
 
+def _relay(queue: Any, on_progress: OnProgress | None) -> None:
+    """Pass the workers' progress messages on to the caller."""
+    while not queue.empty():
+        name, done, total = queue.get()
+        if on_progress:
+            on_progress(name, done, total)
+
+
 def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: list[str], *,
             workers: int = 1, on_progress: OnProgress | None = None) -> dict[str, dict[str, Any]]:
     """Replay each policy (fresh store each) and write ``summary.json`` with all of them."""
@@ -68,20 +76,14 @@ def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: 
                 futures = {pool.submit(_run, spec_json, name, frame, str(out), queue): name for name in policies}
                 pending = set(futures)
                 while pending:
-                    while not queue.empty():
-                        name, done, total = queue.get()
-                        if on_progress:
-                            on_progress(name, done, total)
+                    _relay(queue, on_progress)
                     finished = [f for f in pending if f.done()]
                     for f in finished:
                         pending.discard(f)
                         results[futures[f]] = f.result()
                     if pending:
                         wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
-                while not queue.empty():
-                    name, done, total = queue.get()
-                    if on_progress:
-                        on_progress(name, done, total)
+                _relay(queue, on_progress)
     ordered = {name: results[name] for name in policies}
     deterministic = {name: {k: v for k, v in s.items() if k != "training_seconds"} for name, s in ordered.items()}
     (out / "summary.json").write_text(json.dumps({"policies": deterministic}, indent=2, sort_keys=True))
