@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import statistics
 import tempfile
@@ -125,7 +126,7 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
     return _summary(ta, tb)
 
 
-def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[str, Any]:
+def http_ratio(requests: int, repeats: int, flush_every: float | None = None) -> dict[str, Any]:
     """p50/p99 and throughput of one-row predict: `freshloop serve` (routing + prediction log) vs a bare
     FastAPI endpoint serving the same model object, both on 127.0.0.1, sequential bounded load."""
     import httpx
@@ -136,7 +137,9 @@ def http_ratio(requests: int, repeats: int, flush_every: float = 0.5) -> dict[st
     tmp = Path(tempfile.mkdtemp())
     spec_path = tmp / "loop.yaml"
     spec_path.write_text("name: http\ndata: {label: y}\nstore: {root: " + str(tmp / "store") + "}\n")
-    settings = Settings(spec_path=spec_path, tick_every=0, flush_every=flush_every)
+    settings = Settings(spec_path=spec_path, tick_every=0)
+    if flush_every is not None:  # the default is what `freshloop serve` runs with
+        settings = dataclasses.replace(settings, flush_every=flush_every)
     service = LoopService(settings)
     frame = wide_frame(2000, 12, seed=2).drop(columns="t")
     service.ingest(frame.to_dict(orient="records"), batch_id="warm", source="bench")

@@ -133,6 +133,10 @@ def test_drift_retrain_canary_promotion_over_http(server: Server) -> None:
     assert status["champion"] > 1
     metrics = c.get("/metrics").text
     assert "freshloop_retrains_total" in metrics and "freshloop_request_seconds_bucket" in metrics
+    # counted per route template and status; latency per serving version
+    assert 'freshloop_requests_total{route="/v1/predict",status="200"}' in metrics
+    assert 'freshloop_requests_total{route="/v1/status",status="200"}' in metrics
+    assert 'freshloop_request_seconds_count{route="/v1/predict",version="1"}' in metrics
     assert server.stop() == 0
     # drained on SIGTERM: every predicted row is in the store, and the prediction log is on disk
     from freshloop.clock import WallClock

@@ -7,6 +7,7 @@ drives it with the wall clock behind HTTP. No code path here knows which one is 
 from __future__ import annotations
 
 import hashlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -111,6 +112,10 @@ class Loop:
         self._shadow_queue: list[tuple[pd.DataFrame, list[str]]] = []
         self._last_trained_at: float | None = None
         self._metric: Metric | None = None
+        # What a request reads (champion, candidate, rollout, prediction log, monitor windows) is guarded
+        # by this lock alone, held briefly: ingest, training and the gate run outside it, so a server can
+        # answer predictions while its worker ingests or retrains.
+        self._serving = threading.RLock()
         self.policy = Policy.from_spec(spec.policy)
         if self.policy.online and spec.model.mode == "full":
             self.spec = spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": "online"})})
@@ -192,13 +197,14 @@ class Loop:
             self.events.record("batch_warning", "; ".join(res.warnings[:3]), payload)
         acc = res.accepted_frame
         if acc is not None and len(acc) and self.schema is not None:
-            mon = self._ensure_monitor()
-            mon.observe_rows(acc)
-            if self.schema.label in acc:
-                labeled = acc[acc[self.schema.label].notna()]
-                mon.new_labels += len(labeled)
-                if self.policy.online and len(labeled):
-                    self._online_queue.append((labeled, labeled[self.schema.label]))
+            with self._serving:
+                mon = self._ensure_monitor()
+                mon.observe_rows(acc)
+                if self.schema.label in acc:
+                    labeled = acc[acc[self.schema.label].notna()]
+                    mon.new_labels += len(labeled)
+                    if self.policy.online and len(labeled):
+                        self._online_queue.append((labeled, labeled[self.schema.label]))
 
     def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
                  batch_id: str | None = None) -> FeedbackResult:
@@ -214,36 +220,36 @@ class Loop:
                                + "; ".join(res.reasons[:3]), res.to_dict())
         assert self.schema is not None
         classes = list(self.schema.classes or [])
-        mon = self._ensure_monitor()
-        mon.new_labels += res.accepted
         # the join uses the labels just accepted, typed, whether or not their rows are ingested yet
         acc = res.accepted_frame
         typed = dict(zip(acc["_row_id"], acc["_label"], strict=True)) if acc is not None else {}
-        matured_ids = [r for r in row_ids if r in self.predictions and r in typed]
-        served_ok = []
-        champ_scores = []
-        for rid in matured_ids:
-            y = typed[rid]
-            rec = self.predictions.pop(rid)
-            assert rec is not None
-            score = float(self.metric.per_row(np.array([y]), np.array([rec.pred]),
-                                              None if rec.proba is None else rec.proba[None, :], classes)[0])
-            out.at.append(rec.at)
-            out.scores.append(score)
-            served_ok.append(rid)
-            champ = self.champion_version
-            if rec.version == champ:
-                champ_scores.append(score)
-            if self.rollout and self.rollout.active and rec.at >= self.rollout.step_started_at:
-                both = {rec.version: (rec.pred, rec.proba), **rec.alternatives}
-                cv, hv = self.rollout.version, self.rollout.champion_version
-                if cv in both and hv in both:
-                    s = {v: float(self.metric.per_row(np.array([y]), np.array([p]), None if pr is None else
-                                                      pr[None, :], classes)[0]) for v, (p, pr) in both.items()}
-                    self.rollout.observe(s[cv], s[hv])
-                    if rec.version != champ and hv == champ:
-                        champ_scores.append(s[hv])
-        mon.observe_outcomes(np.array(champ_scores), 0)
+        with self._serving:
+            mon = self._ensure_monitor()
+            mon.new_labels += res.accepted
+            matured = [(r, rec) for r in row_ids if r in typed and (rec := self.predictions.pop(r)) is not None]
+            served_ok = [r for r, _ in matured]
+            if matured:
+                recs = [rec for _, rec in matured]
+                y = np.array([typed[r] for r in served_ok])
+                scores = self._score(y, [(rec.pred, rec.proba) for rec in recs], classes)
+                out.at.extend(rec.at for rec in recs)
+                out.scores.extend(float(v) for v in scores)
+                champ = self.champion_version
+                # the champion's scores, in label order (the detector is order-sensitive)
+                champ_scores, keep = scores.copy(), np.array([rec.version == champ for rec in recs])
+                r = self.rollout if self.rollout and self.rollout.active else None
+                if r is not None and r.champion_version is not None:
+                    cv, hv = r.version, r.champion_version
+                    both = [i for i, rec in enumerate(recs) if rec.at >= r.step_started_at
+                            and {cv, hv} <= {rec.version, *rec.alternatives}]
+                    if both:
+                        cs, hs = (self._score(y[both], [recs[i].alternatives.get(v, (recs[i].pred, recs[i].proba))
+                                                        for i in both], classes) for v in (cv, hv))
+                        for c_, h_ in zip(cs, hs, strict=True):
+                            r.observe(float(c_), float(h_))
+                        if hv == champ:  # rows the candidate served still tell how the champion does
+                            champ_scores[both], keep[both] = hs, True
+                mon.observe_outcomes(champ_scores[keep], 0)
         scored = set(served_ok)
         out.unmatched = [r for r in row_ids if r not in scored]
         if self.policy.online and served_ok:
@@ -260,6 +266,14 @@ class Loop:
         With ``defer_shadow`` a shadow candidate scores the rows later (:meth:`score_shadow`), off the
         request path; its answers are only ever logged.
         """
+        with self._serving:
+            out = self._predict(frame, row_ids, keys, defer_shadow)
+        if self.predictions.due:
+            self.predictions.flush()
+        return out
+
+    def _predict(self, frame: pd.DataFrame, row_ids: list[str] | None, keys: list[str] | None,
+                 defer_shadow: bool) -> PredictResult:
         if self._champion is None:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
                                 field="champion")
@@ -300,21 +314,33 @@ class Loop:
         return PredictResult(row_ids, served, served_proba, versions)
 
     def score_shadow(self) -> int:
-        """Score deferred shadow rows with the candidate and attach its answers to the log; returns rows."""
-        queue, self._shadow_queue = self._shadow_queue, []
-        r = self.rollout
-        if r is None or not r.active or self._candidate is None or self._champion is None:
-            return 0
-        cand_v, cand = self._candidate
-        champ_v = self._champion[0]
-        done = 0
+        """Score deferred shadow rows with the candidate and attach its answers to the log; returns rows.
+
+        The candidate scores outside the serving lock; its answers are attached under it."""
+        with self._serving:
+            queue, self._shadow_queue = self._shadow_queue, []
+            r = self.rollout
+            if r is None or not r.active or self._candidate is None or self._champion is None:
+                return 0
+            cand_v, cand = self._candidate
+            champ_v = self._champion[0]
+        answers = []
         for frame, ids in queue:
             try:
-                c_preds, c_proba = cand.predict(frame)
+                answers.append((ids, *cand.predict(frame)))
             except Exception as e:
-                r.errors += len(frame)
-                r.last_error = f"{type(e).__name__}: {e}"[:500]
-                continue
+                with self._serving:
+                    r.errors += len(frame)
+                    r.last_error = f"{type(e).__name__}: {e}"[:500]
+        with self._serving:
+            if self._candidate is None or self._candidate[0] != cand_v:
+                return 0  # the rollout ended meanwhile
+            return self._attach_shadow(answers, cand_v, champ_v)
+
+    def _attach_shadow(self, answers: list[tuple[list[str], np.ndarray, np.ndarray | None]], cand_v: int,
+                       champ_v: int) -> int:
+        done = 0
+        for ids, c_preds, c_proba in answers:
             for i, rid in enumerate(ids):
                 rec = self.predictions.get(rid)
                 if rec is not None and rec.version == champ_v:
@@ -322,6 +348,13 @@ class Loop:
                     rec.alternatives[champ_v] = (rec.pred, rec.proba)
                     done += 1
         return done
+
+    def _score(self, y: np.ndarray, answers: list[tuple[Any, np.ndarray | None]], classes: list[Any]) -> np.ndarray:
+        """Per-row metric of logged answers (prediction, probabilities) against their labels, in one call."""
+        preds = np.array([p for p, _ in answers])
+        probas = [pr for _, pr in answers if pr is not None]
+        proba = np.stack(probas) if len(probas) == len(answers) else None
+        return np.asarray(self.metric.per_row(y, preds, proba, classes), dtype=float)
 
     @staticmethod
     def _pred_score(preds: np.ndarray, proba: np.ndarray | None) -> np.ndarray:
@@ -336,6 +369,16 @@ class Loop:
         if self.schema is None:
             report.decision = Skip("bootstrap: no data yet")
             return report
+        with self._serving:  # the decision reads what requests write; training runs after, outside the lock
+            decision = self._decide(now, report)
+        report.decision = decision
+        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons))
+        if isinstance(decision, Retrain):
+            self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
+            self._retrain(decision, now, report)
+        return report
+
+    def _decide(self, now: float, report: TickReport) -> Decision:
         self._apply_online(now)
         if self.rollout and self.rollout.active:
             self._advance_rollout(now, report)
@@ -360,12 +403,7 @@ class Loop:
                 decision = Skip(f"rollout of version {self.rollout.version} in progress "
                                 f"(would retrain for {decision.reasons[0]})", decision.streaks)
             report.staleness = now - float(self._champion[2].get("t_last") or now)
-        report.decision = decision
-        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons))
-        if isinstance(decision, Retrain):
-            self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
-            self._retrain(decision, now, report)
-        return report
+        return decision
 
     def _labeled_rows(self) -> int:
         return int(np.isfinite(self.data.label_times()).sum())
@@ -400,7 +438,8 @@ class Loop:
         n_hold = int(np.clip(round(spec.gate.holdout * n), spec.gate.min_holdout_rows, spec.gate.max_holdout_rows))
         self._last_trained_at = now
         self.state = PolicyState(self.state.retrain_times + (now,), self.state.streaks)
-        self._ensure_monitor().trained()
+        with self._serving:
+            self._ensure_monitor().trained()
         if n - n_hold < spec.gate.min_holdout_rows:
             self._fail_run(run_id, decision, snap, now, f"snapshot {snap.id} has {n} labeled rows; need "
                            f"{n_hold} to judge and {spec.gate.min_holdout_rows} to train")
@@ -504,8 +543,10 @@ class Loop:
             report.promoted = version
             return
         rid = f"ro-{version}"
-        self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
-        self._candidate = (version, self.registry.load(version))
+        bundle = self.registry.load(version)
+        with self._serving:
+            self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
+            self._candidate = (version, bundle)
         self.registry.set_alias(strategy, version, actor=self.actor, reason=f"rollout {rid} started", now=now)
         self.meta.save_rollout(self.rollout.to_row(now))
         self.events.record("rollout_started", f"{strategy} of version {version} against champion "
@@ -545,12 +586,13 @@ class Loop:
         report.promoted = r.version
 
     def _end_rollout(self, r: Rollout, status: str, now: float, reason: str) -> None:
-        r.status = status
+        with self._serving:
+            r.status = status
+            self._candidate = None
         self.meta.save_rollout(r.to_row(now))
         if self.registry.alias(r.strategy) == r.version:
             self.registry.set_alias(r.strategy, None, actor=self.actor, reason=reason, now=now)
         self.events.record("rollout_" + status, reason, {"rollout_id": r.id, "version": r.version})
-        self._candidate = None
         if status == "rolled_back":
             self.registry.forget(r.version)
 
@@ -558,7 +600,8 @@ class Loop:
         r = self.rollout
         if r is None or r.id != rollout_id or r.status != "awaiting_approval":
             raise NotFoundError(f"no rollout {rollout_id!r} awaiting approval.", field="rollout_id", value=rollout_id)
-        r.status = "running"
+        with self._serving:
+            r.status = "running"
         self.meta.save_rollout(r.to_row(self.clock.now()))
         self.events.record("rollout_approved", reason, {"rollout_id": r.id}, actor=actor)
 
@@ -599,9 +642,11 @@ class Loop:
         mv = self.registry.get(version)
         lineage = dict(mv.lineage)
         lineage["promoted_at"] = self.clock.now()
-        self._champion = (version, bundle, lineage)
         if self.schema is None:
+            with self._serving:
+                self._champion = (version, bundle, lineage)
             return
+        # the new reference is read and scored before the swap, so requests wait only for the swap itself
         ref = pd.DataFrame()
         snap_id = lineage.get("snapshot_id")
         if snap_id:
@@ -616,7 +661,9 @@ class Loop:
         if len(ref):
             p, pr = bundle.predict(ref)
             ref_pred = self._pred_score(p, pr)
-        self._ensure_monitor().reset(ref, ref_pred)
+        with self._serving:
+            self._champion = (version, bundle, lineage)
+            self._ensure_monitor().reset(ref, ref_pred)
 
     def close(self) -> None:
         self.predictions.flush()

@@ -12,6 +12,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import BaseModel, ConfigDict, Field
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
@@ -52,6 +53,43 @@ def _error(status: int, code: str, message: str, field: str | None = None) -> JS
     return JSONResponse(status_code=status, content={"code": code, "message": message, "field": field})
 
 
+class _LimitsAndMetrics:
+    """Body size limit, request count and latency per route and model version: plain ASGI middleware
+    (Starlette's ``BaseHTTPMiddleware`` costs a task group and stream copies on every request)."""
+
+    def __init__(self, app: ASGIApp, max_body_bytes: int, svc_holder: dict[str, LoopService]) -> None:
+        self.app, self.max_body_bytes, self.svc_holder = app, max_body_bytes, svc_holder
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        size = dict(scope["headers"]).get(b"content-length", b"").decode()
+        if size.isdigit() and int(size) > self.max_body_bytes:
+            await _error(413, "too_large", f"body of {size} bytes exceeds {self.max_body_bytes} "
+                                           f"(rule: request body size limit)")(scope, receive, send)
+            return
+        started = time.perf_counter()
+        seen = {"status": 500, "version": ""}
+
+        async def watch(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                seen["status"] = message["status"]
+                for k, v in message.get("headers", ()):
+                    if k == b"x-model-version":
+                        seen["version"] = v.decode()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            if "svc" in self.svc_holder:
+                m = self.svc_holder["svc"].metrics
+                path = getattr(scope.get("route"), "path", "unmatched")
+                m.requests.labels(path, str(seen["status"])).inc()
+                m.latency.labels(path, seen["version"]).observe(time.perf_counter() - started)
+
+
 def create_app(settings: Settings, service: LoopService | None = None) -> FastAPI:
     svc_holder: dict[str, LoopService] = {}
 
@@ -71,10 +109,10 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     def svc() -> LoopService:
         return svc_holder["svc"]
 
-    def role(needed: str) -> Callable[..., None]:
+    def role(needed: str) -> Callable[..., Awaitable[None]]:
         rank = ROLES.index(needed)
 
-        def check(authorization: str | None = Header(default=None)) -> None:
+        async def check(authorization: str | None = Header(default=None)) -> None:  # async: no thread hop
             if not settings.tokens:
                 return  # loopback without tokens: a local, single-user setup
             if not authorization or not authorization.startswith("Bearer "):
@@ -87,22 +125,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
 
         return check
 
-    @app.middleware("http")
-    async def limits_and_metrics(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
-        size = request.headers.get("content-length")
-        if size is not None and int(size) > settings.max_body_bytes:
-            return _error(413, "too_large", f"body of {size} bytes exceeds {settings.max_body_bytes} "
-                                            f"(rule: request body size limit)")
-        started = time.perf_counter()
-        response = await call_next(request)
-        route = request.scope.get("route")
-        path = getattr(route, "path", "unmatched")
-        if "svc" in svc_holder:
-            m = svc_holder["svc"].metrics
-            m.requests.labels(path, str(response.status_code)).inc()
-            m.latency.labels(path, response.headers.get("x-model-version", "")).observe(
-                time.perf_counter() - started)
-        return response
+    app.add_middleware(_LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, svc_holder=svc_holder)
 
     @app.exception_handler(FreshloopError)
     async def domain_error(_: Request, e: FreshloopError) -> JSONResponse:

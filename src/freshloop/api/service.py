@@ -1,8 +1,9 @@
 """The loop behind HTTP: the same ``Loop``, on the wall clock, with a worker thread.
 
 Requests only predict, log and queue; the worker ingests the predicted rows as batches, flushes the
-prediction log and ticks the loop, so training and I/O stay off the request path. One lock guards the
-loop's in-memory state. Stopping drains the queue and flushes the log: nothing acknowledged is lost.
+prediction log and ticks the loop, so training and I/O stay off the request path. Requests take only the
+loop's short serving lock; the control path (ingest, feedback, ticks, operator actions) is serialised by a
+second lock. Stopping drains the queue and flushes the log: nothing acknowledged is lost.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Settings:
     port: int = 8000
     tokens: dict[str, str] = field(default_factory=dict)  # token -> role
     tick_every: float = 60.0  # seconds between worker ticks; 0 = only on POST /v1/tick
-    flush_every: float = 0.5
+    flush_every: float = 1.0  # seconds between worker drains: fewer, larger ingest batches cost less per row
     max_body_bytes: int = 10 * 1024 * 1024
     max_queue_rows: int = 200_000  # predicted rows waiting for ingest; beyond it predict answers 503
 
@@ -115,15 +116,18 @@ class Metrics:
 
 
 class LoopService:
-    """What the routes call. Every public method takes the loop lock."""
+    """What the routes call. Predictions take only the loop's short serving lock; everything else (ingest,
+    feedback, ticks, operator actions) is serialised by ``lock``, so a retrain never holds up a request."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.spec = load_spec(settings.spec_path)
         self.loop = Loop(self.spec, clock=clock or WallClock(), actor="serve")
-        self.lock = threading.RLock()
+        self.lock = threading.RLock()  # the control path: ingest, feedback, ticks, operator actions
+        self._qlock = threading.Lock()  # the queue of predicted rows waiting to be ingested
         self.metrics = Metrics()
-        self._queue: list[tuple[pd.DataFrame, list[str]]] = []
+        self._queue: list[tuple[list[dict[str, Any]], list[str]]] = []  # predicted records and their ids
+        self._queued_rows = 0
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._last_tick = time.monotonic()
@@ -158,16 +162,21 @@ class LoopService:
 
     def _drain(self) -> None:
         self.loop.score_shadow()
-        if not self._queue:
+        with self._qlock:
+            queue, self._queue, self._queued_rows = self._queue, [], 0
+        if not queue:
             return
-        frames = pd.concat([f for f, _ in self._queue], ignore_index=True)
-        ids = [i for _, batch in self._queue for i in batch]
-        self._queue = []
+        frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
+        ids = [i for _, batch in queue for i in batch]
         res = self.loop.ingest(frames, source="predict", batch_id=f"predict-{ids[0]}", row_ids=ids)
         self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
         self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
         self.loop.predictions.flush()
-        self.metrics.queue.set(0)
+        self.metrics.queue.set(self._queued())
+
+    def _queued(self) -> int:
+        with self._qlock:
+            return self._queued_rows
 
     # -- actions ------------------------------------------------------------------------------
     def ingest(self, rows: list[dict[str, Any]], *, batch_id: str | None, source: str) -> dict[str, Any]:
@@ -200,20 +209,23 @@ class LoopService:
         if keys is not None and len(keys) != len(rows):
             raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
         frame = pd.DataFrame.from_records(rows)
-        with self.lock:
-            queued = sum(len(b) for _, b in self._queue)
-            if queued + len(rows) > self.settings.max_queue_rows:
-                raise BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
-                                f"retry shortly.", field="rows", rule="back-pressure")
-            schema = self.loop.schema
-            if schema is not None:
-                problem = first_record_error(rows, schema, self.spec.data.quality)
-                if problem is not None:
-                    raise DataError(problem, field="rows", rule="schema")
-            ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
-            out = self.loop.predict(frame, row_ids=ids, keys=keys, defer_shadow=True)
-            self._queue.append((frame, ids))
-            self.metrics.queue.set(sum(len(b) for _, b in self._queue))
+        # The serving path never takes the control lock: the loop's serving lock guards what it reads, and
+        # the rows join the ingest queue the worker drains.
+        queued = self._queued()
+        if queued + len(rows) > self.settings.max_queue_rows:
+            raise BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
+                            f"retry shortly.", field="rows", rule="back-pressure")
+        schema = self.loop.schema
+        if schema is not None:
+            problem = first_record_error(rows, schema, self.spec.data.quality)
+            if problem is not None:
+                raise DataError(problem, field="rows", rule="schema")
+        ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
+        out = self.loop.predict(frame, row_ids=ids, keys=keys, defer_shadow=True)
+        with self._qlock:
+            self._queue.append((rows, ids))
+            self._queued_rows += len(ids)
+            self.metrics.queue.set(self._queued_rows)
         classes = list(schema.classes or []) if schema else []
         for v in set(out.versions.tolist()):
             self.metrics.predictions.labels(str(v)).inc(int((out.versions == v).sum()))
@@ -230,9 +242,10 @@ class LoopService:
         if not pairs:
             raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
         ids = [p for p, _ in pairs]
+        with self._qlock:
+            queued = {i for _, batch in self._queue for i in batch}
         with self.lock:
-            known = [p in self.loop.predictions or self.loop.data.has_row(p) or
-                     any(p in batch for _, batch in self._queue) for p in ids]
+            known = [p in self.loop.predictions or self.loop.data.has_row(p) or p in queued for p in ids]
             served = {p: self.loop.predictions.get(p) for p in ids}
             before = {p: rec.at for p, rec in served.items() if rec is not None}
             fb = self.loop.feedback(ids, [lab for _, lab in pairs], source="feedback")

@@ -7,6 +7,7 @@ appended to Parquet files in batches off the hot path, so the log survives a res
 from __future__ import annotations
 
 import io
+import threading
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,6 +39,7 @@ class PredictionLog:
         self._open: dict[str, Served] = {}
         self._buffer: list[dict[str, Any]] = []
         self._part = 0
+        self._lock = threading.Lock()  # guards the buffer and part numbers; the write happens outside it
         while blobs.exists(self._key(self._part)):
             self._part += 1
 
@@ -47,13 +49,18 @@ class PredictionLog:
     def log(self, row_ids: list[str], at: float, version: int, preds: np.ndarray, proba: np.ndarray | None,
             served_by: np.ndarray, alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
         """``preds``/``proba`` are what was served; ``served_by`` the version per row."""
+        records = []
         for i, rid in enumerate(row_ids):
             alts = {v: (p[i], None if pr is None else pr[i]) for v, (p, pr) in alternatives.items()}
             self._open[rid] = Served(at, int(served_by[i]), preds[i], None if proba is None else proba[i], alts)
-            self._buffer.append({"prediction_id": rid, "at": at, "version": int(served_by[i]),
-                                 "prediction": str(preds[i])})
-        if len(self._buffer) >= self.flush_every:
-            self.flush()
+            records.append({"prediction_id": rid, "at": at, "version": int(served_by[i]), "prediction": str(preds[i])})
+        with self._lock:
+            self._buffer.extend(records)
+
+    @property
+    def due(self) -> bool:
+        """Enough records are buffered to write a part (the caller flushes, outside its own locks)."""
+        return len(self._buffer) >= self.flush_every
 
     def get(self, row_id: str) -> Served | None:
         return self._open.get(row_id)
@@ -69,10 +76,12 @@ class PredictionLog:
         return len(self._open)
 
     def flush(self) -> None:
-        if not self._buffer:
+        with self._lock:
+            records, self._buffer = self._buffer, []
+            part = self._part
+            self._part += bool(records)
+        if not records:
             return
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(pd.DataFrame(self._buffer), preserve_index=False), buf)
-        self.blobs.put_bytes(self._key(self._part), buf.getvalue())
-        self._part += 1
-        self._buffer = []
+        pq.write_table(pa.Table.from_pandas(pd.DataFrame(records), preserve_index=False), buf)
+        self.blobs.put_bytes(self._key(part), buf.getvalue())
