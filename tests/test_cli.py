@@ -80,3 +80,22 @@ def test_ingest_bad_rows_then_quarantine_and_history(tmp_path: Path) -> None:
     assert rb.returncode == 1 and "no earlier champion" in rb.stderr
     pr = run("promote", "loop.yaml", "7", "--reason", "x", cwd=tmp_path)
     assert pr.returncode == 1 and "model version 7 not found" in pr.stderr
+
+
+def test_drift_report_on_two_files(tmp_path: Path) -> None:
+    ref, same, moved = (make_frame(n, seed=i, shift=shift).drop(columns="t")
+                        for n, i, shift in ((3000, 1, 0.0), (2000, 2, 0.0), (2000, 3, 1.0)))
+    ref.to_csv(tmp_path / "ref.csv", index=False)
+    same.to_parquet(tmp_path / "same.parquet")
+    moved.to_csv(tmp_path / "moved.csv", index=False)
+    calm = run("drift", "ref.csv", "same.parquet", "--json", "calm.json", cwd=tmp_path)
+    assert calm.returncode == 0, calm.stdout + calm.stderr
+    report = json.loads((tmp_path / "calm.json").read_text())
+    assert report["x1"]["statistic"] == "wasserstein" and report["c"]["statistic"] == "jensen_shannon"
+    shifted = run("drift", "ref.csv", "moved.csv", "--json", "moved.json", cwd=tmp_path)
+    assert shifted.returncode == 1 and "x1" in shifted.stdout
+    moved_report = json.loads((tmp_path / "moved.json").read_text())
+    assert moved_report["x1"]["drifted"] and not moved_report["x2"]["drifted"]
+    assert moved_report["x1"]["value"] > 10 * report["x1"]["value"]
+    bad = run("drift", "ref.csv", "moved.csv", "--numeric", "median", cwd=tmp_path)
+    assert bad.returncode == 2 and "--numeric: unknown statistic 'median'" in bad.stderr

@@ -225,6 +225,45 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
 
 @app.command()
 @_errors
+def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet or JSON file")],
+          current: Annotated[Path, typer.Argument(help="current CSV, Parquet or JSON file")],
+          numeric: Annotated[str, typer.Option(help="statistic for numeric columns")] = "wasserstein",
+          categorical: Annotated[str, typer.Option(help="statistic for other columns")] = "jensen_shannon",
+          json_out: Annotated[Path | None, typer.Option("--json", help="also write the report here")] = None) -> None:
+    """Drift of every column of CURRENT against REFERENCE, on all rows (exit code 1 if any column drifted)."""
+    from .data.files import read_submission
+    from .monitor import DEFAULT_THRESHOLDS, drift_report
+
+    for name, value in (("numeric", numeric), ("categorical", categorical)):
+        if value not in DEFAULT_THRESHOLDS:
+            raise SpecError(f"--{name}: unknown statistic {value!r} (rule: one of {sorted(DEFAULT_THRESHOLDS)}).",
+                            field=name, rule="statistic", value=value)
+    frames = []
+    for path in (reference, current):
+        frame = read_submission(path).frame
+        for c in frame.columns:  # CSV cells arrive as text: numbers where every present cell is one
+            if frame[c].dtype == object:
+                as_num = pd.to_numeric(frame[c], errors="coerce")
+                if as_num.notna().sum() == frame[c].notna().sum():
+                    frame[c] = as_num
+        frames.append(frame)
+    report = drift_report(frames[0], frames[1], numeric=numeric, categorical=categorical)
+    table = Table(title=f"drift of {current.name} against {reference.name} ({len(frames[0])} / {len(frames[1])} rows)")
+    for c in ("column", "statistic", "value", "threshold", "drifted"):
+        table.add_column(c)
+    for col, sc in report.items():
+        table.add_row(col, sc.statistic, f"{sc.value:.6g}", f"{sc.threshold:g}", "yes" if sc.drifted else "no")
+    out.print(table)
+    if json_out is not None:
+        json_out.write_text(json.dumps({c: {"statistic": sc.statistic, "value": sc.value, "threshold": sc.threshold,
+                                            "drifted": sc.drifted, "p_value": sc.p_value} for c, sc in report.items()},
+                                       indent=2))
+    if any(sc.drifted for sc in report.values()):
+        raise typer.Exit(1)
+
+
+@app.command()
+@_errors
 def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
     """List model versions and aliases."""
     loop = _open(spec_path)

@@ -3,6 +3,9 @@
 Numeric features use PSI on the reference's quantile bins by default (KS, Wasserstein and
 Jensen-Shannon are available); categorical features use Jensen-Shannon distance (or chi-square).
 Binned statistics are computed from counts, so partial counts from any worker merge by addition.
+Jensen-Shannon distance uses the natural logarithm (scipy's default), for which 0.1 is the usual cut-off.
+
+:func:`drift_report` compares two whole frames column by column (no sampling), for a one-off report.
 
 Examples
 --------
@@ -21,10 +24,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
-__all__ = ["DEFAULT_THRESHOLDS", "DriftScore", "Reference", "drift_score", "psi"]
+__all__ = ["DEFAULT_THRESHOLDS", "DriftScore", "Reference", "drift_report", "drift_score", "psi"]
 
 # Conventional cut-offs: PSI 0.2 ("significant shift" in credit-risk practice), KS/chi-square p < 0.05,
 # Jensen-Shannon and normalised Wasserstein 0.1 (the defaults Evidently uses on large samples).
@@ -54,12 +58,14 @@ class Reference:
     scale: float = 1.0
 
     @classmethod
-    def numeric(cls, values: np.ndarray, max_sample: int = 5000) -> Reference:
+    def numeric(cls, values: np.ndarray, max_sample: int | None = 5000) -> Reference:
+        """Quantile bins and counts, the standard deviation, and a sample (all values if ``max_sample`` is None)."""
         v = np.asarray(values, dtype=float)
         v = v[np.isfinite(v)]
         edges = np.unique(np.quantile(v, np.linspace(0, 1, _BINS + 1)[1:-1])) if len(v) else np.array([])
         counts = np.bincount(np.searchsorted(edges, v, side="right"), minlength=len(edges) + 1)
-        sample = v if len(v) <= max_sample else np.random.default_rng(0).choice(v, max_sample, replace=False)
+        sample = v if max_sample is None or len(v) <= max_sample else \
+            np.random.default_rng(0).choice(v, max_sample, replace=False)
         return cls("numeric", edges=edges, counts=counts, sample=np.sort(sample), scale=float(np.std(v)) or 1.0)
 
     @classmethod
@@ -121,6 +127,33 @@ def drift_score(ref: Reference, values: np.ndarray, statistic: str = "auto",
         res = stats.chi2_contingency(np.vstack([r[keep], c[keep]]))
         p = float(res.pvalue)
         return DriftScore("chi2", float(res.statistic), thr, p < thr, p)
-    js = float(jensenshannon(r / max(r.sum(), 1), c / max(c.sum(), 1), base=2))
+    js = float(jensenshannon(r / max(r.sum(), 1), c / max(c.sum(), 1)))
     js = 0.0 if np.isnan(js) else js
     return DriftScore("jensen_shannon", js, thr, js > thr)
+
+
+def drift_report(reference: pd.DataFrame, current: pd.DataFrame, *, columns: list[str] | None = None,
+                 numeric: str = "wasserstein", categorical: str = "jensen_shannon",
+                 threshold: float | None = None) -> dict[str, DriftScore]:
+    """Drift of every column of ``current`` against ``reference``, on all rows (nothing sampled).
+
+    Numeric columns (numbers, not booleans) use ``numeric``; the others ``categorical``. Missing values are
+    left out of both sides.
+
+    >>> rng = np.random.default_rng(1)
+    >>> ref = pd.DataFrame({"x": rng.normal(0, 1, 5000), "c": rng.choice(["a", "b"], 5000)})
+    >>> cur = pd.DataFrame({"x": rng.normal(0.5, 1, 5000), "c": rng.choice(["a", "b"], 5000, p=[0.9, 0.1])})
+    >>> {k: (s.statistic, round(s.value, 2), s.drifted) for k, s in drift_report(ref, cur).items()}
+    {'x': ('wasserstein', 0.5, True), 'c': ('jensen_shannon', 0.33, True)}
+    """
+    out: dict[str, DriftScore] = {}
+    for name in columns if columns is not None else [c for c in current.columns if c in reference.columns]:
+        ref, cur = reference[name], current[name]
+        if pd.api.types.is_numeric_dtype(ref.dtype) and not pd.api.types.is_bool_dtype(ref.dtype):
+            values = cur.to_numpy(dtype=float, na_value=np.nan)
+            out[name] = drift_score(Reference.numeric(ref.to_numpy(dtype=float, na_value=np.nan), max_sample=None),
+                                    values, numeric, threshold)
+        else:
+            out[name] = drift_score(Reference.categorical(ref.dropna().astype(str).to_numpy()),
+                                    cur.dropna().astype(str).to_numpy(), categorical, threshold)
+    return out
