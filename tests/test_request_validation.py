@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
-from hypothesis import given, settings
+from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from freshloop.data.schema import Feature, Schema
 from freshloop.data.validate import first_error, first_record_error, validate_frame
 from freshloop.spec import QualitySpec
+from freshloop.train.model import ModelBundle
 
 SCHEMA = Schema("y", "classification", (Feature("x", "numeric", -1.0, 1.0), Feature("z", "numeric", 0.0, 10.0),
                                         Feature("c", "categorical", categories=("a", "b"))), classes=(0, 1))
@@ -53,3 +55,12 @@ def test_request_validator_matches_validate_frame(rows: list[dict[str, object]],
 @given(rows=records(timed=True))
 def test_request_validator_matches_with_a_time_column(rows: list[dict[str, object]]) -> None:
     assert first_record_error(rows, TIMED, QualitySpec()) == slow(rows, TIMED, QualitySpec())
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
+@given(rows=records(timed=False))
+def test_records_encode_like_their_frame(rows: list[dict[str, object]]) -> None:
+    """Requests are encoded from their records; the model must see what the frame path would give it."""
+    assume(first_record_error(rows, SCHEMA, QualitySpec()) is None)  # only valid rows reach a model
+    bundle = ModelBundle(SCHEMA, "sklearn.linear_model.LogisticRegression", {})
+    np.testing.assert_array_equal(bundle.encode(rows), bundle.encode(pd.DataFrame.from_records(rows)))

@@ -31,6 +31,7 @@ from .rollout import Rollout, analyze_step, route_to_candidate
 from .spec import LoopSpec
 from .store import open_stores
 from .train import Candidate, Executor, InlineExecutor, ModelBundle, TrainingFailed, TrainRequest, train_candidate
+from .train.model import Rows
 
 __all__ = ["Loop", "LoopStats", "PredictResult", "TickReport"]
 
@@ -109,7 +110,7 @@ class Loop:
         self._candidate: tuple[int, ModelBundle] | None = None
         self._monitor: Monitor | None = None
         self._online_queue: list[tuple[pd.DataFrame, pd.Series]] = []
-        self._shadow_queue: list[tuple[pd.DataFrame, list[str]]] = []
+        self._shadow_queue: list[tuple[Rows, list[str]]] = []
         self._last_trained_at: float | None = None
         self._metric: Metric | None = None
         # What a request reads (champion, candidate, rollout, prediction log, monitor windows) is guarded
@@ -259,7 +260,7 @@ class Loop:
         return out
 
     # -- serving ------------------------------------------------------------------------------
-    def predict(self, frame: pd.DataFrame, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
+    def predict(self, frame: Rows, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
                 defer_shadow: bool = False) -> PredictResult:
         """Predictions from the serving model(s); logged for the label join. Routing is by key.
 
@@ -272,7 +273,7 @@ class Loop:
             self.predictions.flush()
         return out
 
-    def _predict(self, frame: pd.DataFrame, row_ids: list[str] | None, keys: list[str] | None,
+    def _predict(self, frame: Rows, row_ids: list[str] | None, keys: list[str] | None,
                  defer_shadow: bool) -> PredictResult:
         if self._champion is None:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",

@@ -208,7 +208,6 @@ class LoopService:
             raise DataError("rows: empty (rule: predict at least one row).", field="rows", rule="non-empty")
         if keys is not None and len(keys) != len(rows):
             raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
-        frame = pd.DataFrame.from_records(rows)
         # The serving path never takes the control lock: the loop's serving lock guards what it reads, and
         # the rows join the ingest queue the worker drains.
         queued = self._queued()
@@ -221,7 +220,7 @@ class LoopService:
             if problem is not None:
                 raise DataError(problem, field="rows", rule="schema")
         ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
-        out = self.loop.predict(frame, row_ids=ids, keys=keys, defer_shadow=True)
+        out = self.loop.predict(rows, row_ids=ids, keys=keys, defer_shadow=True)  # records: no DataFrame per request
         with self._qlock:
             self._queue.append((rows, ids))
             self._queued_rows += len(ids)

@@ -34,6 +34,23 @@ __all__ = ["ModelBundle", "import_estimator", "is_river"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 
+Rows = pd.DataFrame | list[dict[str, Any]]  # a frame, or the records a request carries
+
+
+def _number(v: Any) -> float:
+    """One cell as ``pd.to_numeric(errors="coerce")`` reads it: text is parsed, anything else is NaN."""
+    if v is None:
+        return np.nan
+    if isinstance(v, str):
+        try:
+            return float(v)
+        except ValueError:
+            return np.nan
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return np.nan
+
 
 def import_estimator(path: str) -> type:
     """The estimator class at ``path``, refusing packages outside the allow-list."""
@@ -106,7 +123,13 @@ class ModelBundle:
         return make_pipeline(*steps, est)
 
     # -- encoding -----------------------------------------------------------------------------
-    def encode(self, frame: pd.DataFrame) -> np.ndarray:
+    def encode(self, frame: Rows) -> np.ndarray:
+        """The model's input matrix: numbers as floats (missing: NaN), categories one-hot.
+
+        A list of records (what a request carries) is encoded without building a DataFrame, to the same
+        matrix (held to it by a hypothesis test)."""
+        if isinstance(frame, list):
+            return self._encode_records(frame)
         parts: list[np.ndarray] = []
         n = len(frame)
         for f in self.schema.features:
@@ -117,14 +140,38 @@ class ModelBundle:
             if f.kind == "numeric":
                 parts.append(pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)[:, None])
             elif f.categories:
-                codes = pd.Categorical(col.astype("string").astype(object), categories=list(f.categories)).codes
+                # -1 for missing and unseen values (pandas deprecates unseen values in a typed Categorical)
+                codes = pd.Index(list(f.categories)).get_indexer(pd.Index(col.astype("string").astype(object)))
                 onehot = np.zeros((n, len(f.categories)))
                 known = codes >= 0
                 onehot[np.flatnonzero(known), codes[known]] = 1.0
                 parts.append(onehot)
         return np.hstack(parts) if parts else np.empty((n, 0))
 
-    def _records(self, frame: pd.DataFrame) -> list[dict[str, Any]]:
+    def _encode_records(self, rows: list[dict[str, Any]]) -> np.ndarray:
+        n = len(rows)
+        parts: list[np.ndarray] = []
+        for f in self.schema.features:
+            if f.kind == "numeric":
+                if not any(f.name in r for r in rows):
+                    parts.append(np.full((n, 1), np.nan))
+                    continue
+                parts.append(np.array([[_number(r.get(f.name))] for r in rows], dtype=float))
+            elif f.categories:
+                if not any(f.name in r for r in rows):
+                    parts.append(np.full((n, len(f.categories)), np.nan))
+                    continue
+                index = {c: i for i, c in enumerate(f.categories)}
+                onehot = np.zeros((n, len(f.categories)))
+                for i, r in enumerate(rows):
+                    v = r.get(f.name)
+                    j = None if v is None or (isinstance(v, float) and v != v) else index.get(str(v))
+                    if j is not None:
+                        onehot[i, j] = 1.0
+                parts.append(onehot)
+        return np.hstack(parts) if parts else np.empty((n, 0))
+
+    def _records(self, frame: Rows) -> list[dict[str, Any]]:
         x = self.encode(frame)
         return [{c: v for c, v in zip(self._columns, row, strict=True) if v == v} for row in x]
 
@@ -168,7 +215,7 @@ class ModelBundle:
         return y.astype(str).reset_index(drop=True)
 
     # -- prediction ---------------------------------------------------------------------------
-    def predict(self, frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
+    def predict(self, frame: Rows) -> tuple[np.ndarray, np.ndarray | None]:
         """Predictions and, for classifiers, probabilities aligned to ``schema.classes``."""
         if len(frame) == 0:
             return np.empty(0), None
