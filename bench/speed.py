@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import statistics
@@ -20,21 +21,52 @@ import pyarrow.parquet as pq
 import freshloop.api  # noqa: F401
 import freshloop.loop  # noqa: F401
 
+_RUN_PEAK_MB = [0.0]  # the whole run's peak, kept across resets
 
-def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int) -> tuple[list[float], list[float]]:
+
+def reset_peak_rss() -> None:
+    """Start a new peak-RSS window for this process (Linux: writing 5 to clear_refs resets VmHWM)."""
+    run_peak_rss_mb()
+    with contextlib.suppress(OSError):
+        Path("/proc/self/clear_refs").write_text("5")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident memory of this process since the last :func:`reset_peak_rss`, in MB."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def run_peak_rss_mb() -> float:
+    """Peak resident memory of this process over the whole run, in MB."""
+    _RUN_PEAK_MB[0] = max(_RUN_PEAK_MB[0], peak_rss_mb())
+    return _RUN_PEAK_MB[0]
+
+
+def alternate(a: Callable[[], Any], b: Callable[[], Any],
+              repeats: int) -> tuple[list[float], list[float], tuple[float, float]]:
+    """Times of ``a`` and ``b`` run in turns, and each side's peak RSS (MB, the whole process)."""
     ta, tb = [], []
+    peaks = [0.0, 0.0]
     for _ in range(repeats):
-        for fn, acc in ((a, ta), (b, tb)):
+        for i, (fn, acc) in enumerate(((a, ta), (b, tb))):
+            reset_peak_rss()
             t = time.perf_counter()
             fn()
             acc.append(time.perf_counter() - t)
-    return ta, tb
+            peaks[i] = max(peaks[i], peak_rss_mb())
+    return ta, tb, (peaks[0], peaks[1])
 
 
-def _summary(ta: list[float], tb: list[float]) -> dict[str, Any]:
+def _summary(ta: list[float], tb: list[float], rss: tuple[float, float]) -> dict[str, Any]:
     return {"freshloop_median_s": statistics.median(ta), "baseline_median_s": statistics.median(tb),
             "freshloop_spread_s": [min(ta), max(ta)], "baseline_spread_s": [min(tb), max(tb)],
-            "ratio": statistics.median(ta) / statistics.median(tb)}
+            "ratio": statistics.median(ta) / statistics.median(tb),
+            "freshloop_peak_rss_mb": rss[0], "baseline_peak_rss_mb": rss[1]}
 
 
 def wide_frame(rows: int, cols: int, seed: int = 0) -> pd.DataFrame:
@@ -71,9 +103,9 @@ def ingest_ratio(rows: int, cols: int, repeats: int) -> dict[str, Any]:
         pq.write_table(pa.Table.from_pandas(frame, preserve_index=False), buf)
         (tmp / f"raw{next(counter)}.parquet").write_bytes(buf.getvalue())
 
-    ta, tb = alternate(freshloop_ingest, raw_write, repeats)
+    ta, tb, rss = alternate(freshloop_ingest, raw_write, repeats)
     meta.close()
-    out = _summary(ta, tb)
+    out = _summary(ta, tb, rss)
     out["throughput_ratio"] = 1 / out["ratio"]
     out["rows"], out["cols"] = rows, cols
     return out
@@ -121,9 +153,9 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
         m.fit(snap_frame, snap_frame["_label"])
         m.predict(snap_frame.iloc[:100])
 
-    ta, tb = alternate(through_loop, bare, repeats)
+    ta, tb, rss = alternate(through_loop, bare, repeats)
     loop.close()
-    return _summary(ta, tb)
+    return _summary(ta, tb, rss)
 
 
 def http_ratio(requests: int, repeats: int, flush_every: float | None = None) -> dict[str, Any]:
@@ -156,11 +188,13 @@ def http_ratio(requests: int, repeats: int, flush_every: float | None = None) ->
     servers = [BackgroundServer(create_app(settings, service=service)), BackgroundServer(bare)]
     row = {"rows": frame.drop(columns="y").iloc[:1].to_dict(orient="records")}
     lat: dict[str, list[float]] = {"freshloop": [], "bare": []}
+    rss = {"freshloop": 0.0, "bare": 0.0}
     wall: dict[str, float] = {"freshloop": 0.0, "bare": 0.0}
     with httpx.Client() as c:
         for _ in range(repeats):
             for name, server, path in (("freshloop", servers[0], "/v1/predict"), ("bare", servers[1], "/predict")):
                 url = server.url + path
+                reset_peak_rss()
                 started = time.perf_counter()
                 for _ in range(requests):
                     t = time.perf_counter()
@@ -168,13 +202,14 @@ def http_ratio(requests: int, repeats: int, flush_every: float | None = None) ->
                     lat[name].append(time.perf_counter() - t)
                     assert r.status_code == 200
                 wall[name] += time.perf_counter() - started
+                rss[name] = max(rss[name], peak_rss_mb())
     for srv in servers:
         srv.stop()
     out: dict[str, Any] = {}
     for name in lat:
         arr = np.array(lat[name]) * 1000
         out[name] = {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99)),
-                     "requests_per_s": len(arr) / wall[name]}
+                     "requests_per_s": len(arr) / wall[name], "peak_rss_mb": rss[name]}
     out["p99_ratio"] = out["freshloop"]["p99_ms"] / out["bare"]["p99_ms"]
     out["p50_ratio"] = out["freshloop"]["p50_ms"] / out["bare"]["p50_ms"]
     out["requests"] = requests * repeats

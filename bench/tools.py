@@ -89,14 +89,14 @@ def drift_vs_evidently(rows: int, cols: int, repeats: int) -> dict[str, Any]:
         results["evidently"] = report.run(Dataset.from_pandas(cur, data_definition=definition),
                                           Dataset.from_pandas(ref, data_definition=definition))
 
-    ta, tb = alternate(ours, theirs, repeats)
+    ta, tb, rss = alternate(ours, theirs, repeats)
     mine, other = results["freshloop"], evidently_values(results["evidently"])
     same = {"Wasserstein distance (normed)": "wasserstein", "Jensen-Shannon distance": "jensen_shannon"}
     diffs = [abs(mine[c].value - v) for c, (method, v) in other.items()
              if same.get(method) == mine[c].statistic]
     return {"rows": rows, "cols": cols, "freshloop_median_s": statistics.median(ta),
             "baseline_median_s": statistics.median(tb), "speedup": statistics.median(tb) / statistics.median(ta),
-            "columns_compared": len(diffs), "columns": cols,
+            "freshloop_peak_rss_mb": rss[0], "baseline_peak_rss_mb": rss[1], "columns_compared": len(diffs),
             "max_abs_difference": max(diffs) if diffs else None,
             "drifted_agree": sum((mine[c].drifted == (v >= 0.1)) for c, (_, v) in other.items()),
             "evidently_methods": sorted({m for m, _ in other.values()})}
@@ -151,12 +151,13 @@ def register_vs_mlflow(repeats: int) -> dict[str, Any]:
         client.set_registered_model_alias("bench", "champion", mv.version)
 
     ours(), theirs()  # first calls create tables and caches on both sides: not timed
-    ta, tb = alternate(ours, theirs, repeats)
+    ta, tb, rss = alternate(ours, theirs, repeats)
     meta.close()
     service.loop.close()
     shutil.rmtree(tmp, ignore_errors=True)
     return {"freshloop_median_s": statistics.median(ta), "baseline_median_s": statistics.median(tb),
-            "speedup": statistics.median(tb) / statistics.median(ta), "repeats": repeats}
+            "speedup": statistics.median(tb) / statistics.median(ta), "repeats": repeats,
+            "freshloop_peak_rss_mb": rss[0], "baseline_peak_rss_mb": rss[1]}
 
 
 def _free_port() -> int:
