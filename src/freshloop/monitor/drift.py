@@ -21,6 +21,8 @@ Examples
 
 from __future__ import annotations
 
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -88,6 +90,24 @@ class Reference:
         return np.append(self.counts, 0), cur
 
 
+def wasserstein_sorted(u: np.ndarray, v: np.ndarray) -> float:
+    """First Wasserstein distance between two sorted samples: scipy's ``wasserstein_distance`` formula, with
+    the merge done on sorted runs (a linear merge) and sorted lookups, which is several times faster.
+
+    >>> rng = np.random.default_rng(0)
+    >>> u, v = np.sort(rng.normal(0, 1, 1000)), np.sort(rng.normal(0.5, 2, 700))
+    >>> bool(abs(wasserstein_sorted(u, v) - stats.wasserstein_distance(u, v)) < 1e-12)
+    True
+    """
+    if not len(u) or not len(v):
+        return float("nan")
+    merged = np.concatenate([u, v])
+    merged.sort(kind="stable")  # two sorted runs: timsort merges them in linear time
+    cu = np.searchsorted(u, merged[:-1], side="right") / len(u)
+    cv = np.searchsorted(v, merged[:-1], side="right") / len(v)
+    return float(np.sum(np.multiply(np.abs(cu - cv), np.diff(merged))))
+
+
 def psi(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
     """Population stability index over matching bins.
 
@@ -116,7 +136,7 @@ def drift_score(ref: Reference, values: np.ndarray, statistic: str = "auto",
                 res = stats.ks_2samp(ref.sample, v)
                 p = float(res.pvalue)
                 return DriftScore("ks", float(res.statistic), thr, p < thr, p)
-            w = float(stats.wasserstein_distance(ref.sample, v)) / ref.scale
+            w = wasserstein_sorted(ref.sample, np.sort(v)) / ref.scale
             return DriftScore("wasserstein", w, thr, w > thr)
     r, c = ref.bin_counts(values)
     if statistic == "psi":
@@ -146,14 +166,43 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, *, columns: lis
     >>> {k: (s.statistic, round(s.value, 2), s.drifted) for k, s in drift_report(ref, cur).items()}
     {'x': ('wasserstein', 0.5, True), 'c': ('jensen_shannon', 0.33, True)}
     """
-    out: dict[str, DriftScore] = {}
-    for name in columns if columns is not None else [c for c in current.columns if c in reference.columns]:
-        ref, cur = reference[name], current[name]
-        if pd.api.types.is_numeric_dtype(ref.dtype) and not pd.api.types.is_bool_dtype(ref.dtype):
-            values = cur.to_numpy(dtype=float, na_value=np.nan)
-            out[name] = drift_score(Reference.numeric(ref.to_numpy(dtype=float, na_value=np.nan), max_sample=None),
-                                    values, numeric, threshold)
-        else:
-            out[name] = drift_score(Reference.categorical(ref.dropna().astype(str).to_numpy()),
-                                    cur.dropna().astype(str).to_numpy(), categorical, threshold)
-    return out
+    names = columns if columns is not None else [c for c in current.columns if c in reference.columns]
+
+    def one(name: str) -> DriftScore:
+        return _column_drift(reference[name], current[name], numeric, categorical, threshold)
+
+    # columns in parallel threads: the sorts and counts run in numpy and pandas, outside the GIL
+    with ThreadPoolExecutor(max_workers=max(1, min(len(names), os.cpu_count() or 1))) as pool:
+        return dict(zip(names, pool.map(one, names), strict=True))
+
+
+def _column_drift(ref: pd.Series, cur: pd.Series, numeric: str, categorical: str,
+                  threshold: float | None) -> DriftScore:
+    if pd.api.types.is_numeric_dtype(ref.dtype) and not pd.api.types.is_bool_dtype(ref.dtype):
+        r = ref.to_numpy(dtype=float, na_value=np.nan)
+        c = cur.to_numpy(dtype=float, na_value=np.nan)
+        r, c = r[np.isfinite(r)], c[np.isfinite(c)]
+        if numeric == "wasserstein":  # straight from the sorted columns: no bins, no sample
+            thr = threshold if threshold is not None else DEFAULT_THRESHOLDS["wasserstein"]
+            scale = float(np.std(r)) or 1.0
+            w = wasserstein_sorted(np.sort(r), np.sort(c)) / scale
+            return DriftScore("wasserstein", w, thr, w > thr)
+        return drift_score(Reference.numeric(r, max_sample=None), c, numeric, threshold)
+    if categorical == "jensen_shannon":  # counted by hashing, over the union of categories
+        thr = threshold if threshold is not None else DEFAULT_THRESHOLDS["jensen_shannon"]
+        rc, cc = (_text_counts(x) for x in (ref, cur))
+        keys = rc.index.union(cc.index)
+        p = rc.reindex(keys, fill_value=0).to_numpy(dtype=float)
+        q = cc.reindex(keys, fill_value=0).to_numpy(dtype=float)
+        js = float(jensenshannon(p / max(p.sum(), 1), q / max(q.sum(), 1))) if len(keys) else 0.0
+        js = 0.0 if np.isnan(js) else js
+        return DriftScore("jensen_shannon", js, thr, js > thr)
+    return drift_score(Reference.categorical(ref.dropna().astype(str).to_numpy()),
+                       cur.dropna().astype(str).to_numpy(), categorical, threshold)
+
+
+def _text_counts(s: pd.Series) -> pd.Series:
+    """Counts per category as text (1 and "1" are one category), missing values left out."""
+    counts = s.value_counts(dropna=True)
+    counts.index = counts.index.map(str)
+    return counts.groupby(level=0).sum() if counts.index.has_duplicates else counts
