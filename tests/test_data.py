@@ -173,3 +173,31 @@ def test_drifted_values_are_accepted_with_a_warning_by_default(tmp_path: Path) -
     res = ds.ingest(far, now=2.0, source="s", batch_id="2")
     assert (res.accepted, res.quarantined) == (10, 0)
     assert res.warnings and res.warnings[0].startswith("field 'x1': 10 value(s) outside the learned range")
+
+
+def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    ds.ingest(make_frame(50), now=10.0, source="s", batch_id="lock")
+    frame = make_frame(6, seed=3, t0=100).assign(y=None)
+    frame["x1"] = frame["x1"].astype(object)
+    frame.loc[2, "x1"] = "abc"  # row 2 is quarantined: its generated id names no stored row
+    res = ds.ingest(frame, now=20.0, source="s", batch_id="b")
+    assert (res.accepted, res.quarantined) == (5, 1)
+    ids = [f"{res.batch_id}:{i}" for i in range(6)]
+    assert [ds.has_row(r) for r in ids] == [True, True, False, True, True, True]
+    assert not ds.has_row(f"{res.batch_id}:6") and not ds.has_row("b-nope:1") and not ds.has_row("plain")
+    lab = ds.ingest_labels(ids[:4], [1, 0, 1, 1], now=30.0)
+    assert lab.accepted == 4 and lab.unknown_row_ids == 1
+    rows = ds.labeled_rows([ids[3], ids[0], ids[2]])
+    assert list(rows["_label"]) == [1, 1] and list(rows["_time"]) == [103.0, 100.0]
+    # a label that arrives before its row is held, then joined when the row comes
+    early = make_frame(3, seed=4, t0=200).assign(y=None)
+    future = ds._batch_id("features", "s", "c")
+    assert ds.ingest_labels([f"{future}:1"], [0], now=40.0).unknown_row_ids == 1
+    assert ds.ingest(early, now=50.0, source="s", batch_id="c").batch_id == future
+    assert list(ds.labeled_rows([f"{future}:1"])["_label"]) == [0]
+    before = ds.snapshot(WindowSpec(), cutoff=60.0, now=60.0)
+    again = DataStore("t", ds.spec, ds.meta, ds.blobs)  # reopened from the Parquet batches
+    assert [again.has_row(r) for r in ids] == [True, True, False, True, True, True]
+    assert again.snapshot(WindowSpec(), cutoff=60.0, now=60.0).id == before.id
+    assert list(again.labeled_rows([f"{future}:1", ids[1]])["_label"]) == [0, 0]

@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from freshloop.data.schema import Feature, Schema
-from freshloop.data.validate import first_error, first_record_error, validate_frame
+from freshloop.data.validate import _categories, first_error, first_record_error, validate_frame
 from freshloop.spec import QualitySpec
 from freshloop.train.model import ModelBundle
 
@@ -64,3 +64,19 @@ def test_records_encode_like_their_frame(rows: list[dict[str, object]]) -> None:
     assume(first_record_error(rows, SCHEMA, QualitySpec()) is None)  # only valid rows reach a model
     bundle = ModelBundle(SCHEMA, "sklearn.linear_model.LogisticRegression", {})
     np.testing.assert_array_equal(bundle.encode(rows), bundle.encode(pd.DataFrame.from_records(rows)))
+
+
+@settings(max_examples=200, deadline=None)
+@given(cells=st.lists(st.one_of(st.sampled_from(["a", "b", "q", "", " ", " a", "0"]), st.none(),
+                                st.just(float("nan")), st.integers(0, 2)), min_size=1, max_size=30))
+def test_categories_read_per_distinct_value_like_per_cell(cells: list[object]) -> None:
+    """Text columns are judged once per distinct value; the answer must be pandas' per-cell reading."""
+    s = pd.Series(cells, dtype=object)
+    values, filled, known = _categories(s, ("a", "b"))
+    text = s.astype("string")
+    want_filled = (text.notna() & (text.str.strip() != "")).fillna(False).to_numpy(dtype=bool)
+    np.testing.assert_array_equal(filled, want_filled)
+    np.testing.assert_array_equal(known & filled, (text.isin(["a", "b"]).fillna(False).to_numpy(dtype=bool))
+                                  & want_filled)
+    want = text.where(pd.Series(want_filled)).astype(object).to_numpy()
+    assert [None if v is pd.NA else v for v in values] == [None if v is pd.NA else v for v in want]

@@ -98,7 +98,12 @@ class DataStore:
         self.schema: Schema | None = Schema.from_dict(locked) if locked else None
         self._parts: list[pd.DataFrame] = []
         self._table = pd.DataFrame()
-        self._pos: dict[str, int] = {}
+        self._pos: dict[str, int] = {}  # row ids a client chose -> position in the view
+        # batch id -> (first position, submitted row numbers of its accepted rows): generated ids
+        # ("<batch id>:<row number>") are never materialised, a million-row batch costs two integers
+        self._gen: dict[str, tuple[int, np.ndarray]] = {}
+        self._starts: list[int] = []  # first position of each feature batch in the view, and its id
+        self._batches: list[str] = []
         self._n = 0
         self._label = np.empty(0, dtype=object)
         self._label_time = np.empty(0, dtype=float)
@@ -136,14 +141,15 @@ class DataStore:
                                   "_text": [m.text for m in malformed], "_reason": [m.reason for m in malformed]})
             rejected = pd.concat([rejected, extra], ignore_index=True)
         acc = res.accepted
-        rows_at = acc["_row"].tolist()
-        ids = [row_ids[i] for i in rows_at] if row_ids is not None else [f"{bid}:{i}" for i in rows_at]
-        acc = acc.drop(columns="_row")
-        acc.insert(0, "_row_id", ids)
+        if row_ids is not None:
+            ids = [row_ids[i] for i in acc["_row"].tolist()]
+            if len(ids) != len(set(ids)) or any(self._position(i) is not None for i in ids):
+                raise ConflictError("row_ids: every row id must be new (rule: a row is ingested once).",
+                                    field="row_ids", rule="unique")
+            acc = acc.drop(columns="_row")
+            acc.insert(0, "_row_id", ids)
+        # else the rows keep their submitted row number in ``_row``: their ids are "<batch id>:<_row>"
         acc.insert(1, "_arrived", float(now))
-        if len(ids) != len(set(ids)) or any(i in self._pos for i in ids):
-            raise ConflictError("row_ids: every row id must be new (rule: a row is ingested once).",
-                                field="row_ids", rule="unique")
         result = self._commit("features", bid, source, key, content, len(frame) + len(malformed), acc, rejected,
                               res.batch_reasons, raw, now)
         result.warnings = res.warnings
@@ -186,7 +192,7 @@ class DataStore:
             rej["_row"] = np.flatnonzero(~ok)
             rej["_reason"] = reasons[~ok]
         result = self._commit("labels", bid, source, key, content, len(frame), acc, rej, [], None, now)
-        result.unknown_row_ids = int(sum(1 for r in acc["_row_id"] if r not in self._pos))
+        result.unknown_row_ids = int(sum(1 for r in acc["_row_id"] if self._position(r) is None))
         return result
 
     def _batch_id(self, kind: str, source: str, key: str) -> str:
@@ -241,12 +247,21 @@ class DataStore:
     # -- in-memory view -----------------------------------------------------------------------
     def _apply(self, kind: str, bid: str, acc: pd.DataFrame) -> None:
         if kind == "features":
-            acc = acc.assign(_batch=bid)
             label = self.schema.label if self.schema else None
-            start = self._n + sum(len(p) for p in self._parts)
+            start = self.rows
+            if "_row_id" in acc:
+                ids = acc["_row_id"].tolist()
+                self._pos.update(zip(ids, range(start, start + len(ids)), strict=True))
+                waiting = [r for r in ids if r in self._pending] if self._pending else []
+            else:
+                self._gen[bid] = (start, acc["_row"].to_numpy(dtype=np.int64))
+                prefix = bid + ":"
+                waiting = [r for r in self._pending if r.startswith(prefix)]
+            # the view keeps the accepted frame as it is (no copy); ids are looked up through _pos and _gen,
+            # a row's batch through the batches' first positions
+            self._starts.append(start)
+            self._batches.append(bid)
             self._parts.append(acc)
-            ids = acc["_row_id"].tolist()
-            self._pos.update(zip(ids, range(start, start + len(ids)), strict=True))
             self._grow(start + len(acc))
             if label and label in acc:
                 has = acc[label].notna().to_numpy()
@@ -254,14 +269,14 @@ class DataStore:
                 self._label[idx] = acc[label].to_numpy()[has]
                 self._label_time[idx] = acc["_arrived"].to_numpy()[has]
                 self._label_batch[idx] = bid
-            for rid in (ids if self._pending else ()):
-                if rid in self._pending:
+            for rid in waiting:  # labels that arrived before their rows
+                p = self._position(rid)
+                if p is not None:
                     lab, t, lb = self._pending.pop(rid)
-                    p = self._pos[rid]
                     self._label[p], self._label_time[p], self._label_batch[p] = lab, t, lb
         else:
             for rid, lab, t in zip(acc["_row_id"], acc["_label"], acc["_label_time"], strict=True):
-                at = self._pos.get(rid)
+                at = self._position(rid)
                 if at is None:
                     self._pending[rid] = (lab, float(t), bid)
                 else:
@@ -282,7 +297,7 @@ class DataStore:
         """All accepted feature rows, in ingest order (positions match the label arrays)."""
         if self._parts:
             parts = ([self._table] if len(self._table) else []) + self._parts
-            self._table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0].reset_index(drop=True)
+            self._table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
             self._parts = []
             self._n = len(self._table)
         return self._table
@@ -296,8 +311,21 @@ class DataStore:
     def rows(self) -> int:
         return self._n + sum(len(p) for p in self._parts)
 
+    def _position(self, row_id: str) -> int | None:
+        """Where a row id sits in the view (None: not ingested): a client's id, or a generated one."""
+        at = self._pos.get(row_id)
+        if at is not None:
+            return at
+        bid, sep, number = row_id.rpartition(":")
+        found = self._gen.get(bid) if sep and number.isdigit() else None
+        if found is None:
+            return None
+        start, rows = found
+        j = int(np.searchsorted(rows, int(number)))
+        return start + j if j < len(rows) and rows[j] == int(number) else None
+
     def has_row(self, row_id: str) -> bool:
-        return row_id in self._pos
+        return self._position(row_id) is not None
 
     def label_times(self) -> np.ndarray:
         """When each accepted row's label matured (inf: not yet), in ingest order."""
@@ -306,7 +334,7 @@ class DataStore:
     def labeled_rows(self, row_ids: list[str]) -> pd.DataFrame:
         """The accepted rows among ``row_ids`` with their labels (``_label``, ``_label_time``)."""
         table = self.table()
-        pos = [self._pos[r] for r in row_ids if r in self._pos]
+        pos = [p for r in row_ids if (p := self._position(r)) is not None]
         return table.iloc[pos].reset_index(drop=True).assign(_label=self._label[pos],
                                                              _label_time=self._label_time[pos])
 
@@ -325,7 +353,8 @@ class DataStore:
         pos = pos[np.argsort(times[pos], kind="stable")]
         if window.rows is not None:
             pos = pos[-window.rows:]
-        batch_ids = tuple(sorted(set(table["_batch"].to_numpy()[pos]))) if n else ()
+        which = np.searchsorted(np.array(self._starts), pos, side="right") - 1
+        batch_ids = tuple(sorted({self._batches[i] for i in np.unique(which)})) if n else ()
         label_ids = tuple(sorted(set(self._label_batch[pos]))) if n else ()
         sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
         snap = Snapshot(sid, float(cutoff), window.model_dump(), batch_ids, label_ids, int(len(pos)),
@@ -336,7 +365,7 @@ class DataStore:
         return snap
 
     def read_snapshot(self, snap: Snapshot) -> pd.DataFrame:
-        """The snapshot's rows (features, ``_time``, ``_row_id``) with their labels in ``_label``."""
+        """The snapshot's rows (features, ``_time``, ``_arrived``) with their labels in ``_label``."""
         pos = self._snapshot_rows.get(snap.id)
         if pos is None:
             again = self.snapshot(WindowSpec(**snap.window), cutoff=snap.cutoff, now=snap.cutoff)

@@ -60,6 +60,27 @@ def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return num, present, present & np.isnan(num)
 
 
+def _categories(s: pd.Series, categories: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A categorical column as text (missing and blank: NA), whether each cell is filled, and whether it is a
+    known category. Text columns are judged once per distinct value, not once per row."""
+    codes, uniques = pd.factorize(s, use_na_sentinel=True)
+    if not all(isinstance(u, str) for u in uniques):  # numbers or mixed types: pandas' text conversion per cell
+        text = s.astype("string")
+        filled = (text.notna() & (text.str.strip() != "")).fillna(False).to_numpy(dtype=bool)
+        known = text.isin(categories).fillna(False).to_numpy(dtype=bool)
+        return text.where(filled).astype(object).to_numpy(), filled, known
+    blank_u = np.array([not u.strip() for u in uniques], dtype=bool)
+    allowed = set(categories)
+    known_u = np.array([u in allowed for u in uniques], dtype=bool)
+    present = codes >= 0
+    filled = present & ~blank_u[np.where(present, codes, 0)] if len(uniques) else present
+    known = present & known_u[np.where(present, codes, 0)] if len(uniques) else present
+    values = np.asarray(uniques, dtype=object)[np.where(present, codes, 0)] if len(uniques) \
+        else np.full(len(s), pd.NA, dtype=object)
+    values[~filled] = pd.NA
+    return values, filled, known
+
+
 def _duplicated(frame: pd.DataFrame) -> np.ndarray:
     if all(pd.api.types.is_float_dtype(t) for t in frame.dtypes):
         values = frame.to_numpy(dtype=float)
@@ -154,18 +175,17 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         out["_time"] = secs.to_numpy(dtype=float)
     else:
         out["_time"] = np.full(n, float(now))
-    fast = [f.name for f in schema.features if f.kind == "numeric" and f.name in raw.columns
-            and pd.api.types.is_float_dtype(raw[f.name].dtype)]
-    # one column at a time: a multi-column selection copies a frame, which costs more on small batches
-    block = np.column_stack([raw[c].to_numpy(dtype=float) for c in fast]) if fast else np.empty((n, 0))
-    fast_pos = {name: j for j, name in enumerate(fast)}
+    # float columns are read as they are (views, no copy); one at a time, since a multi-column selection
+    # copies a frame
+    fast = {f.name: raw[f.name].to_numpy(dtype=float) for f in schema.features if f.kind == "numeric"
+            and f.name in raw.columns and pd.api.types.is_float_dtype(raw[f.name].dtype)}
     columns = set(raw.columns)
     for f in schema.features:
         if f.name not in columns:
             continue
         if f.kind == "numeric":
-            if f.name in fast_pos:
-                num = block[:, fast_pos[f.name]]
+            if f.name in fast:
+                num = fast[f.name]
                 present = ~np.isnan(num)
                 bad = np.zeros(n, dtype=bool)
             else:
@@ -191,14 +211,13 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
             out[f.name] = np.where(inf, np.nan, num) if inf.any() else num
         else:
             s = raw[f.name]
-            text = s.astype("string")
-            filled = (text.notna() & (text.str.strip() != "")).fillna(False).astype(bool)
-            missing_rate = float((~filled).mean()) if n else 0.0
+            values, filled_arr, known = _categories(s, f.categories)
+            missing_rate = float((~filled_arr).mean()) if n else 0.0
             if quality.unseen_categories == "quarantine" and f.categories:
-                unseen = filled & ~text.isin(f.categories).fillna(False).astype(bool)
+                unseen = filled_arr & ~known
                 flag(unseen, [f"field {f.name!r}: must be a known category (got {v!r})" for v in s[unseen]],
                      "unseen_category")
-            out[f.name] = text.where(filled).astype(object).to_numpy()
+            out[f.name] = values
         if missing_rate > quality.max_missing_rate:
             batch_reasons.append(f"column {f.name!r}: missing rate {missing_rate:.2f} exceeds "
                                  f"data.quality.max_missing_rate {quality.max_missing_rate}")
