@@ -282,3 +282,31 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
     rep = loop.tick()
     assert rep.rolled_back is not None
     assert "slower than the champion" in loop.events.list("rollout_rolled_back")[-1]["reason"]
+
+
+def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Path) -> None:
+    """Agrawal switches function at row 6,000. The retrain the detector starts still trains on a window
+    mostly from before the change; once enough labels have matured since, one follow-up trains on the rows
+    after it alone, and says so."""
+    frame, info = load_stream("agrawal_abrupt", n=12000)
+    spec = load_spec_dict({"name": "agr", "data": {"label": "y", "time": "t"},
+                           "policy": {"cooldown": "400s", "triggers": {"drift": {}, "quality": {},
+                                                                       "detector": "adwin", "staleness": "5000s"}},
+                           "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                     "window": {"rows": 3000}},
+                           "replay": {"batch": {"rows": 200}, "label_delay": "100s", "warmup": 1200}})
+    res = compare(spec, frame, tmp_path, ["default"])["default"]
+    change = info["drift_points"][0]
+    retrains = res["decisions"]["retrain"]
+    found = [d for d in retrains if d["at"] >= change and d["reasons"][0].split(":")[0] in ("detector", "quality")]
+    follow = [d for d in retrains if d["reasons"][0].startswith("follow-up:")]
+    assert found and follow, [(d["at"], d["reasons"][0]) for d in retrains]
+    assert found[0]["at"] < follow[0]["at"] and "training on the rows after it" in follow[0]["reasons"][0]
+    store = tmp_path / "runs" / "default" / "store"
+    from freshloop.store import open_stores
+
+    meta, _ = open_stores(store, None)
+    snaps = [meta.get_snapshot(r["snapshot_id"])["body"] for r in meta.list_runs()]
+    after = [s for s in snaps if s["window"]["period"] is not None]
+    assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
+    meta.close()

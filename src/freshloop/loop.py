@@ -28,7 +28,7 @@ from .monitor import Monitor, Signals
 from .policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
 from .registry import Registry
 from .rollout import Rollout, analyze_step, route_to_candidate
-from .spec import LoopSpec
+from .spec import LoopSpec, WindowSpec
 from .store import open_stores
 from .train import Candidate, Executor, InlineExecutor, ModelBundle, TrainingFailed, TrainRequest, train_candidate
 from .train.model import Rows
@@ -112,6 +112,9 @@ class Loop:
         self._online_queue: list[tuple[pd.DataFrame, pd.Series]] = []
         self._shadow_queue: list[tuple[Rows, list[str]]] = []
         self._last_trained_at: float | None = None
+        # after a retrain for a detected change: (when, labels wanted) for one follow-up on the rows after it
+        self._follow_up: tuple[float, int] | None = None
+        self._window: WindowSpec | None = None  # the follow-up's window, for the run it starts
         self._metric: Metric | None = None
         # What a request reads (champion, candidate, rollout, prediction log, monitor windows) is guarded
         # by this lock alone, held briefly: ingest, training and the gate run outside it, so a server can
@@ -400,11 +403,29 @@ class Loop:
             report.signals = signals
             decision = self.policy.decide(signals, self.state)
             self.state = PolicyState(self.state.retrain_times, decision.streaks)
+            follow = self._follow_up_due(now)
+            if follow is not None and not isinstance(decision, Retrain):
+                decision = Retrain(run_key("follow-up", now), (follow,), decision.streaks)
             if isinstance(decision, Retrain) and self.rollout and self.rollout.active:
                 decision = Skip(f"rollout of version {self.rollout.version} in progress "
                                 f"(would retrain for {decision.reasons[0]})", decision.streaks)
             report.staleness = now - float(self._champion[2].get("t_last") or now)
         return decision
+
+    def _follow_up_due(self, now: float) -> str | None:
+        """A retrain for a detected change trains mostly on rows from before it (the window reaches back).
+        Once enough labels have matured since, one follow-up trains on the rows after the change alone."""
+        if self._follow_up is None:
+            return None
+        since, need = self._follow_up
+        lt = self.data.label_times()
+        have = int(np.count_nonzero((lt > since) & (lt <= now)))
+        if have < need:
+            return None
+        self._follow_up = None
+        self._window = WindowSpec(period=f"{now - since:g}s")
+        return (f"follow-up: {have} labels since the change found at {since:g} (>= {need}); "
+                f"training on the rows after it")
 
     def _labeled_rows(self) -> int:
         return int(np.isfinite(self.data.label_times()).sum())
@@ -433,7 +454,10 @@ class Loop:
             return
         run_id = "run-" + hashlib.sha256(decision.run_key.encode()).hexdigest()[:12]
         report.run_id = run_id
-        snap = self.data.snapshot(spec.model.window, cutoff=now, now=now)
+        window, self._window = self._window or spec.model.window, None
+        snap = self.data.snapshot(window, cutoff=now, now=now)
+        if spec.model.window.rows and decision.reasons[0].split(":")[0] in ("detector", "quality", "drift"):
+            self._follow_up = (now, max(2 * spec.gate.min_holdout_rows, spec.model.window.rows // 4))
         frame = self.data.read_snapshot(snap)
         n = len(frame)
         n_hold = int(np.clip(round(spec.gate.holdout * n), spec.gate.min_holdout_rows, spec.gate.max_holdout_rows))
