@@ -72,7 +72,12 @@ def main() -> int:
                     help="also measure adaptation quality on this CSV/Parquet stream (rows in arrival order)")
     ap.add_argument("--label", help="label column of --data")
     ap.add_argument("--time", default=None, help="time column of --data (default: row order)")
+    ap.add_argument("--render-from", metavar="JSON", default=None,
+                    help="rewrite --out from the raw results of an earlier run (--json), measuring nothing")
     a = ap.parse_args()
+    if a.render_from:
+        Path(a.out).write_text(render(json.loads(Path(a.render_from).read_text())))
+        return 0
     if a.data and not a.label:
         ap.error("--data needs --label")
     started = time.perf_counter()
@@ -122,17 +127,24 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
     """Each missed target of this run, with the cause found so far (the analysis is in the issue notes)."""
     out = []
     missed = [s for s in r["quality"] if not s["checks"]["meets_target"]]
+    for s in missed:
+        c = s["checks"]
+        by = {row["contender"]: row for row in s["table"]}
+        d, arf = by["default"], s["table"][-1]
+        alarms = f", {d['false_alarms']} before the first drift point" if d.get("false_alarms") is not None else ""
+        out.append(f"- Quality, {s['stream']}: default {c['default_vs_oracle_points']:+.2f} points vs the oracle "
+                   f"({c['oracle']}) at {100 * c['default_rows_share_of_oracle']:.1f} % of its training rows, "
+                   f"{c['default_vs_arf_points']:+.2f} vs ARF ({arf['contender'].split('; ')[-1].rstrip(')')}); "
+                   f"{d['retrains']} retrains{alarms}.")
     if missed:
-        counts = []
-        for s in missed:
-            by = {row["contender"]: row for row in s["table"]}
-            counts.append(f"{s['stream']}: default {by['default']['retrains']} retrains, oracle "
-                          f"{by[s['checks']['oracle']]['retrains']}")
-        out.append(f"- Quality target missed on {', '.join(s['stream'] for s in missed)} ({'; '.join(counts)}). "
-                   "These streams run the spec `freshloop init` writes, untuned (a window of a quarter of the "
-                   "stream, a cooldown of two batches). After a change the candidate still trains mostly on the "
-                   "old concept, so it either loses at the gate or adapts slowly. The next step is to train, on "
-                   "a detector or quality trigger, on the rows since the detected change (ADWIN's window).")
+        out.append("  Causes found so far: on SEA (10 % label noise) the quality trigger fires before any change "
+                   "(the false alarms above), and each alarm also schedules a follow-up retrain, which costs "
+                   "training rows; on the gradual Hyperplane stream the concept "
+                   "moves all the time, which fixed periods suit and change detection does not; on the recurring "
+                   "stream every switch back is a new alarm and a follow-up. ARF, an online ensemble, leads on "
+                   "all three SEA streams. On rainfall the default and ARF's three-seed mean are within ARF's own "
+                   "seed range. Next: a quality alarm must persist over two windows before it starts a follow-up, "
+                   "and the quality window should scale with the label noise the champion shows.")
     if r["ingest"]["throughput_ratio"] < 0.5:
         out.append(f"- Ingest at {r['ingest']['rows']:,} rows: {r['ingest']['throughput_ratio']:.2f}×. Per-row "
                    "Python work grows with the batch: generated row ids as strings, the id → position map, and "
@@ -265,7 +277,6 @@ def render(r: dict[str, Any]) -> str:
         lines.append(f"- Comparisons with {', '.join(missing)}: not installed in this run (`pip install -e "
                      "'.[bench]'`).")
     lines += ["- Scaling of replay and drift to 1M/3M/10M rows.",
-              "- A recurring-drift stream, and streams passed as CSV/Parquet on the command line.",
               "- Predict throughput under concurrent load (a bounded concurrent generator).", ""]
     return "\n".join(lines)
 
