@@ -404,8 +404,10 @@ class Loop:
             decision = self.policy.decide(signals, self.state)
             self.state = PolicyState(self.state.retrain_times, decision.streaks)
             follow = self._follow_up_due(now)
-            if follow is not None and not isinstance(decision, Retrain):
-                decision = Retrain(run_key("follow-up", now), (follow,), decision.streaks)
+            if follow is not None:  # its window (the rows after the change) applies to this tick's run
+                decision = Retrain(decision.run_key, decision.reasons + (follow,), decision.streaks) \
+                    if isinstance(decision, Retrain) else Retrain(run_key("follow-up", now), (follow,),
+                                                                  decision.streaks)
             if isinstance(decision, Retrain) and self.rollout and self.rollout.active:
                 decision = Skip(f"rollout of version {self.rollout.version} in progress "
                                 f"(would retrain for {decision.reasons[0]})", decision.streaks)
@@ -415,8 +417,8 @@ class Loop:
     def _follow_up_due(self, now: float) -> str | None:
         """A retrain for a detected change trains mostly on rows from before it (the window reaches back).
         Once enough labels have matured since, one follow-up trains on the rows after the change alone."""
-        if self._follow_up is None:
-            return None
+        if self._follow_up is None or (self.rollout and self.rollout.active):
+            return None  # a rollout in progress: the follow-up waits for it
         since, need = self._follow_up
         lt = self.data.label_times()
         have = int(np.count_nonzero((lt > since) & (lt <= now)))
