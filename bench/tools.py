@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -160,19 +159,13 @@ def register_vs_mlflow(repeats: int) -> dict[str, Any]:
             "freshloop_peak_rss_mb": rss[0], "baseline_peak_rss_mb": rss[1]}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def serve_vs_mlflow(requests: int) -> dict[str, Any]:
     """Sequential one-row predict throughput: `freshloop serve` (routing + prediction log + ingest) vs
     `mlflow models serve` (``--env-manager local``) with the same fitted scikit-learn model."""
     import httpx
     import mlflow
 
-    from freshloop.api import BackgroundServer, create_app
+    from freshloop.api import BackgroundServer, create_app, free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     settings, service, frame = _trained_service(tmp)
@@ -180,7 +173,7 @@ def serve_vs_mlflow(requests: int) -> dict[str, Any]:
     model_dir = tmp / "mlflow-model"
     features = frame.drop(columns=["y"])
     mlflow.sklearn.save_model(bundle.model_, str(model_dir), skops_trusted_types=_TRUSTED)
-    port = _free_port()
+    port = free_port()
     env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # it runs `uvicorn`
     mlf = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager",

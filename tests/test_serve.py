@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,15 +17,11 @@ import pandas as pd
 import pytest
 import yaml
 
+from freshloop.api import free_port
+
 from .conftest import make_frame
 
 OP, READ, LAB = "op-" + "o" * 20, "rd-" + "r" * 20, "lb-" + "l" * 20
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class Server:

@@ -18,7 +18,7 @@ from .. import __version__
 from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
 from .service import ROLES, LoopService, Settings
 
-__all__ = ["BackgroundServer", "create_app"]
+__all__ = ["BackgroundServer", "create_app", "free_port"]
 
 
 class _Body(BaseModel):
@@ -267,6 +267,15 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     return app
 
 
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port the OS reports free on ``host`` right now (for servers started by tests and benchmarks)."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 class BackgroundServer:
     """An app served by uvicorn on a loopback port in a background thread (tests, notebooks, benchmarks).
 
@@ -278,14 +287,11 @@ class BackgroundServer:
     """
 
     def __init__(self, app: FastAPI, host: str = "127.0.0.1") -> None:
-        import socket
         import threading
 
         import uvicorn
 
-        with socket.socket() as s:
-            s.bind((host, 0))
-            self.port = int(s.getsockname()[1])
+        self.port = free_port(host)
         self.url = f"http://{host}:{self.port}"
         self._server = uvicorn.Server(uvicorn.Config(app, host=host, port=self.port, log_level="warning"))
         self._thread = threading.Thread(target=self._server.run, daemon=True)

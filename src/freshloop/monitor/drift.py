@@ -147,8 +147,7 @@ def drift_score(ref: Reference, values: np.ndarray, statistic: str = "auto",
         res = stats.chi2_contingency(np.vstack([r[keep], c[keep]]))
         p = float(res.pvalue)
         return DriftScore("chi2", float(res.statistic), thr, p < thr, p)
-    js = float(jensenshannon(r / max(r.sum(), 1), c / max(c.sum(), 1)))
-    js = 0.0 if np.isnan(js) else js
+    js = _js_distance(r, c)
     return DriftScore("jensen_shannon", js, thr, js > thr)
 
 
@@ -194,11 +193,16 @@ def _column_drift(ref: pd.Series, cur: pd.Series, numeric: str, categorical: str
         keys = rc.index.union(cc.index)
         p = rc.reindex(keys, fill_value=0).to_numpy(dtype=float)
         q = cc.reindex(keys, fill_value=0).to_numpy(dtype=float)
-        js = float(jensenshannon(p / max(p.sum(), 1), q / max(q.sum(), 1))) if len(keys) else 0.0
-        js = 0.0 if np.isnan(js) else js
+        js = _js_distance(p, q) if len(keys) else 0.0
         return DriftScore("jensen_shannon", js, thr, js > thr)
     return drift_score(Reference.categorical(ref.dropna().astype(str).to_numpy()),
                        cur.dropna().astype(str).to_numpy(), categorical, threshold)
+
+
+def _js_distance(ref_counts: np.ndarray, cur_counts: np.ndarray) -> float:
+    """Jensen-Shannon distance (natural log) between two count vectors on the same bins; 0 when either is empty."""
+    js = float(jensenshannon(ref_counts / max(ref_counts.sum(), 1), cur_counts / max(cur_counts.sum(), 1)))
+    return 0.0 if np.isnan(js) else js
 
 
 def _text_counts(s: pd.Series) -> pd.Series:
