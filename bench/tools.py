@@ -133,7 +133,9 @@ def register_vs_mlflow(repeats: int) -> dict[str, Any]:
     meta, blobs = open_stores(str(tmp / "freshloop"), None)
     registry = Registry(meta, blobs)
     mlflow.set_tracking_uri(f"sqlite:///{tmp / 'mlflow.db'}")
-    mlflow.set_experiment("bench")
+    # artifacts go beside the database in the temporary folder (MLflow's default is ./mlruns under the cwd)
+    experiment = mlflow.create_experiment("bench", artifact_location=(tmp / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
     client = MlflowClient()
     client.create_registered_model("bench")
     estimator = bundle.model_  # the fitted scikit-learn pipeline inside the bundle
