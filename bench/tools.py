@@ -161,57 +161,99 @@ def register_vs_mlflow(repeats: int) -> dict[str, Any]:
             "freshloop_peak_rss_mb": rss[0], "baseline_peak_rss_mb": rss[1]}
 
 
-def serve_vs_mlflow(requests: int) -> dict[str, Any]:
-    """Sequential one-row predict throughput: `freshloop serve` (routing + prediction log + ingest) vs
-    `mlflow models serve` (``--env-manager local``) with the same fitted scikit-learn model."""
+def _wait_ready(proc: subprocess.Popen[str], url: str, what: str) -> None:
     import httpx
+
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            if httpx.get(url, timeout=5).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            raise RuntimeError(f"{what} did not start: {proc.stderr.read() if proc.stderr else ''}")
+        time.sleep(0.5)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _load(url: str, body: Path, requests: int, concurrency: int) -> dict[str, Any]:
+    """One bounded run of bench/load.py in its own process."""
+    import json
+
+    out = subprocess.run([sys.executable, str(Path(__file__).with_name("load.py")), url, str(body),
+                          "--requests", str(requests), "--concurrency", str(concurrency)],
+                         check=True, capture_output=True, text=True, timeout=600)
+    result: dict[str, Any] = json.loads(out.stdout)
+    if result["errors"]:
+        raise RuntimeError(f"{url}: {result['errors']} of {result['requests']} requests failed")
+    return result
+
+
+def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> dict[str, Any]:
+    """One-row predict throughput under a bounded closed-loop load (bench/load.py, its own process):
+    `freshloop serve` (validation, routing, prediction log, ingest of every predicted row) vs
+    `mlflow models serve --env-manager local` with the same fitted scikit-learn model, each server in its
+    own process with one worker, alternating rounds at each concurrency."""
+    import json
+
     import mlflow
 
-    from freshloop.api import BackgroundServer, create_app, free_port
+    from freshloop.api import free_port
 
     tmp = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     settings, service, frame = _trained_service(tmp)
     bundle: ModelBundle = service.loop.champion()
-    model_dir = tmp / "mlflow-model"
-    features = frame.drop(columns=["y"])
-    mlflow.sklearn.save_model(bundle.model_, str(model_dir), skops_trusted_types=_TRUSTED)
-    port = free_port()
-    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
-           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # it runs `uvicorn`
-    mlf = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir), "--env-manager",
-                            "local", "--host", "127.0.0.1", "--port", str(port)], env=env,
-                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    server = BackgroundServer(create_app(settings, service=service))
-    one = features.iloc[:1]
-    ours_body = {"rows": one.to_dict(orient="records")}
+    one = frame.drop(columns=["y"]).iloc[:1]
+    ours_body, theirs_body = tmp / "ours.json", tmp / "theirs.json"
+    ours_body.write_text(json.dumps({"rows": one.to_dict(orient="records")}))
     # MLflow serves the bare pipeline: it gets the encoded row (no validation, encoding or logging on its side)
-    theirs_body = {"inputs": bundle.encode(one).tolist()}
+    theirs_body.write_text(json.dumps({"inputs": bundle.encode(one).tolist()}))
+    model_dir = tmp / "mlflow-model"
+    mlflow.sklearn.save_model(bundle.model_, str(model_dir), skops_trusted_types=_TRUSTED)
+    service.loop.close()  # `freshloop serve` reopens the same store in its own process
+    bindir = Path(sys.executable).parent
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp / 'mlflow.db'}",
+           "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow runs `uvicorn`
+    ports = {"freshloop": free_port(), "mlflow": free_port()}
+    procs = {
+        "freshloop": subprocess.Popen([str(bindir / "freshloop"), "serve", str(settings.spec_path), "--port",
+                                       str(ports["freshloop"]), "--tick-every", "0"], env=env, cwd=tmp,
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
+        "mlflow": subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
+                                    "--env-manager", "local", "--host", "127.0.0.1", "--port", str(ports["mlflow"])],
+                                   env=env, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)}
+    urls = {"freshloop": f"http://127.0.0.1:{ports['freshloop']}/v1/predict",
+            "mlflow": f"http://127.0.0.1:{ports['mlflow']}/invocations"}
+    bodies = {"freshloop": ours_body, "mlflow": theirs_body}
+    out: dict[str, Any] = {"requests": requests, "rounds": 3}
     try:
-        with httpx.Client(timeout=30) as c:
-            deadline = time.monotonic() + 120
-            while True:
-                try:
-                    if c.get(f"http://127.0.0.1:{port}/ping").status_code == 200:
-                        break
-                except httpx.TransportError:
-                    pass
-                if mlf.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"mlflow models serve did not start: {mlf.stderr.read() if mlf.stderr else ''}")
-                time.sleep(0.5)
-            r = c.post(f"http://127.0.0.1:{port}/invocations", json=theirs_body)
-            assert r.status_code == 200, r.text
-            walls: dict[str, list[float]] = {"freshloop": [], "mlflow": []}
+        _wait_ready(procs["freshloop"], f"http://127.0.0.1:{ports['freshloop']}/v1/status", "freshloop serve")
+        _wait_ready(procs["mlflow"], f"http://127.0.0.1:{ports['mlflow']}/ping", "mlflow models serve")
+        for name in procs:  # warm both: first requests import and compile lazily
+            _load(urls[name], bodies[name], 50, 1)
+        for c in concurrency:
+            runs: dict[str, list[dict[str, Any]]] = {"freshloop": [], "mlflow": []}
             for _ in range(3):
-                for name, url, body in (("freshloop", server.url + "/v1/predict", ours_body),
-                                        ("mlflow", f"http://127.0.0.1:{port}/invocations", theirs_body)):
-                    t = time.perf_counter()
-                    for _ in range(requests):
-                        assert c.post(url, json=body).status_code == 200
-                    walls[name].append(requests / (time.perf_counter() - t))
+                for name in procs:
+                    runs[name].append(_load(urls[name], bodies[name], requests, c))
+            row: dict[str, Any] = {}
+            for name, rs in runs.items():
+                row[name] = {k: statistics.median(r[k] for r in rs) for k in ("requests_per_s", "p50_ms", "p99_ms")}
+            row["ratio"] = row["freshloop"]["requests_per_s"] / row["mlflow"]["requests_per_s"]
+            out[f"c{c}"] = row
+        out["peak_rss_mb"] = {name: _peak_rss_mb(p.pid) for name, p in procs.items()}
     finally:
-        mlf.terminate()
-        mlf.wait(timeout=30)
-        server.stop()
+        for p in procs.values():
+            p.terminate()
+        for p in procs.values():
+            p.wait(timeout=60)
         shutil.rmtree(tmp, ignore_errors=True)
-    a, b = statistics.median(walls["freshloop"]), statistics.median(walls["mlflow"])
-    return {"freshloop_rps": a, "mlflow_rps": b, "ratio": a / b, "requests": 3 * requests}
+    return out

@@ -21,6 +21,7 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
+from ..data.schema import Schema
 from ..data.validate import first_record_error
 from ..errors import BusyError, DataError, SpecError
 from ..loop import Loop, TickReport
@@ -43,6 +44,7 @@ class Settings:
     flush_every: float = 1.0  # seconds between worker drains: fewer, larger ingest batches cost less per row
     max_body_bytes: int = 10 * 1024 * 1024
     max_queue_rows: int = 200_000  # predicted rows waiting for ingest; beyond it predict answers 503
+    max_batch_rows: int = 4096  # concurrent predict requests are scored together, up to this many rows
 
     def __post_init__(self) -> None:
         for token, role in self.tokens.items():
@@ -112,6 +114,8 @@ class Metrics:
         self.data_to_deploy = Histogram("freshloop_data_to_deploy_seconds",
                                         "newest training label's arrival to the model serving", registry=r,
                                         buckets=(1, 10, 60, 600, 3600, 6 * 3600, 86400, 7 * 86400))
+        self.predict_batch = Histogram("freshloop_predict_batch_requests", "predict requests scored per model call",
+                                       registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.queue = Gauge("freshloop_ingest_queue_rows", "predicted rows waiting to be ingested", registry=r)
 
 
@@ -204,38 +208,82 @@ class LoopService:
         return res.to_dict()
 
     def predict(self, rows: list[dict[str, Any]], keys: list[str] | None) -> dict[str, Any]:
+        """One request's predictions (see :meth:`predict_many`)."""
+        out = self.predict_many([(rows, keys)])[0]
+        if isinstance(out, Exception):
+            raise out
+        return out
+
+    def predict_many(self, requests: list[tuple[list[dict[str, Any]], list[str] | None]]
+                     ) -> list[dict[str, Any] | Exception]:
+        """Several requests scored in one model call; each gets its own answer or its own error.
+
+        Each request is checked alone (a bad one fails by itself); the good ones' rows are scored together,
+        so concurrent callers share the per-call cost of the model. The serving path never takes the
+        control lock: the loop's serving lock guards what it reads, and the rows join the ingest queue the
+        worker drains."""
+        results: list[dict[str, Any] | Exception] = []
+        good: list[int] = []
+        schema = self.loop.schema
+        for rows, keys in requests:
+            try:
+                self._check_request(rows, keys, schema)
+            except Exception as e:
+                results.append(e)
+                continue
+            results.append({})
+            good.append(len(results) - 1)
+        if not good:
+            return results
+        queued, n = self._queued(), sum(len(requests[i][0]) for i in good)
+        if queued + n > self.settings.max_queue_rows:
+            busy = BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
+                             f"retry shortly.", field="rows", rule="back-pressure")
+            return [busy if i in good else r for i, r in enumerate(results)]
+        rows_all: list[dict[str, Any]] = []
+        ids: list[str] = []
+        route_keys: list[str] = []
+        for i in good:
+            rows, keys = requests[i]
+            mine = [f"p-{uuid.uuid4().hex}" for _ in rows]
+            rows_all += rows
+            ids += mine
+            route_keys += keys if keys is not None else mine  # default routing key: the prediction id
+        self.metrics.predict_batch.observe(len(good))
+        try:  # records: no DataFrame per request
+            out = self.loop.predict(rows_all, row_ids=ids, keys=route_keys, defer_shadow=True)
+        except Exception as e:
+            return [e if i in good else r for i, r in enumerate(results)]
+        with self._qlock:
+            self._queue.append((rows_all, ids))
+            self._queued_rows += len(ids)
+            self.metrics.queue.set(self._queued_rows)
+        classes = [str(c) for c in schema.classes or []] if schema else []
+        for v in set(out.versions.tolist()):
+            self.metrics.predictions.labels(str(v)).inc(int((out.versions == v).sum()))
+        proba = None if out.proba is None else out.proba.tolist()
+        preds, versions = out.predictions.tolist(), out.versions.tolist()
+        at = 0
+        for i in good:
+            items = []
+            for j in range(at, at + len(requests[i][0])):
+                item: dict[str, Any] = {"prediction_id": ids[j], "prediction": preds[j], "version": int(versions[j])}
+                if proba is not None:
+                    item["proba"] = dict(zip(classes, proba[j], strict=True))
+                items.append(item)
+            at += len(items)
+            results[i] = {"data": items, "count": len(items)}
+        return results
+
+    def _check_request(self, rows: list[dict[str, Any]], keys: list[str] | None, schema: Schema | None) -> None:
         if not rows:
             raise DataError("rows: empty (rule: predict at least one row).", field="rows", rule="non-empty")
         if keys is not None and len(keys) != len(rows):
             raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
-        # The serving path never takes the control lock: the loop's serving lock guards what it reads, and
-        # the rows join the ingest queue the worker drains.
-        queued = self._queued()
-        if queued + len(rows) > self.settings.max_queue_rows:
-            raise BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
-                            f"retry shortly.", field="rows", rule="back-pressure")
-        schema = self.loop.schema
         if schema is not None:
             problem = first_record_error(rows, schema, self.spec.data.quality)
             if problem is not None:
                 raise DataError(problem, field="rows", rule="schema")
-        ids = [f"p-{uuid.uuid4().hex}" for _ in rows]
-        out = self.loop.predict(rows, row_ids=ids, keys=keys, defer_shadow=True)  # records: no DataFrame per request
-        with self._qlock:
-            self._queue.append((rows, ids))
-            self._queued_rows += len(ids)
-            self.metrics.queue.set(self._queued_rows)
-        classes = list(schema.classes or []) if schema else []
-        for v in set(out.versions.tolist()):
-            self.metrics.predictions.labels(str(v)).inc(int((out.versions == v).sum()))
-        items = []
-        for i, pid in enumerate(ids):
-            item: dict[str, Any] = {"prediction_id": pid, "prediction": _plain(out.predictions[i]),
-                                    "version": int(out.versions[i])}
-            if out.proba is not None:
-                item["proba"] = {str(c): float(p) for c, p in zip(classes, out.proba[i], strict=True)}
-            items.append(item)
-        return {"data": items, "count": len(items)}
 
     def feedback(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if not pairs:
@@ -282,6 +330,3 @@ class LoopService:
                 self.metrics.staleness.set(rep.staleness)
         return rep
 
-
-def _plain(v: Any) -> Any:
-    return v.item() if hasattr(v, "item") else v
