@@ -78,11 +78,14 @@ def test_monitor_drift_quality_and_detector() -> None:
     loud = mon.signals(20.0, last_trained_at=0.0, champion_since=0.0)
     assert set(loud.drifted) == {"x", "c"}
     mon.observe_outcomes((rng.random(150) < 0.9).astype(float), 150)
+    assert mon.reference_metric is None  # the reference waits for a full window, as precise as the live one
+    mon.observe_outcomes((rng.random(100) < 0.9).astype(float), 100)
     assert mon.reference_metric is not None and mon.reference_metric > 0.8  # established baseline
+    assert mon.reference_ci is not None and mon.reference_ci[0] < mon.reference_metric < mon.reference_ci[1]
     mon.observe_outcomes((rng.random(400) < 0.5).astype(float), 400)
     s = mon.signals(30.0, last_trained_at=0.0, champion_since=0.0)
     assert s.detector_fired and s.live_high is not None and s.live_high < s.reference_metric
-    assert s.new_labels == 550
+    assert s.new_labels == 650
 
 
 def test_adwin_detection_delay_is_pinned() -> None:
@@ -135,3 +138,10 @@ def test_budget_quality_staleness_and_run_keys() -> None:
     noisy = q.decide(sig(live_metric=0.77, live_low=0.70, live_high=0.84, live_n=200, reference_metric=0.80),
                      PolicyState())
     assert isinstance(noisy, Skip)  # the CI still holds the reference
+    # the reference is measured too: a drop inside the interval of the difference is noise, not a change
+    exact = sig(live_metric=0.77, live_low=0.75, live_high=0.79, live_n=500, reference_metric=0.80)
+    assert isinstance(q.decide(exact, PolicyState()), Retrain)
+    measured = sig(live_metric=0.77, live_low=0.75, live_high=0.79, live_n=500, reference_metric=0.80,
+                   reference_low=0.775, reference_high=0.825)
+    skip = q.decide(measured, PolicyState())
+    assert isinstance(skip, Skip), skip

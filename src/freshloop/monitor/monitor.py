@@ -33,6 +33,8 @@ class Signals:
     live_high: float | None = None
     live_n: int = 0
     reference_metric: float | None = None
+    reference_low: float | None = None  # the reference's own confidence interval (it is measured, too)
+    reference_high: float | None = None
     detector_fired: bool = False
     last_trained_at: float | None = None
     champion_since: float | None = None
@@ -75,6 +77,7 @@ class Monitor:
         self._refs: dict[str, Reference] = {}
         self._pred_ref: Reference | None = None
         self.reference_metric: float | None = None
+        self.reference_ci: tuple[float, float] | None = None
         self._rows: dict[str, deque[np.ndarray]] = {}
         self._n_rows: deque[int] = deque()
         self._preds: deque[float] = deque(maxlen=self.drift_window)
@@ -98,9 +101,10 @@ class Monitor:
                 self._refs[f.name] = Reference.categorical(col.dropna().astype(str).to_numpy())
         self._pred_ref = (Reference.numeric(reference_predictions)
                           if reference_predictions is not None and len(reference_predictions) else None)
-        # The quality reference is the champion's own live metric over its first matured labels: a gate
-        # figure from a small holdout is too noisy to alarm on.
+        # The quality reference is the champion's own live metric over its first full window of matured
+        # labels (a gate figure from a small holdout is too noisy to alarm on), kept with its interval.
         self.reference_metric = None
+        self.reference_ci = None
         self._scores.clear()
         self._preds.clear()
         self._detector = _make_detector(self.triggers.detector)
@@ -135,11 +139,13 @@ class Monitor:
     def observe_outcomes(self, per_row_scores: np.ndarray, labeled_rows: int) -> None:
         """Per-row metric scores of the champion's served predictions whose labels just matured."""
         self.new_labels += labeled_rows
-        need = self.triggers.quality.min_labels if self.triggers.quality else 100
+        # the reference takes a full window, so it is as precise as the live figure it is compared with
+        need = max(self.triggers.quality.min_labels, self.quality_window) if self.triggers.quality else 100
         for s in per_row_scores:
             self._scores.append(float(s))
             if self.reference_metric is None and len(self._scores) >= need:
-                self.reference_metric = float(self.metric.aggregate(np.array(self._scores)))
+                ref, low, high = mean_ci(np.array(self._scores), self.metric, self.confidence)
+                self.reference_metric, self.reference_ci = float(ref), (low, high)
             if self._detector is not None:
                 err = float(s) if not self.metric.bigger_is_better else 1.0 - float(s)
                 self._detector.update(err)
@@ -166,6 +172,9 @@ class Monitor:
             live, low, high = mean_ci(np.array(self._scores), self.metric, self.confidence)
         return Signals(now=now, new_labels=self.new_labels, drift=drift, prediction_drift=pred_drift,
                        live_metric=live, live_low=low, live_high=high, live_n=len(self._scores),
-                       reference_metric=self.reference_metric, detector_fired=self.detector_fired,
+                       reference_metric=self.reference_metric,
+                       reference_low=None if self.reference_ci is None else self.reference_ci[0],
+                       reference_high=None if self.reference_ci is None else self.reference_ci[1],
+                       detector_fired=self.detector_fired,
                        last_trained_at=last_trained_at, champion_since=champion_since,
                        drift_at_training=dict(self.drift_at_training))

@@ -15,6 +15,7 @@ True
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..clock import format_duration
@@ -91,13 +92,22 @@ class QualityTrigger(Trigger):
         if ref is None or live is None or signals.live_n < self.min_labels:
             return None
         drop = (ref - live) if self.bigger_is_better else (live - ref)
-        # Fire only when the drop is large and the live CI excludes the reference.
-        ci_excludes = (signals.live_high is not None and signals.live_high < ref) if self.bigger_is_better \
-            else (signals.live_low is not None and signals.live_low > ref)
-        if drop > self.max_drop and ci_excludes:
+        # Fire only when the drop is large and the interval of the difference excludes zero: both figures
+        # are measured on a window of noisy labels, so both half-widths count (a reference read as exact
+        # mistakes its own noise for a drop on noisy labels).
+        margin = math.hypot(_half(live, signals.live_low, signals.live_high),
+                            _half(ref, signals.reference_low, signals.reference_high))
+        if drop > self.max_drop and drop > margin:
             return (f"quality: live metric {live:.4f} on {signals.live_n} matured labels is {drop:.4f} worse than "
-                    f"the champion's established {ref:.4f} (> {self.max_drop})")
+                    f"the champion's established {ref:.4f} (> {self.max_drop}, and > {margin:.4f}, the interval "
+                    f"of the difference)")
         return None
+
+
+def _half(value: float, low: float | None, high: float | None) -> float:
+    """Half-width of an interval around ``value`` (the wider side; 0 when there is none)."""
+    sides = [value - low if low is not None else 0.0, high - value if high is not None else 0.0]
+    return max(0.0, *sides)
 
 
 @dataclass(frozen=True)
