@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -310,3 +311,50 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     after = [s for s in snaps if s["window"]["period"] is not None]
     assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
     meta.close()
+
+
+def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
+    """The follow-up owed to a detected change is read back from the decision log when the loop reopens."""
+    frame, info = load_stream("agrawal_abrupt", n=12000)
+    spec = load_spec_dict({"name": "agr", "data": {"label": "y", "time": "t"}, "store": {"root": str(tmp_path)},
+                           "policy": {"cooldown": "400s", "triggers": {"drift": {}, "quality": {},
+                                                                       "detector": "adwin", "staleness": "5000s"}},
+                           "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                     "window": {"rows": 3000}}})
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock)
+    pending: list[tuple[float, str, int]] = []
+    change = info["drift_points"][0]
+
+    def retrains(lp: Loop) -> list[dict[str, Any]]:
+        return lp.meta.list_decisions("retrain")
+
+    def found(lp: Loop) -> list[dict[str, Any]]:
+        return [d for d in retrains(lp) if d["at"] >= change
+                and d["reasons"][0].split(":")[0] in ("detector", "quality", "drift")]
+
+    clock.advance_to(float(frame["t"].iloc[1199]))
+    loop.ingest(frame.iloc[:1200], source="test", batch_id="warmup", row_ids=[f"r{i}" for i in range(1200)])
+    loop.tick()
+    restarted = False
+    for start in range(1200, len(frame), 200):
+        chunk = frame.iloc[start:start + 200]
+        clock.advance_to(float(chunk["t"].iloc[-1]))
+        ids = [f"r{start + i}" for i in range(len(chunk))]
+        if loop.champion_version is not None:
+            loop.predict(chunk.drop(columns="y"), row_ids=ids)
+        loop.ingest(chunk.drop(columns="y"), source="test", batch_id=ids[0], row_ids=ids)
+        pending += [(float(t) + 100, rid, int(y)) for t, rid, y in zip(chunk["t"], ids, chunk["y"], strict=True)]
+        due, pending = [p for p in pending if p[0] <= clock.now()], [p for p in pending if p[0] > clock.now()]
+        if due:
+            loop.feedback([d[1] for d in due], [d[2] for d in due], source="test", batch_id=f"l{ids[0]}")
+        loop.tick()
+        if not restarted and found(loop):  # the change was found: stop the process before its follow-up
+            loop.close()
+            loop = Loop(spec, clock=clock)
+            assert loop._follow_up is not None and loop._follow_up[0] == found(loop)[0]["at"]
+            restarted = True
+    follow = [d for d in retrains(loop) if d["reasons"][-1].startswith("follow-up:")]
+    assert restarted and follow, [(d["at"], d["reasons"]) for d in retrains(loop)]
+    assert follow[0]["at"] > found(loop)[0]["at"]
+    loop.close()

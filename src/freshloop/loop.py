@@ -36,6 +36,7 @@ from .train.model import Rows
 __all__ = ["Loop", "LoopStats", "PredictResult", "TickReport"]
 
 _MAX_REFERENCE_ROWS = 5000
+_CHANGE_TRIGGERS = ("detector", "quality", "drift")  # retrains for a detected change get a follow-up
 
 
 @dataclass
@@ -158,6 +159,7 @@ class Loop:
         version = self.registry.alias("champion")
         if version is not None:
             self._set_champion(version)
+        self._follow_up = self._pending_follow_up()
         runs = self.meta.list_runs()
         if runs:
             self._last_trained_at = max(r["created_at"] for r in runs)
@@ -414,6 +416,23 @@ class Loop:
             report.staleness = now - float(self._champion[2].get("t_last") or now)
         return decision
 
+    def _follow_up_size(self) -> int:
+        rows = self.spec.model.window.rows or 0
+        return max(2 * self.spec.gate.min_holdout_rows, rows // 4)
+
+    def _pending_follow_up(self) -> tuple[float, int] | None:
+        """The follow-up a restart would otherwise forget, read back from the decision log: the latest
+        retrain for a detected change that no later follow-up has answered."""
+        if not self.spec.model.window.rows:
+            return None
+        since = None
+        for d in self.meta.list_decisions("retrain"):
+            if any(r.startswith("follow-up:") for r in d["reasons"]):
+                since = None
+            if d["reasons"] and d["reasons"][0].split(":")[0] in _CHANGE_TRIGGERS:
+                since = float(d["at"])
+        return None if since is None else (since, self._follow_up_size())
+
     def _follow_up_due(self, now: float) -> str | None:
         """A retrain for a detected change trains mostly on rows from before it (the window reaches back).
         Once enough labels have matured since, one follow-up trains on the rows after the change alone."""
@@ -458,8 +477,8 @@ class Loop:
         report.run_id = run_id
         window, self._window = self._window or spec.model.window, None
         snap = self.data.snapshot(window, cutoff=now, now=now)
-        if spec.model.window.rows and decision.reasons[0].split(":")[0] in ("detector", "quality", "drift"):
-            self._follow_up = (now, max(2 * spec.gate.min_holdout_rows, spec.model.window.rows // 4))
+        if spec.model.window.rows and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS:
+            self._follow_up = (now, self._follow_up_size())  # kept in the decision log too (a restart reads it)
         frame = self.data.read_snapshot(snap)
         n = len(frame)
         n_hold = int(np.clip(round(spec.gate.holdout * n), spec.gate.min_holdout_rows, spec.gate.max_holdout_rows))
