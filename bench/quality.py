@@ -42,6 +42,7 @@ def arf_delayed(frame: pd.DataFrame, label: str, features: list[str], delay_rows
 
 
 ARF_SEEDS = (42, 43, 44)
+ONLINE = "online:river.forest.ARFClassifier"  # freshloop's online mode, with the model ARF-alone runs
 
 
 def arf_seeds(frame: pd.DataFrame, label: str, features: list[str], delay_rows: int, warmup: int,
@@ -108,6 +109,10 @@ def run_stream(name: str, n: int | None, workers: int,
         started = time.perf_counter()
         res = compare(spec, frame, Path(tmp), policies, workers=workers)
         compare_s = time.perf_counter() - started
+    with tempfile.TemporaryDirectory() as tmp:  # online mode: River's ARF learning inside the loop
+        started = time.perf_counter()
+        res.update(compare(spec, frame, Path(tmp), [ONLINE], workers=1))
+        online_s = time.perf_counter() - started
     feats = [f.name for f in spec.data.features] if spec.data.features else \
         [c for c in frame.columns if c not in (info["label"], info["time"])]
     arf = arf_seeds(frame, info["label"], feats, delay_rows, spec.replay.warmup, workers)
@@ -116,9 +121,10 @@ def run_stream(name: str, n: int | None, workers: int,
     for pol, s in res.items():
         retrain_at = [d["at"] for d in s["decisions"]["retrain"] if not d["reasons"][0].startswith("bootstrap")]
         delay = false_alarms = None
-        if drift:  # the synthetic streams' time is the row number: decisions are in rows
+        if drift and pol != ONLINE:  # the synthetic streams' time is the row number: decisions are in rows
             delay, false_alarms = detection(retrain_at, drift)
-        rows.append({"contender": pol, "metric": s["metric"], "training_rows": s["training_rows"],
+        rows.append({"contender": f"online (loop + {ONLINE.split(':')[1]})" if pol == ONLINE else pol,
+                     "metric": s["metric"], "training_rows": s["training_rows"],
                      "training_s": round(s["training_seconds"], 2), "retrains": s["retrains"],
                      "mean_staleness": s["mean_staleness"], "max_staleness": s["max_staleness"],
                      "detection_delay": delay, "false_alarms": false_alarms})
@@ -142,4 +148,5 @@ def run_stream(name: str, n: int | None, workers: int,
             "label_delay": spec.replay.label_delay, "spec": yaml.safe_dump(spec.model_dump(mode="json",
                                                                                           exclude_none=True)),
             "table": rows, "checks": checks, "compare_seconds": round(compare_s, 1),
+            "online_seconds": round(online_s, 1),
             "arf_seconds": round(arf["seconds"], 1)}
