@@ -201,3 +201,25 @@ def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_pat
     assert [again.has_row(r) for r in ids] == [True, True, False, True, True, True]
     assert again.snapshot(WindowSpec(), cutoff=60.0, now=60.0).id == before.id
     assert list(again.labeled_rows([f"{future}:1", ids[1]])["_label"]) == [0, 0]
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(picks=st.lists(st.integers(0, 10_000), max_size=60), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=6))
+def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.TempPathFactory, picks: list[int],
+                                                       sizes: list[int]) -> None:
+    """Reading rows batch by batch gives what indexing one frame of every batch gave, in any order."""
+    ds = store(tmp_path_factory.mktemp("rows"))
+    ds.ingest(make_frame(50), now=0.0, source="s", batch_id="lock")
+    t0 = 50
+    for i, n in enumerate(sizes):  # client ids and generated ids, with and without labels
+        frame = make_frame(n, seed=i, t0=t0)
+        if i % 2:
+            ds.ingest(frame.assign(y=None), now=float(i), source="s", batch_id=f"b{i}")
+        else:
+            ds.ingest(frame, now=float(i), source="s", batch_id=f"b{i}", row_ids=[f"r{t0 + j}" for j in range(n)])
+        t0 += n
+    pos = np.array([p % ds.rows for p in picks], dtype=np.int64)
+    whole = pd.concat(ds._parts, ignore_index=True)
+    expected = whole.iloc[pos].reset_index(drop=True)[list(ds._columns)]
+    pd.testing.assert_frame_equal(ds._rows_at(pos), expected, check_dtype=False)
+    assert np.array_equal(ds._time[: ds.rows], whole["_time"].to_numpy(dtype=float))

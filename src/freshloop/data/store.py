@@ -96,8 +96,10 @@ class DataStore:
         self.blobs = blobs
         locked = meta.get_schema(name)
         self.schema: Schema | None = Schema.from_dict(locked) if locked else None
+        # The view: each accepted feature batch's frame as it was stored (never merged into one copy, so
+        # a snapshot reads only the batches its window touches), with per-row arrays beside it.
         self._parts: list[pd.DataFrame] = []
-        self._table = pd.DataFrame()
+        self._columns: dict[str, None] = {}  # every column any batch has, in order of first appearance
         self._pos: dict[str, int] = {}  # row ids a client chose -> position in the view
         # batch id -> (first position, submitted row numbers of its accepted rows): generated ids
         # ("<batch id>:<row number>") are never materialised, a million-row batch costs two integers
@@ -105,6 +107,8 @@ class DataStore:
         self._starts: list[int] = []  # first position of each feature batch in the view, and its id
         self._batches: list[str] = []
         self._n = 0
+        self._time = np.empty(0, dtype=float)
+        self._arrived = np.empty(0, dtype=float)
         self._label = np.empty(0, dtype=object)
         self._label_time = np.empty(0, dtype=float)
         self._label_batch = np.empty(0, dtype=object)
@@ -198,6 +202,13 @@ class DataStore:
     def _batch_id(self, kind: str, source: str, key: str) -> str:
         return "b-" + hashlib.sha256(f"{kind}\0{source}\0{key}".encode()).hexdigest()[:16]
 
+    def row_ids_for(self, source: str, batch_id: str, n: int) -> list[str]:
+        """The ids a feature batch ingested without ``row_ids`` gives its first ``n`` submitted rows
+        (``<batch id>:<row>``), known before the batch arrives: a caller can log predictions under them
+        first. The store keeps no per-row entry for them, unlike ids a client chooses."""
+        bid = self._batch_id("features", source, batch_id)
+        return [f"{bid}:{j}" for j in range(n)]
+
     def _idempotent(self, kind: str, source: str, key: str, content: str) -> IngestResult | None:
         row = self.meta.find_batch(source, key)
         if row is None:
@@ -262,7 +273,11 @@ class DataStore:
             self._starts.append(start)
             self._batches.append(bid)
             self._parts.append(acc)
+            self._columns.update(dict.fromkeys(acc.columns))
             self._grow(start + len(acc))
+            self._n = start + len(acc)
+            self._time[start:self._n] = acc["_time"].to_numpy(dtype=float)
+            self._arrived[start:self._n] = acc["_arrived"].to_numpy(dtype=float)
             if label and label in acc:
                 has = acc[label].notna().to_numpy()
                 idx = start + np.flatnonzero(has)
@@ -287,20 +302,31 @@ class DataStore:
             return
         cap = max(n, 2 * len(self._label), 1024)
         for attr, fill, dt in (("_label", None, object), ("_label_time", np.inf, float),
-                               ("_label_batch", None, object)):
+                               ("_label_batch", None, object), ("_time", np.nan, float), ("_arrived", np.nan, float)):
             old = getattr(self, attr)
             new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
             setattr(self, attr, new)
 
-    def table(self) -> pd.DataFrame:
-        """All accepted feature rows, in ingest order (positions match the label arrays)."""
-        if self._parts:
-            parts = ([self._table] if len(self._table) else []) + self._parts
-            self._table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
-            self._parts = []
-            self._n = len(self._table)
-        return self._table
+    def _rows_at(self, pos: np.ndarray) -> pd.DataFrame:
+        """The view's rows at positions ``pos``, in that order, read from the batches that hold them."""
+        pos = np.asarray(pos, dtype=np.int64)
+        if not len(pos):
+            return pd.DataFrame(columns=list(self._columns))
+        order = np.argsort(pos, kind="stable")
+        ranked = pos[order]
+        starts = np.asarray(self._starts)
+        part = np.searchsorted(starts, ranked, side="right") - 1
+        bounds = np.flatnonzero(np.diff(part)) + 1
+        pieces = [self._parts[part[i]].iloc[ranked[i:j] - starts[part[i]]]
+                  for i, j in zip(np.r_[0, bounds], np.r_[bounds, len(ranked)], strict=True)]
+        out = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
+        out = out.reindex(columns=list(self._columns))
+        if np.array_equal(order, np.arange(len(order))):
+            return out
+        back = np.empty_like(order)
+        back[order] = np.arange(len(order))  # row m of ``out`` holds pos[order[m]]
+        return out.iloc[back].reset_index(drop=True)
 
     def _reload(self) -> None:
         for b in self.meta.list_batches():
@@ -309,7 +335,7 @@ class DataStore:
 
     @property
     def rows(self) -> int:
-        return self._n + sum(len(p) for p in self._parts)
+        return self._n
 
     def _position(self, row_id: str) -> int | None:
         """Where a row id sits in the view (None: not ingested): a client's id, or a generated one."""
@@ -333,17 +359,14 @@ class DataStore:
 
     def labeled_rows(self, row_ids: list[str]) -> pd.DataFrame:
         """The accepted rows among ``row_ids`` with their labels (``_label``, ``_label_time``)."""
-        table = self.table()
-        pos = [p for r in row_ids if (p := self._position(r)) is not None]
-        return table.iloc[pos].reset_index(drop=True).assign(_label=self._label[pos],
-                                                             _label_time=self._label_time[pos])
+        pos = np.array([p for r in row_ids if (p := self._position(r)) is not None], dtype=np.int64)
+        return self._rows_at(pos).assign(_label=self._label[pos], _label_time=self._label_time[pos])
 
     # -- snapshots ----------------------------------------------------------------------------
     def snapshot(self, window: WindowSpec, *, cutoff: float, now: float) -> Snapshot:
         """Freeze the labeled rows known at ``cutoff`` within ``window`` as a named dataset version."""
-        table = self.table()
-        n = len(table)
-        times = table["_time"].to_numpy() if n else np.empty(0)
+        n = self.rows
+        times = self._time[:n]
         lt = self._label_time[:n]
         mask = (times <= cutoff) & (lt <= cutoff)
         start = window_start(window, cutoff)
@@ -359,7 +382,7 @@ class DataStore:
         sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
         snap = Snapshot(sid, float(cutoff), window.model_dump(), batch_ids, label_ids, int(len(pos)),
                         float(times[pos].min()) if len(pos) else None, float(times[pos].max()) if len(pos) else None,
-                        float(max(lt[pos].max(), table["_arrived"].to_numpy()[pos].max())) if len(pos) else None)
+                        float(max(lt[pos].max(), self._arrived[pos].max())) if len(pos) else None)
         self._snapshot_rows[sid] = pos
         self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
         return snap
@@ -373,9 +396,7 @@ class DataStore:
                 raise NotFoundError(f"snapshot {snap.id!r} cannot be rebuilt from the stored batches.",
                                     field="snapshot_id", value=snap.id)
             pos = self._snapshot_rows[snap.id]
-        table = self.table()
-        out = table.iloc[pos].reset_index(drop=True)
-        return out.assign(_label=self._label[pos], _label_time=self._label_time[pos])
+        return self._rows_at(pos).assign(_label=self._label[pos], _label_time=self._label_time[pos])
 
     # -- quarantine ---------------------------------------------------------------------------
     def quarantined(self, status: str | None = "held") -> list[dict[str, Any]]:

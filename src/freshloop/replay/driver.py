@@ -102,7 +102,6 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
     order = np.argsort(secs.to_numpy(), kind="stable")
     frame = frame.iloc[order].reset_index(drop=True)
     times = secs.to_numpy()[order]
-    row_ids = [f"r{i}" for i in order]
     labels = frame[label].tolist()
     features = frame.drop(columns=[label])
     delay = parse_duration(spec.replay.label_delay)
@@ -111,7 +110,9 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
     loop = Loop(spec, clock=clock, durable=False, actor="replay")
     warm = min(spec.replay.warmup, len(frame) - 1)
     clock.advance_to(float(times[warm - 1]))
-    loop.ingest(frame.iloc[:warm], source="replay", batch_id="warmup", row_ids=row_ids[:warm])
+    # Rows keep the ids the store generates ("<batch id>:<row>"): nothing is held per row for them, so a
+    # long replay's memory is its data, not a map of ids. ``firsts``/``keys`` find a row's batch.
+    loop.ingest(frame.iloc[:warm], source="replay", batch_id="warmup")
     loop.tick()
 
     # batches of the rest, by rows or by period
@@ -125,8 +126,21 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
         cuts = np.split(rest, starts[1:])
     due = times + delay
     next_label = warm
-    scored_at: list[float] = []
-    scores: list[float] = []
+    firsts = np.array([int(c[0]) for c in cuts], dtype=np.int64)
+    keys = [f"batch-{f}" for f in firsts]
+    scored_at: list[np.ndarray] = []
+    scores: list[np.ndarray] = []
+
+    def ids_of(lo: int, hi: int) -> list[str]:
+        """The generated ids of sorted rows lo..hi (all after the warm-up), batch by batch."""
+        out: list[str] = []
+        k = int(np.searchsorted(firsts, lo, side="right")) - 1
+        while lo < hi:
+            end = int(firsts[k + 1]) if k + 1 < len(firsts) else hi
+            ids = loop.data.row_ids_for("replay", keys[k], min(end, hi) - int(firsts[k]))
+            out += ids[lo - int(firsts[k]):]
+            lo, k = min(end, hi), k + 1
+        return out
     unserved = 0
     staleness: list[float] = []
     retrain_at: list[float] = []
@@ -138,10 +152,10 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
         hi = int(np.searchsorted(due[warm:], now, side="right")) + warm
         hi = min(hi, batch_end)
         if hi > next_label:
-            ids = row_ids[next_label:hi]
+            ids = ids_of(next_label, hi)
             fb = loop.feedback(ids, labels[next_label:hi], source="replay", batch_id=f"labels-{next_label}")
-            scored_at.extend(fb.at)
-            scores.extend(fb.scores)
+            scored_at.append(np.asarray(fb.at, dtype=float))
+            scores.append(np.asarray(fb.scores, dtype=float))
             next_label = hi
 
     total = len(cuts)
@@ -151,12 +165,12 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
         now = float(times[idx[-1]])
         clock.advance_to(max(now, clock.now()))
         batch = features.iloc[idx]
-        ids = [row_ids[i] for i in idx]
+        ids = loop.data.row_ids_for("replay", keys[k], len(idx))
         if loop.champion_version is not None:
-            loop.predict(batch, row_ids=ids)
+            loop.predict(batch, row_ids=ids, keys=[f"r{order[i]}" for i in idx])  # routed by original row
         else:
             unserved += len(idx)
-        loop.ingest(batch, source="replay", batch_id=f"batch-{idx[0]}", row_ids=ids)
+        loop.ingest(batch, source="replay", batch_id=keys[k])
         batch_end = int(idx[-1]) + 1
         mature(clock.now())
         rep = loop.tick()
@@ -176,11 +190,12 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
         clock.advance_to(max(clock.now(), float(due[-1])))
         mature(clock.now())
     loop.close()
-    return _summarise(spec, loop, out, scored_at, scores, unserved, staleness, retrain_at, drift_at, drift_series,
+    return _summarise(spec, loop, out, np.concatenate(scored_at or [np.empty(0)]),
+                      np.concatenate(scores or [np.empty(0)]), unserved, staleness, retrain_at, drift_at, drift_series,
                       times)
 
 
-def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: list[float], scores: list[float], unserved: int,
+def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, scores: np.ndarray, unserved: int,
                staleness: list[float], retrain_at: list[float], drift_at: list[float],
                drift_series: list[dict[str, float]], times: np.ndarray) -> dict[str, Any]:
     metric = loop.metric
