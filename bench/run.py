@@ -141,14 +141,17 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
                    f"{c['default_vs_arf_points']:+.2f} vs ARF ({arf['contender'].split('; ')[-1].rstrip(')')}); "
                    f"{d['retrains']} retrains{alarms}.")
     if missed:
-        out.append("  Causes found so far: on SEA (10 % label noise) the quality trigger fires before any change "
-                   "(the false alarms above), and each alarm also schedules a follow-up retrain, which costs "
-                   "training rows; on the gradual Hyperplane stream the concept "
-                   "moves all the time, which fixed periods suit and change detection does not; on the recurring "
-                   "stream every switch back is a new alarm and a follow-up. ARF, an online ensemble, leads on "
-                   "all three SEA streams. On rainfall the default and ARF's three-seed mean are within ARF's own "
-                   "seed range. Next: a quality alarm must persist over two windows before it starts a follow-up, "
-                   "and the quality window should scale with the label noise the champion shows.")
+        out.append("  Causes found so far. Where the default trails ARF (the SEA streams), it is the model family "
+                   "and the cadence: ARF, an online ensemble, learns each label as it matures, while the default "
+                   "retrains a batch model when a change is found. freshloop's online mode runs the same ARF inside "
+                   "the loop (the online row) and lands within a few tenths of ARF alone, so a user who wants that "
+                   "behaviour can have it with the loop's versioning, gate and rollout. On the gradual streams "
+                   "(sea_gradual, Hyperplane) the concept moves for a long stretch or all the time: a short fixed "
+                   "period suits that, change detection finds no single change, and the default stays within about "
+                   "a point of the oracle at about a quarter of its rows. On rainfall the default is inside ARF's "
+                   "own seed range. The quality trigger no longer raises false alarms on noisy labels (it used to "
+                   "read the champion's reference level as exact; now the interval of the difference must exclude "
+                   "zero), which brought SEA abrupt and recurring within the oracle target.")
     if r["ingest"]["throughput_ratio"] < 0.5:
         out.append(f"- Ingest at {r['ingest']['rows']:,} rows: {r['ingest']['throughput_ratio']:.2f}×. Per-row "
                    "Python work grows with the batch: generated row ids as strings, the id → position map, and "

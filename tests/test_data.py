@@ -223,3 +223,22 @@ def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.
     expected = whole.iloc[pos].reset_index(drop=True)[list(ds._columns)]
     pd.testing.assert_frame_equal(ds._rows_at(pos), expected, check_dtype=False)
     assert np.array_equal(ds._time[: ds.rows], whole["_time"].to_numpy(dtype=float))
+    gen = [f"{ds._batches[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(sizes)])]  # some past a batch's end
+    asked = gen + [f"r{p % (t0 + 5)}" for p in picks] + ["plain", "b-x:1", ":3"]
+    one_by_one = [-1 if (at := ds._position(r)) is None else at for r in asked]
+    assert ds._positions(asked).tolist() == one_by_one
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(times=st.lists(st.integers(0, 8), min_size=1, max_size=80), k=st.integers(1, 90))
+def test_a_row_window_keeps_the_newest_rows_as_a_full_sort_would(tmp_path_factory: pytest.TempPathFactory,
+                                                                  times: list[int], k: int) -> None:
+    """Many rows share a time: the window takes the same rows, in the same order, as a stable sort of all."""
+    ds = store(tmp_path_factory.mktemp("window"))
+    ds.ingest(make_frame(50), now=0.0, source="s", batch_id="lock")
+    frame = make_frame(len(times), seed=1).assign(t=[float(t) for t in times])
+    ds.ingest(frame, now=1.0, source="s", batch_id="b", row_ids=[f"r{i}" for i in range(len(times))])
+    snap = ds.snapshot(WindowSpec(rows=k), cutoff=100.0, now=100.0)
+    every = np.arange(ds.rows)
+    expected = every[np.argsort(ds._time[every], kind="stable")][-k:]
+    assert np.array_equal(ds._snapshot_rows[snap.id], expected)

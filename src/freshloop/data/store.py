@@ -196,7 +196,7 @@ class DataStore:
             rej["_row"] = np.flatnonzero(~ok)
             rej["_reason"] = reasons[~ok]
         result = self._commit("labels", bid, source, key, content, len(frame), acc, rej, [], None, now)
-        result.unknown_row_ids = int(sum(1 for r in acc["_row_id"] if self._position(r) is None))
+        result.unknown_row_ids = int((self._positions(acc["_row_id"].to_numpy(dtype=object)) < 0).sum())
         return result
 
     def _batch_id(self, kind: str, source: str, key: str) -> str:
@@ -290,12 +290,15 @@ class DataStore:
                     lab, t, lb = self._pending.pop(rid)
                     self._label[p], self._label_time[p], self._label_batch[p] = lab, t, lb
         else:
-            for rid, lab, t in zip(acc["_row_id"], acc["_label"], acc["_label_time"], strict=True):
-                at = self._position(rid)
-                if at is None:
-                    self._pending[rid] = (lab, float(t), bid)
-                else:
-                    self._label[at], self._label_time[at], self._label_batch[at] = lab, float(t), bid
+            rids = acc["_row_id"].to_numpy(dtype=object)
+            at = self._positions(rids)
+            known = at >= 0
+            self._label[at[known]] = acc["_label"].to_numpy(dtype=object)[known]
+            self._label_time[at[known]] = acc["_label_time"].to_numpy(dtype=float)[known]
+            self._label_batch[at[known]] = bid
+            for rid, lab, t in zip(rids[~known], acc["_label"].to_numpy(dtype=object)[~known],
+                                   acc["_label_time"].to_numpy(dtype=float)[~known], strict=True):
+                self._pending[rid] = (lab, float(t), bid)  # labels that arrived before their rows
 
     def _grow(self, n: int) -> None:
         if n <= len(self._label):
@@ -350,6 +353,28 @@ class DataStore:
         j = int(np.searchsorted(rows, int(number)))
         return start + j if j < len(rows) and rows[j] == int(number) else None
 
+    def _positions(self, row_ids: list[str] | np.ndarray) -> np.ndarray:
+        """:meth:`_position` for many ids at once (-1: not ingested); generated ids are looked up per batch."""
+        out = np.full(len(row_ids), -1, dtype=np.int64)
+        asked: dict[str, tuple[list[int], list[int]]] = {}  # batch id -> (indices in row_ids, row numbers)
+        for k, rid in enumerate(row_ids):
+            at = self._pos.get(rid)
+            if at is not None:
+                out[k] = at
+                continue
+            bid, sep, number = rid.rpartition(":")
+            if sep and number.isdigit() and bid in self._gen:
+                ks, nums = asked.setdefault(bid, ([], []))
+                ks.append(k)
+                nums.append(int(number))
+        for bid, (ks, nums) in asked.items():
+            start, rows = self._gen[bid]
+            want = np.asarray(nums, dtype=np.int64)
+            j = np.minimum(np.searchsorted(rows, want), len(rows) - 1)
+            hit = rows[j] == want
+            out[np.asarray(ks)[hit]] = start + j[hit]
+        return out
+
     def has_row(self, row_id: str) -> bool:
         return self._position(row_id) is not None
 
@@ -373,9 +398,15 @@ class DataStore:
         if start is not None:
             mask &= times > start
         pos = np.flatnonzero(mask)
+        if window.rows is not None and len(pos) > window.rows:
+            # the newest ``rows`` rows by time, exactly as a stable sort of everything would pick them, but
+            # without sorting the whole history on every retrain: a partition finds the cut-off time, and of
+            # the rows at that time the last-ingested ones are kept
+            t = times[pos]
+            cut = np.partition(t, len(t) - window.rows)[len(t) - window.rows]
+            above, tied = pos[t > cut], pos[t == cut]
+            pos = np.concatenate([tied[len(tied) - (window.rows - len(above)):], above])
         pos = pos[np.argsort(times[pos], kind="stable")]
-        if window.rows is not None:
-            pos = pos[-window.rows:]
         which = np.searchsorted(np.array(self._starts), pos, side="right") - 1
         batch_ids = tuple(sorted({self._batches[i] for i in np.unique(which)})) if n else ()
         label_ids = tuple(sorted(set(self._label_batch[pos]))) if n else ()
