@@ -259,10 +259,11 @@ def render_scaling(r: dict[str, Any]) -> list[str]:
               f"{last['seconds'] / last['rows'] / (first['seconds'] / first['rows']):.2f}× (1.00× = linear). The "
               f"monitor's memory stays at {max(x['monitor_mb_max'] for x in sc['replay']):.2f} MB at every size: it "
               "is bounded by its windows.",
-              f"- The replay process's peak RSS grows by about {growth:.0f} MB per million rows: the data store "
-              "keeps an in-memory view of every accepted row with its id → position map (for label joins and "
-              "training snapshots), and the replay driver keeps each row's id and score for its report. That is "
-              "history, not monitoring; reading the view through DuckDB over the Parquet batches would bound it."]
+              f"- The replay process's peak RSS grows by about {growth:.0f} MB per million rows. That is history, "
+              "not monitoring: the data store keeps every accepted batch's frame in memory, with five arrays per "
+              "row beside them (time, arrival, label, label time, label batch), for label joins and training "
+              "snapshots; the replay driver keeps each row's score for its report. Reading old batches back "
+              "from their Parquet files (DuckDB) instead of holding them would bound it."]
     return lines
 
 

@@ -210,7 +210,8 @@ class Loop:
                     labeled = acc[acc[self.schema.label].notna()]
                     mon.new_labels += len(labeled)
                     if self.policy.online and len(labeled):
-                        self._online_queue.append((labeled, labeled[self.schema.label]))
+                        self._online_queue.append((self._learnable(labeled.assign(_label_time=labeled["_arrived"])),
+                                                   labeled[self.schema.label]))
 
     def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
                  batch_id: str | None = None) -> FeedbackResult:
@@ -261,8 +262,14 @@ class Loop:
         if self.policy.online and served_ok:
             rows = self.data.labeled_rows(served_ok)
             if len(rows):
-                self._online_queue.append((rows, rows["_label"]))
+                self._online_queue.append((self._learnable(rows), rows["_label"]))
         return out
+
+    def _learnable(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """What online learning reads of a labeled frame: the features, when the row happened and when its
+        label matured (the same columns from every source, so queued frames stack without filling)."""
+        assert self.schema is not None
+        return frame[[f.name for f in self.schema.features if f.name in frame] + ["_time", "_label_time"]]
 
     # -- serving ------------------------------------------------------------------------------
     def predict(self, frame: Rows, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
