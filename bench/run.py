@@ -335,6 +335,8 @@ def render(r: dict[str, Any]) -> str:
                      "'.[bench]'`).")
     if "scaling" not in r:
         lines.append("- Scaling of replay and drift to 1M/3M/10M rows.")
+    if lines[-1] == "":
+        lines.append("- Nothing: every measure the suite defines ran in this run.")
     lines.append("")
     return "\n".join(lines)
 
