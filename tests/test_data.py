@@ -225,8 +225,12 @@ def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.
     assert np.array_equal(ds._time[: ds.rows], whole["_time"].to_numpy(dtype=float))
     gen = [f"{ds._batches[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(sizes)])]  # some past a batch's end
     asked = gen + [f"r{p % (t0 + 5)}" for p in picks] + ["plain", "b-x:1", ":3"]
-    one_by_one = [-1 if (at := ds._position(r)) is None else at for r in asked]
-    assert ds._positions(asked).tolist() == one_by_one
+    named = {}  # every stored row's id, client-chosen or generated, and where it sits
+    for start, bid, part in zip(ds._starts, ds._batches, ds._parts, strict=True):
+        names = part["_row_id"] if "_row_id" in part else [f"{bid}:{r}" for r in part["_row"]]
+        named.update({name: start + j for j, name in enumerate(names)})
+    assert ds._positions(asked).tolist() == [named.get(r, -1) for r in asked]
+    assert [ds.has_row(r) for r in asked] == [r in named for r in asked]
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

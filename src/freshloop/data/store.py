@@ -147,7 +147,7 @@ class DataStore:
         acc = res.accepted
         if row_ids is not None:
             ids = [row_ids[i] for i in acc["_row"].tolist()]
-            if len(ids) != len(set(ids)) or any(self._position(i) is not None for i in ids):
+            if len(ids) != len(set(ids)) or (self._positions(ids) >= 0).any():
                 raise ConflictError("row_ids: every row id must be new (rule: a row is ingested once).",
                                     field="row_ids", rule="unique")
             acc = acc.drop(columns="_row")
@@ -342,19 +342,12 @@ class DataStore:
 
     def _position(self, row_id: str) -> int | None:
         """Where a row id sits in the view (None: not ingested): a client's id, or a generated one."""
-        at = self._pos.get(row_id)
-        if at is not None:
-            return at
-        bid, sep, number = row_id.rpartition(":")
-        found = self._gen.get(bid) if sep and number.isdigit() else None
-        if found is None:
-            return None
-        start, rows = found
-        j = int(np.searchsorted(rows, int(number)))
-        return start + j if j < len(rows) and rows[j] == int(number) else None
+        at = int(self._positions([row_id])[0])
+        return None if at < 0 else at
 
     def _positions(self, row_ids: list[str] | np.ndarray) -> np.ndarray:
-        """:meth:`_position` for many ids at once (-1: not ingested); generated ids are looked up per batch."""
+        """Where each row id sits in the view (-1: not ingested): ids a client chose through their map,
+        generated ones (``<batch id>:<row number>``) through their batch's accepted row numbers, per batch."""
         out = np.full(len(row_ids), -1, dtype=np.int64)
         asked: dict[str, tuple[list[int], list[int]]] = {}  # batch id -> (indices in row_ids, row numbers)
         for k, rid in enumerate(row_ids):
@@ -384,7 +377,8 @@ class DataStore:
 
     def labeled_rows(self, row_ids: list[str]) -> pd.DataFrame:
         """The accepted rows among ``row_ids`` with their labels (``_label``, ``_label_time``)."""
-        pos = np.array([p for r in row_ids if (p := self._position(r)) is not None], dtype=np.int64)
+        pos = self._positions(row_ids)
+        pos = pos[pos >= 0]
         return self._rows_at(pos).assign(_label=self._label[pos], _label_time=self._label_time[pos])
 
     # -- snapshots ----------------------------------------------------------------------------
