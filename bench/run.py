@@ -318,7 +318,8 @@ def render(r: dict[str, Any]) -> str:
                  f"{h['bare']['requests_per_s']:.0f} req/s | "
                  f"{h['freshloop']['requests_per_s'] / h['bare']['requests_per_s']:.2f}× | |")
     for s in r["quality"]:
-        n_pol = sum(1 for row in s["table"] if not str(row["contender"]).startswith(("River ARF", "online (")))
+        n_pol = len(s["compared"]) if "compared" in s else \
+            sum(1 for row in s["table"] if not str(row["contender"]).startswith(("River ARF", "online (")))
         lines.append(f"| replay, {s['stream']}: the whole policy comparison ({n_pol} policies, "
                      f"2 processes) vs River ARF prequential alone | {s['compare_seconds']:.1f} s | "
                      f"{s['arf_seconds']:.1f} s | {s['compare_seconds'] / s['arf_seconds']:.2f}× | < 1× |")

@@ -204,33 +204,55 @@ def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_pat
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(picks=st.lists(st.integers(0, 10_000), max_size=60), sizes=st.lists(st.integers(1, 30), min_size=1, max_size=6))
+@given(picks=st.lists(st.integers(0, 10_000), max_size=60),
+       batches=st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=1, max_size=12))
 def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.TempPathFactory, picks: list[int],
-                                                       sizes: list[int]) -> None:
-    """Reading rows batch by batch gives what indexing one frame of every batch gave, in any order."""
+                                                       batches: list[tuple[int, bool]]) -> None:
+    """Reading rows from the view's segments (runs of alike batches merged) gives what indexing one frame
+    of every batch as submitted gave, in any order; every row id finds its row."""
     ds = store(tmp_path_factory.mktemp("rows"))
     ds.ingest(make_frame(50), now=0.0, source="s", batch_id="lock")
+    submitted = [ds._rows_at(np.arange(50))]
+    named = {f"{ds._batches[0]}:{j}": j for j in range(50)}  # every stored row's id and where it sits
     t0 = 50
-    for i, n in enumerate(sizes):  # client ids and generated ids, with and without labels
+    for i, (n, client_ids) in enumerate(batches):  # client ids with labels, generated ids without
         frame = make_frame(n, seed=i, t0=t0)
-        if i % 2:
-            ds.ingest(frame.assign(y=None), now=float(i), source="s", batch_id=f"b{i}")
+        if client_ids:
+            ids = [f"r{t0 + j}" for j in range(n)]
+            ds.ingest(frame, now=float(i), source="s", batch_id=f"b{i}", row_ids=ids)
+            stored = frame.assign(_row_id=ids)
         else:
-            ds.ingest(frame, now=float(i), source="s", batch_id=f"b{i}", row_ids=[f"r{t0 + j}" for j in range(n)])
+            ids = ds.row_ids_for("s", f"b{i}", n)
+            ds.ingest(frame.assign(y=None), now=float(i), source="s", batch_id=f"b{i}")
+            stored = frame.assign(y=None, _row=np.arange(n))
+        named.update({r: t0 + j for j, r in enumerate(ids)})
+        submitted.append(stored)
         t0 += n
+    assert len(ds._segs) <= len(batches) + 1 and ds._seg_starts == sorted(set(ds._seg_starts))
     pos = np.array([p % ds.rows for p in picks], dtype=np.int64)
-    whole = pd.concat(ds._parts, ignore_index=True)
-    expected = whole.iloc[pos].reset_index(drop=True)[list(ds._columns)]
-    pd.testing.assert_frame_equal(ds._rows_at(pos), expected, check_dtype=False)
-    assert np.array_equal(ds._time[: ds.rows], whole["_time"].to_numpy(dtype=float))
-    gen = [f"{ds._batches[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(sizes)])]  # some past a batch's end
+    whole = pd.concat(submitted, ignore_index=True)
+    got = ds._rows_at(pos)
+    cols = [c for c in whole.columns if c in got.columns and c not in ("_time", "_arrived")]  # checked below
+    pd.testing.assert_frame_equal(got[cols], whole.iloc[pos].reset_index(drop=True)[cols], check_dtype=False)
+    assert np.array_equal(ds._time[: ds.rows], ds._rows_at(np.arange(ds.rows))["_time"].to_numpy(dtype=float))
+    gen = [f"{ds._batches[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(batches)])]  # some past a batch's end
     asked = gen + [f"r{p % (t0 + 5)}" for p in picks] + ["plain", "b-x:1", ":3"]
-    named = {}  # every stored row's id, client-chosen or generated, and where it sits
-    for start, bid, part in zip(ds._starts, ds._batches, ds._parts, strict=True):
-        names = part["_row_id"] if "_row_id" in part else [f"{bid}:{r}" for r in part["_row"]]
-        named.update({name: start + j for j, name in enumerate(names)})
     assert ds._positions(asked).tolist() == [named.get(r, -1) for r in asked]
     assert [ds.has_row(r) for r in asked] == [r in named for r in asked]
+
+
+def test_small_batches_merge_into_few_segments(tmp_path: Path) -> None:
+    """Many small alike batches are read from a logarithmic number of segments; rows stay where they were."""
+    ds = store(tmp_path)
+    frames = [make_frame(10, seed=i, t0=10 * i) for i in range(64)]
+    for i, f in enumerate(frames):
+        ds.ingest(f, now=float(i), source="s", batch_id=f"b{i}")
+    assert len(ds._segs) == 1 and len(ds._batches) == 64  # 64 equal batches: one segment, batches still known
+    ds.ingest(make_frame(10, seed=99, t0=640), now=99.0, source="s", batch_id="b64")
+    assert [len(s) for s in ds._segs] == [640, 10]
+    got = ds._rows_at(np.arange(645, 635, -1))
+    want = pd.concat(frames + [make_frame(10, seed=99, t0=640)], ignore_index=True).iloc[636:646][::-1]
+    assert list(got["x1"]) == list(want["x1"]) and list(got["_time"]) == list(want["t"].astype(float))
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

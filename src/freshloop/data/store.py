@@ -28,6 +28,8 @@ from .validate import coerce_label, validate_frame
 
 __all__ = ["DataStore", "IngestResult"]
 
+SEGMENT_ROWS = 65_536  # small batches are merged into view segments up to this many rows
+
 
 @dataclass
 class IngestResult:
@@ -96,9 +98,12 @@ class DataStore:
         self.blobs = blobs
         locked = meta.get_schema(name)
         self.schema: Schema | None = Schema.from_dict(locked) if locked else None
-        # The view: each accepted feature batch's frame as it was stored (never merged into one copy, so
-        # a snapshot reads only the batches its window touches), with per-row arrays beside it.
-        self._parts: list[pd.DataFrame] = []
+        # The view: the accepted feature batches' frames, never merged into one copy of the history (a
+        # snapshot reads only the segments its window touches), with per-row arrays beside them. Small
+        # batches of the same columns are merged into segments geometrically (see _compact), so a window
+        # of many small batches is read from a few frames.
+        self._segs: list[pd.DataFrame] = []
+        self._seg_starts: list[int] = []  # first position of each segment
         self._columns: dict[str, None] = {}  # every column any batch has, in order of first appearance
         self._pos: dict[str, int] = {}  # row ids a client chose -> position in the view
         # batch id -> (first position, submitted row numbers of its accepted rows): generated ids
@@ -272,7 +277,9 @@ class DataStore:
             # a row's batch through the batches' first positions
             self._starts.append(start)
             self._batches.append(bid)
-            self._parts.append(acc)
+            self._seg_starts.append(start)
+            self._segs.append(acc)
+            self._compact()
             self._columns.update(dict.fromkeys(acc.columns))
             self._grow(start + len(acc))
             self._n = start + len(acc)
@@ -311,6 +318,18 @@ class DataStore:
             new[: len(old)] = old
             setattr(self, attr, new)
 
+    def _compact(self) -> None:
+        """Merge the newest segment into the one before while that one is no larger (a binary counter:
+        at most log2 segments per size class, each row copied a logarithmic number of times), if both have
+        the same columns and types and the merged one stays under ``SEGMENT_ROWS``; big batches stay alone."""
+        while len(self._segs) >= 2:
+            a, b = self._segs[-2], self._segs[-1]
+            if len(a) > len(b) or len(a) + len(b) > SEGMENT_ROWS or list(a.columns) != list(b.columns) \
+                    or not a.dtypes.equals(b.dtypes):
+                return
+            self._segs[-2:] = [pd.concat([a, b], ignore_index=True)]
+            self._seg_starts.pop()
+
     def _rows_at(self, pos: np.ndarray) -> pd.DataFrame:
         """The view's rows at positions ``pos``, in that order, read from the batches that hold them."""
         pos = np.asarray(pos, dtype=np.int64)
@@ -318,10 +337,10 @@ class DataStore:
             return pd.DataFrame(columns=list(self._columns))
         order = np.argsort(pos, kind="stable")
         ranked = pos[order]
-        starts = np.asarray(self._starts)
+        starts = np.asarray(self._seg_starts)
         part = np.searchsorted(starts, ranked, side="right") - 1
         bounds = np.flatnonzero(np.diff(part)) + 1
-        pieces = [self._parts[part[i]].iloc[ranked[i:j] - starts[part[i]]]
+        pieces = [self._segs[part[i]].iloc[ranked[i:j] - starts[part[i]]]
                   for i, j in zip(np.r_[0, bounds], np.r_[bounds, len(ranked)], strict=True)]
         out = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
         out = out.reindex(columns=list(self._columns))

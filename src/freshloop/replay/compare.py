@@ -11,6 +11,7 @@ from typing import Any
 
 import pandas as pd
 
+from ..clock import parse_duration
 from ..spec import LoopSpec
 from .driver import policy_dir, replay, resolve_policy
 
@@ -44,6 +45,13 @@ def _run(spec_json: str, name: str, frame: pd.DataFrame, out: str, queue: Any) -
     return replay(spec, frame, policy_dir(out, name), progress=tell)
 
 
+def _cost_rank(name: str) -> tuple[int, float]:
+    """Longest first, so that no long replay starts last: the shortest fixed period retrains most often."""
+    if name.startswith("periodic:"):
+        return 0, parse_duration(name.split(":", 1)[1])
+    return (1, 0.0) if name != "never" else (2, 0.0)
+
+
 def _relay(queue: Any, on_progress: OnProgress | None) -> None:
     """Pass the workers' progress messages on to the caller."""
     while not queue.empty():
@@ -73,7 +81,8 @@ def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: 
         with ctx.Manager() as manager:
             queue = manager.Queue()
             with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
-                futures = {pool.submit(_run, spec_json, name, frame, str(out), queue): name for name in policies}
+                futures = {pool.submit(_run, spec_json, name, frame, str(out), queue): name
+                           for name in sorted(policies, key=_cost_rank)}
                 pending = set(futures)
                 while pending:
                     _relay(queue, on_progress)
