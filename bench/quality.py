@@ -69,7 +69,7 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
         # timed: the comparison the demo runs (the spec's replay.compare); 90d only widens the oracle search
         return spec, list(spec.replay.compare or []), ["periodic:90d"], 1
     own_time = info.get("time") if name not in STREAMS else None  # a file's time column, if it has one
-    raw, _ = suggest_spec(frame, label=info["label"], name=name, time=own_time)
+    raw, _, _ = suggest_spec(frame, label=info["label"], name=name, time=own_time)
     batch = raw["replay"]["batch"]["rows"]
     if own_time is None:
         raw["replay"]["label_delay"] = f"{batch // 2}s"  # labels arrive half a batch later (1 row = 1 s)

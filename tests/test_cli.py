@@ -27,7 +27,11 @@ def test_init_then_replay_an_unseen_csv(tmp_path: Path) -> None:
     assert init.returncode == 0, init.stderr
     spec = yaml.safe_load((tmp_path / "loop.yaml").read_text())
     assert [f["name"] for f in spec["data"]["features"]] == ["x1", "x2", "c"]
-    assert "Unnamed: 0" in (tmp_path / "loop.yaml").read_text().splitlines()[1]
+    header = (tmp_path / "loop.yaml").read_text().splitlines()
+    assert "Unnamed: 0" in header[1]
+    # y is a logistic function of x1 + x2: on the first rows the linear model scores better and is chosen
+    assert header[2].startswith("# Model chosen on the first 250 rows") and "LogisticRegression" in header[2]
+    assert spec["model"]["estimator"] == "sklearn.linear_model.LogisticRegression" and spec["model"]["scale"]
     rep = run("replay", "loop.yaml", "--data", "data.csv", "--out", "out", "--workers", "1",
               "--compare", "never,default", cwd=tmp_path)
     assert rep.returncode == 0, rep.stderr

@@ -143,15 +143,19 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
         raise SpecError(f"--time: column {time_col!r} not in {data} (rule: must name a column). Columns are "
                         f"{list(frame.columns)!r}.", field="data.time", value=time_col)
     loop_name = name or "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in data.stem) or "loop"
-    spec, schema = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit)
+    spec, schema, choice = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit)
     n = len(frame)
     header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
     if schema.excluded:
         header += f"# Left out as features (row counters or id-like): {', '.join(schema.excluded)}\n"
+    if choice["scores"]:
+        header += (f"# Model chosen on the first {choice['rows']:,} rows (fit on 3/4, scored on the last 1/4): "
+                   + ", ".join(f"{k.rsplit('.', 1)[1]} {v:.4f}" for k, v in choice["scores"].items()) + "\n")
     out_path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
     out.print(f"wrote {out_path}: {len(schema.features)} features "
               f"({sum(f.kind == 'numeric' for f in schema.features)} numeric, "
-              f"{sum(f.kind == 'categorical' for f in schema.features)} categorical), task {schema.task}")
+              f"{sum(f.kind == 'categorical' for f in schema.features)} categorical), task {schema.task}, "
+              f"model {choice['chosen'].rsplit('.', 1)[1]}")
 
 
 @app.command()

@@ -413,6 +413,13 @@ class Loop:
             decision = self.policy.decide(signals, self.state)
             self.state = PolicyState(self.state.retrain_times, decision.streaks)
             follow = self._follow_up_due(now)
+            if follow is None and self._follow_up is not None and isinstance(decision, Retrain) \
+                    and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS:
+                # the model still trains mostly on rows from before the change it answered: a second change
+                # signal now is most likely the same change; the follow-up will train on the rows after it
+                since, need = self._follow_up
+                decision = Skip(f"follow-up pending: the change found at {since:g} is answered once {need} labels "
+                                f"have matured since (would retrain for {decision.reasons[0]})", decision.streaks)
             if follow is not None:  # its window (the rows after the change) applies to this tick's run
                 decision = Retrain(decision.run_key, decision.reasons + (follow,), decision.streaks) \
                     if isinstance(decision, Retrain) else Retrain(run_key("follow-up", now), (follow,),
