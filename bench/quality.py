@@ -69,7 +69,8 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
         # timed: the comparison the demo runs (the spec's replay.compare); 90d only widens the oracle search
         return spec, list(spec.replay.compare or []), ["periodic:90d"], 1
     own_time = info.get("time") if name not in STREAMS else None  # a file's time column, if it has one
-    raw, _, _ = suggest_spec(frame, label=info["label"], name=name, time=own_time)
+    raw, _, choice = suggest_spec(frame, label=info["label"], name=name, time=own_time)
+    info["model_choice"] = choice
     batch = raw["replay"]["batch"]["rows"]
     if own_time is None:
         raw["replay"]["label_delay"] = f"{batch // 2}s"  # labels arrive half a batch later (1 row = 1 s)
@@ -85,6 +86,15 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
 def _period(policy: str) -> float:
     """A fixed period's length in seconds (other policies: 0), to list periods in order."""
     return parse_duration(policy.split(":", 1)[1]) if policy.startswith("periodic:") else 0.0
+
+
+def reasons_of(retrains: list[dict[str, Any]]) -> dict[str, int]:
+    """How many retrains each trigger started (the first reason of each decision)."""
+    out: dict[str, int] = {}
+    for d in retrains:
+        head = d["reasons"][0].split(":", 1)[0] if d["reasons"] else "?"
+        out[head] = out.get(head, 0) + 1
+    return out
 
 
 def load_file(path: str, label: str, time_col: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -159,5 +169,7 @@ def run_stream(name: str, n: int | None, workers: int,
             "label_delay": spec.replay.label_delay, "spec": yaml.safe_dump(spec.model_dump(mode="json",
                                                                                           exclude_none=True)),
             "table": rows, "checks": checks, "compare_seconds": round(compare_s, 1), "compared": policies,
+            "model": spec.model.estimator, "model_choice": info.get("model_choice"),
+            "default_retrains_by_reason": reasons_of(res["default"]["decisions"]["retrain"]),
             "online_seconds": round(online_s, 1),
             "arf_seconds": round(arf["seconds"], 1)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -99,9 +100,11 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         svc = service or LoopService(settings)
         svc_holder["svc"] = svc
         svc.start()
+        gc.freeze()  # start-up's objects (libraries, the loaded models) are not walked by every full collection
         try:
             yield
         finally:
+            gc.unfreeze()
             svc.stop()
 
     app = FastAPI(title="freshloop", version=__version__, lifespan=lifespan,

@@ -7,6 +7,7 @@ prequential: every prediction is scored when its label matures, against what was
 
 from __future__ import annotations
 
+import gc
 import json
 import re
 from collections.abc import Callable
@@ -108,6 +109,19 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
 
     clock = SimulatedClock(start=float(times[0]))
     loop = Loop(spec, clock=clock, durable=False, actor="replay")
+    # What exists now (imported libraries, the stream, its label list) lives for the whole replay: frozen,
+    # it is not walked by every full garbage collection, which took a fifth of a 1M-row replay's time.
+    # Unfrozen at the end, so a caller's objects are collected as before.
+    gc.freeze()
+    try:
+        return _drive(spec, loop, clock, frame, features, labels, times, order, delay, out, progress)
+    finally:
+        gc.unfreeze()
+
+
+def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFrame, features: pd.DataFrame,
+           labels: list[Any], times: np.ndarray, order: np.ndarray, delay: float, out: Path,
+           progress: Progress | None) -> dict[str, Any]:
     warm = min(spec.replay.warmup, len(frame) - 1)
     clock.advance_to(float(times[warm - 1]))
     # Rows keep the ids the store generates ("<batch id>:<row>"): nothing is held per row for them, so a
