@@ -61,11 +61,15 @@ def choose_model(rows: pd.DataFrame, schema: Schema) -> dict[str, Any]:
         bundle = ModelBundle(schema, est, params, seed=0, scale=scale)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # a linear model that does not converge is simply scored
-            bundle.fit(rows.iloc[:cut], y.iloc[:cut])
-            pred, proba = bundle.predict(rows.iloc[cut:])
+            try:
+                bundle.fit(rows.iloc[:cut], y.iloc[:cut])
+                pred, proba = bundle.predict(rows.iloc[cut:])
+            except ValueError:  # a family that cannot fit these rows is not a candidate
+                continue
         truth = bundle._target(y.iloc[cut:]).to_numpy()
         found["scores"][est] = round(metric.score(truth, pred, proba, classes), 6)
-    if metric.better(found["scores"][linear], found["scores"][boosting]) > 0:
+    scores = found["scores"]
+    if linear in scores and (boosting not in scores or metric.better(scores[linear], scores[boosting]) > 0):
         found.update(chosen=linear, params=linear_params, scale=True)
     return found
 
