@@ -199,8 +199,8 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
     if slow:
         for name in slow:
             s = next(x for x in r["quality"] if x["stream"] == name)
-            often = min((row for row in s["table"] if str(row["contender"]).startswith("periodic:")),
-                        key=lambda row: -row["retrains"])
+            often = max((row for row in s["table"] if str(row["contender"]).startswith("periodic:")),
+                        key=lambda row: row["retrains"])
             out.append(f"- Replay comparison slower than ARF alone on {name} ({s['compare_seconds']} s vs "
                        f"{s['arf_seconds']} s): on 2 cores it cannot finish before its longest replay, "
                        f"{often['contender']}, with {often['retrains']} retrains (each a gate fit, a refit on the "

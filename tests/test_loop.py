@@ -329,6 +329,7 @@ def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_pat
     kinds = [k for at, k in retrains if at >= change]
     assert kinds[:2] in (["quality", "follow-up"], ["detector", "follow-up"], ["drift", "follow-up"]), retrains
     assert res["decisions"]["skip_counts"].get("follow-up pending", 0) >= 1, res["decisions"]["skip_counts"]
+    assert res["decisions"]["retrain_counts"] == {k: [r for _, r in retrains].count(k) for _, k in retrains}
 
 
 def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:

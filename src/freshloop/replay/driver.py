@@ -222,11 +222,11 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, sco
     decisions = loop.meta.list_decisions()
     retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"]} for d in decisions
                 if d["kind"] == "retrain"]
-    skip_counts: dict[str, int] = {}
+    counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}  # decisions by kind, then by first reason
     for d in decisions:
-        if d["kind"] == "skip":
-            head = d["reasons"][0].split(":", 1)[0]
-            skip_counts[head] = skip_counts.get(head, 0) + 1
+        head = d["reasons"][0].split(":", 1)[0] if d["reasons"] else "?"
+        by = counts.setdefault(d["kind"], {})
+        by[head] = by.get(head, 0) + 1
     verdicts = loop.meta.list_verdicts()
     # data-to-deploy: for each label that matured after the first model went live, the time until a
     # promoted model had been trained on it (labels no later model used are counted as never deployed)
@@ -264,7 +264,7 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, sco
         "mean_staleness": round(float(np.mean(staleness)) / unit, 4) if staleness else None,
         "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
         "labels_never_deployed": never_deployed,
-        "decisions": {"retrain": retrains, "skip_counts": skip_counts},
+        "decisions": {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]},
         "verdicts": [{"at": v["created_at"], "passed": v["passed"], "reason": v["body"]["reason"]} for v in verdicts],
         "series": series,
         "retrain_times": retrain_at,
