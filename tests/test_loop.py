@@ -110,6 +110,41 @@ def test_operator_promote_and_rollback_are_recorded(make_loop) -> None:
     assert loop.champion_version == current
 
 
+def test_a_server_serves_the_gated_fit_until_its_refit_replaces_it(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
+                                                                "min_new_labels": 0}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock, durable=False, serve_before_refit=True)
+    served: list[int] = []
+    loop.on_promote = lambda version, actor: served.append(version)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    rep = loop.tick()
+    assert (rep.registered, rep.refit, rep.promoted, served) == (1, 2, 2, [1, 2])
+    gated, refit = loop.registry.get(1).lineage, loop.registry.get(2).lineage
+    assert refit["refit_of"] == 1 and refit["refit_rows"] == 300 and "refit_rows" not in gated
+    # the gated fit left the holdout (the newest 60 rows) out: its data ends before the refit's
+    assert (gated["t_last"], refit["t_last"]) == (239.0, 299.0)
+    assert loop.stats.train_rows == 240 + 300  # both fits count: the gated one left out the 60-row holdout
+    drive(loop, clock, make_frame(400, seed=3, t0=300))
+    current = loop.champion_version
+    assert current is not None and current >= 4 and loop.registry.get(current).lineage["refit_of"] == current - 1
+    # a rollback goes back to the champion before the run, not to the run's own gated fit
+    assert loop.rollback(actor="alice", reason="x") == current - 2
+
+
+def test_a_staged_rollout_waits_for_the_refit(make_loop) -> None:
+    loop, clock, spec = make_loop(rollout={"strategy": "canary", "steps": [25, 100], "min_labels": 60},
+                                  policy={"triggers": {"schedule": "400s"}, "cooldown": "0s", "min_new_labels": 0})
+    loop.serve_before_refit = True
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 2  # no champion yet: the first model serves at once, then its refit
+    drive(loop, clock, make_frame(800, seed=5, flip=True, t0=300))
+    started = loop.events.list("rollout_started")
+    assert started and all("refit_rows" in loop.registry.get(e["payload"]["version"]).lineage for e in started)
+
+
 def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     frame = make_frame(1500, seed=1)
     frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]

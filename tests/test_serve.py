@@ -110,7 +110,8 @@ def bootstrap(c: httpx.Client) -> None:
                    headers=auth(LAB))
     assert again.json()["replayed"] and again.json()["batch_id"] == r.json()["batch_id"]
     t = c.post("/v1/tick", headers=auth(OP)).json()
-    assert t["promoted"] == 1, t
+    # the gated fit (1) served first, then its refit on every row (2) replaced it
+    assert (t["registered"], t["refit"], t["promoted"]) == (1, 2, 2), t
 
 
 def test_drift_retrain_canary_promotion_over_http(server: Server) -> None:
@@ -131,7 +132,7 @@ def test_drift_retrain_canary_promotion_over_http(server: Server) -> None:
     # counted per route template and status; latency per serving version
     assert 'freshloop_requests_total{route="/v1/predict",status="200"}' in metrics
     assert 'freshloop_requests_total{route="/v1/status",status="200"}' in metrics
-    assert 'freshloop_request_seconds_count{route="/v1/predict",version="1"}' in metrics
+    assert 'freshloop_request_seconds_count{route="/v1/predict",version="2"}' in metrics
     assert server.stop() == 0
     # drained on SIGTERM: every predicted row is in the store, and the prediction log is on disk
     from freshloop.clock import WallClock
@@ -156,12 +157,12 @@ def test_bad_candidate_is_rolled_back_on_canary(tmp_path: Path) -> None:
     srv = Server(spec)
     try:
         c = srv.client
-        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 1  # restored from the store
+        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 2  # restored from the store
         failed, _ = traffic(c, make_frame(1200, seed=5))
         assert failed == 0
         rolled = c.get("/v1/events", params={"kind": "rollout_rolled_back"}, headers=auth(READ)).json()["data"]
         assert rolled and "worse than the champion" in rolled[0]["reason"]
-        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 1
+        assert c.get("/v1/status", headers=auth(READ)).json()["champion"] == 2
         rollouts = c.get("/v1/rollouts", headers=auth(READ)).json()["data"]
         assert any(r["status"] == "rolled_back" for r in rollouts)
     finally:
@@ -192,11 +193,11 @@ def test_auth_validation_and_errors(server: Server) -> None:
     assert c.post("/v1/models/99/promote", json={"reason": "x"}, headers=auth(OP)).status_code == 404
     assert c.post("/v1/rollouts/ro-9/approve", json={"reason": "x"}, headers=auth(OP)).status_code == 404
     conflict = c.post("/v1/rollback", json={"reason": "x"}, headers=auth(OP))
-    assert conflict.status_code == 409
+    assert conflict.status_code == 409  # the gated fit its refit replaced is no earlier champion
     huge = c.post("/v1/ingest/file", content=b"x" * (11 * 1024 * 1024),
                   headers={**auth(LAB), "Content-Type": "text/csv"})
     assert huge.status_code == 413 and huge.json()["code"] == "too_large"
-    assert "freshloop_data_to_deploy_seconds_count 1.0" in c.get("/metrics").text
+    assert "freshloop_data_to_deploy_seconds_count 2.0" in c.get("/metrics").text
     ids = {op["operationId"] for path in c.get("/openapi.json").json()["paths"].values() for op in path.values()}
     assert {"predict", "ingest_batch", "send_feedback", "get_status", "promote_model", "rollback"} <= ids
 
@@ -268,7 +269,7 @@ def test_remote_cli_and_file_upload(server: Server, tmp_path: Path) -> None:
     fb = cli("feedback", "labels.csv", token=LAB)
     assert fb.returncode == 0 and json.loads(fb.stdout)["unknown_prediction_ids"] == ["p-unknown"]
     status = json.loads(cli("status", token=READ).stdout)
-    assert status["champion"] == 1
+    assert status["champion"] == 2
     bad = cli("promote", "9", "--reason", "x", token=OP)
     assert bad.returncode == 1 and "model version 9 not found" in bad.stderr
     r = server.client.post("/v1/ingest/file", content=b"x", headers={**auth(LAB), "Content-Type": "image/png"})

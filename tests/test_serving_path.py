@@ -22,7 +22,7 @@ def test_predictions_answer_while_the_control_path_is_held(tmp_path: Path) -> No
     first = make_frame(600)
     service.ingest(first.to_dict(orient="records"), batch_id="b0", source="test")
     service.tick()
-    assert service.loop.champion_version == 1
+    assert service.loop.champion_version == 2  # the refit of 1
     server = BackgroundServer(create_app(settings, service=service))
     rows = make_frame(20, seed=3, t0=600).drop(columns=["y"]).to_dict(orient="records")
     try:
@@ -33,7 +33,7 @@ def test_predictions_answer_while_the_control_path_is_held(tmp_path: Path) -> No
                 r = client.post("/v1/predict", json={"rows": rows})
                 assert r.status_code == 200, r.text
                 answered = [d["prediction_id"] for d in r.json()["data"]]
-                assert len(answered) == 20 and {d["version"] for d in r.json()["data"]} == {1}
+                assert len(answered) == 20 and {d["version"] for d in r.json()["data"]} == {2}
                 assert not any(service.loop.data.has_row(p) for p in answered)  # queued, not yet ingested
             # released: the worker ingests the queued rows, and their labels join the logged predictions
             labels = [{"prediction_id": p, "label": int(y)} for p, y in zip(answered, [0, 1] * 10, strict=True)]

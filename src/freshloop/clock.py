@@ -27,11 +27,17 @@ _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
 
 
 class Clock(Protocol):
+    #: whether time passes while the loop works (a fit on the wall clock takes seconds; a simulated clock
+    #: stands still until the driver moves it)
+    moves_while_working: bool
+
     def now(self) -> float: ...
 
 
 class WallClock:
     """The real time, for ``freshloop serve``."""
+
+    moves_while_working = True
 
     def now(self) -> float:
         return time.time()
@@ -42,6 +48,8 @@ class WallClock:
 
 class SimulatedClock:
     """A clock the replay driver moves; it never goes backwards."""
+
+    moves_while_working = False
 
     def __init__(self, start: float = 0.0) -> None:
         self.start = start

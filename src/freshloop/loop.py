@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -80,6 +81,7 @@ class TickReport:
     verdict: Verdict | None = None
     registered: int | None = None
     promoted: int | None = None
+    refit: int | None = None  # the version a served gated fit was refitted into (``serve_before_refit``)
     rolled_back: int | None = None
     rollout_action: str | None = None
     staleness: float | None = None
@@ -89,7 +91,7 @@ class Loop:
     """Ingest → validate → version → monitor → decide → train → gate → register → roll out."""
 
     def __init__(self, spec: LoopSpec, *, clock: Clock, executor: Executor | None = None, durable: bool = True,
-                 actor: str = "loop") -> None:
+                 actor: str = "loop", serve_before_refit: bool = False) -> None:
         if spec.store.root is None:
             raise SpecError("store.root: required to open a loop (rule: a folder for data and artifacts).",
                             field="store.root")
@@ -97,6 +99,11 @@ class Loop:
         self.clock = clock
         self.executor = executor or InlineExecutor()
         self.actor = actor
+        # With gate.refit: serve the gated fit at once and promote its refit when that is done (a server on the
+        # wall clock), or serve the refit alone (a replay or a one-shot tick: no request would see the interim)
+        self.serve_before_refit = serve_before_refit
+        self.on_promote: Callable[[int, str], None] | None = None  # (version, actor), after each alias move
+        self._refit_due: tuple[int, Candidate, Retrain, Snapshot, pd.DataFrame, str, str] | None = None
         self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
         self.data = DataStore(spec.name, spec.data, self.meta, self.blobs)
         self.registry = Registry(self.meta, self.blobs)
@@ -389,6 +396,10 @@ class Loop:
         if isinstance(decision, Retrain):
             self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
             self._retrain(decision, now, report)
+            if self._refit_due is not None:
+                report.refit = self.finish_refit()
+                if report.refit is not None and self.champion_version == report.refit:
+                    report.promoted = report.refit
         return report
 
     def _decide(self, now: float, report: TickReport) -> Decision:
@@ -523,8 +534,8 @@ class Loop:
         self.stats.train_rows += cand.train_rows
         self.stats.train_seconds += cand.train_seconds
         cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
-                             "cutoff": snap.cutoff if mode == "full" and spec.gate.refit else
-                             float(train["_label_time"].max()) if "_label_time" in train and len(train) else now,
+                             "cutoff": float(train["_label_time"].max()) if "_label_time" in train and len(train)
+                             else now,
                              "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
         self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=mode,
                                status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
@@ -542,23 +553,67 @@ class Loop:
             return
         self.stats.gate_passed += 1
         cand.lineage["gate_score"] = verdict.candidate_score
-        if spec.gate.refit and mode == "full":
-            full = TrainRequest(decision.run_key, snap.id, self.schema, spec.model.estimator, spec.model.params,
-                                mode, spec.model.seed, spec.model.scale, frame, None)
-            try:
-                refit: Candidate = self.executor.submit(train_candidate, full).result()
-            except TrainingFailed as e:
-                self.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
-            else:
-                self.stats.train_rows += refit.train_rows
-                self.stats.train_seconds += refit.train_seconds
-                cand = Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows,
-                                                "t_last": snap.t_last}, cand.train_rows, cand.train_seconds)
+        refit = spec.gate.refit and mode == "full"
+        # Serving first: the gated fit serves as soon as it is judged and the refit replaces it when done, so
+        # the newest data is not held back by a second fit. Only for an immediate promotion: a staged rollout
+        # gathers its evidence on the version that will stay.
+        serve_first = refit and self.serve_before_refit and self.auto_promotion and (
+            self._champion is None or spec.rollout.strategy == "immediate")
+        if serve_first and "_arrived" in train and len(train):
+            cand.lineage["newest_arrival"] = float(train["_arrived"].max())  # the holdout is not in this fit
+        elif refit and not serve_first:
+            cand = self._refit(cand, decision, snap, frame, run_id)
         mv = self.registry.register(cand.bundle, run_id=run_id, verdict_id=verdict_id, lineage=cand.lineage, now=now)
         report.registered = mv.version
         self.events.record("model_registered", f"version {mv.version} from {run_id}",
                            {"version": mv.version, "sha256": mv.artifact_sha256})
         self._start_rollout(mv.version, now, report, verdict.reason)
+        if serve_first and report.promoted == mv.version:
+            self._refit_due = (mv.version, cand, decision, snap, frame, run_id, verdict_id)
+
+    def _refit(self, cand: Candidate, decision: Retrain, snap: Snapshot, frame: pd.DataFrame,
+               run_id: str) -> Candidate:
+        """The gated candidate's settings fitted again on the whole snapshot (holdout included); the gated fit
+        itself if that fails."""
+        spec = self.spec
+        assert self.schema is not None
+        full = TrainRequest(decision.run_key, snap.id, self.schema, spec.model.estimator, spec.model.params,
+                            spec.model.mode, spec.model.seed, spec.model.scale, frame, None)
+        try:
+            refit: Candidate = self.executor.submit(train_candidate, full).result()
+        except TrainingFailed as e:
+            self.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
+            return cand
+        self.stats.train_rows += refit.train_rows
+        self.stats.train_seconds += refit.train_seconds
+        return Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows, "t_last": snap.t_last,
+                                        "cutoff": snap.cutoff, "newest_arrival": snap.newest_arrival},
+                         cand.train_rows, cand.train_seconds)
+
+    def finish_refit(self) -> int | None:
+        """Fit the version that is serving again on its whole snapshot, register that as the next version and
+        promote it if the first is still the champion; ``tick()`` does this right after serving a gated fit
+        when ``serve_before_refit`` is set. Returns the refit's version, if one was registered."""
+        due, self._refit_due = self._refit_due, None
+        if due is None:
+            return None
+        version, cand, decision, snap, frame, run_id, verdict_id = due
+        refit = self._refit(cand, decision, snap, frame, run_id)
+        if refit is cand:
+            return None
+        now = self.clock.now()
+        mv = self.registry.register(refit.bundle, run_id=run_id, verdict_id=verdict_id,
+                                    lineage={**refit.lineage, "refit_of": version}, now=now)
+        self.events.record("model_registered", f"version {mv.version}: version {version} refitted on all "
+                           f"{len(frame)} rows of snapshot {snap.id}",
+                           {"version": mv.version, "sha256": mv.artifact_sha256, "refit_of": version})
+        if self.champion_version != version or (self.rollout and self.rollout.active):
+            self.events.record("refit_not_promoted", f"version {version} no longer serves alone; version "
+                               f"{mv.version} stays registered", {"version": mv.version})
+            return mv.version
+        self.promote(mv.version, actor=self.actor, reason=f"refit of version {version} on the whole snapshot "
+                     f"{snap.id} (holdout included)")
+        return mv.version
 
     def _fail_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str) -> None:
         self.stats.failed_runs += 1
@@ -680,6 +735,8 @@ class Loop:
         if lineage.get("cutoff") is not None:
             self.stats.deployments.append((now, float(lineage["cutoff"])))
         self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version}, actor=actor)
+        if self.on_promote is not None:
+            self.on_promote(version, actor)
 
     def rollback(self, *, actor: str, reason: str) -> int:
         """Abort an active rollout, or move the champion back to the version it replaced."""
@@ -690,12 +747,21 @@ class Loop:
             self.stats.rollbacks += 1
             return int(r.champion_version or 0)
         current = self.registry.alias("champion")
-        previous = [m.old_version for m in self.registry.history("champion") if m.new_version == current]
-        if current is None or not previous or previous[-1] is None:
+        target = self._replaced_by(current)
+        # a refit's gated fit served only while the refit trained: back is the champion before both
+        while target is not None and current is not None and \
+                self.registry.get(current).lineage.get("refit_of") == target:
+            current, target = target, self._replaced_by(target)
+        if target is None:
             raise ConflictError("no earlier champion to roll back to.", field="champion", rule="history")
-        self.promote(previous[-1], actor=actor, reason=f"rollback: {reason}")
+        self.promote(target, actor=actor, reason=f"rollback: {reason}")
         self.stats.rollbacks += 1
-        return previous[-1]
+        return target
+
+    def _replaced_by(self, version: int | None) -> int | None:
+        """The champion that ``version`` replaced when it was last promoted."""
+        previous = [m.old_version for m in self.registry.history("champion") if m.new_version == version]
+        return previous[-1] if version is not None and previous else None
 
     def _set_champion(self, version: int, bundle: ModelBundle | None = None) -> None:
         bundle = bundle or self.registry.load(version)

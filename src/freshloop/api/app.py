@@ -227,7 +227,8 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return {"decision": rep.decision.kind if rep.decision else None,
                 "reasons": list(rep.decision.reasons) if rep.decision else [],
                 "verdict": None if rep.verdict is None else rep.verdict.to_dict(),
-                "registered": rep.registered, "promoted": rep.promoted, "rolled_back": rep.rolled_back,
+                "registered": rep.registered, "promoted": rep.promoted, "refit": rep.refit,
+                "rolled_back": rep.rolled_back,
                 "rollout_action": rep.rollout_action}
 
     @app.post("/v1/models/{version}/promote", operation_id="promote_model",

@@ -126,7 +126,11 @@ class LoopService:
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
         self.spec = load_spec(settings.spec_path)
-        self.loop = Loop(self.spec, clock=clock or WallClock(), actor="serve")
+        clock = clock or WallClock()
+        # requests are answered while the loop trains: where that takes time on the clock, the gated fit serves
+        # until its refit is ready (on a simulated clock nothing could see the interim version)
+        self.loop = Loop(self.spec, clock=clock, actor="serve", serve_before_refit=clock.moves_while_working)
+        self.loop.on_promote = self._promoted
         self.lock = threading.RLock()  # the control path: ingest, feedback, ticks, operator actions
         self._qlock = threading.Lock()  # the queue of predicted rows waiting to be ingested
         self.metrics = Metrics()
@@ -306,6 +310,12 @@ class LoopService:
                 "quarantined": fb.ingest.quarantined, "reasons": fb.ingest.reasons,
                 "unknown_prediction_ids": unknown, "scored": len(fb.scores)}
 
+    def _promoted(self, version: int, actor: str) -> None:
+        """Data-to-deploy of each automatic promotion, observed when the version starts serving."""
+        newest = self.loop.champion_lineage.get("newest_arrival")
+        if actor == self.loop.actor and newest is not None:
+            self.metrics.data_to_deploy.observe(max(0.0, self.loop.clock.now() - float(newest)))
+
     def tick(self) -> TickReport:
         with self.lock:
             self._drain()
@@ -316,10 +326,6 @@ class LoopService:
             self.metrics.retrains.inc(st.retrains - before[0])
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
-            if st.promotions > before[2]:
-                newest = self.loop.champion_lineage.get("newest_arrival")
-                if newest is not None:
-                    self.metrics.data_to_deploy.observe(max(0.0, self.loop.clock.now() - float(newest)))
             self.metrics.champion.set(self.loop.champion_version or 0)
             if rep.signals is not None:
                 if rep.signals.live_metric is not None:
