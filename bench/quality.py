@@ -14,7 +14,7 @@ import yaml
 from freshloop.clock import parse_duration
 from freshloop.datasets import STREAMS, load_stream
 from freshloop.replay import compare
-from freshloop.spec import LoopSpec, load_spec, load_spec_dict
+from freshloop.spec import LoopSpec, load_spec, load_spec_dict, preset_period
 from freshloop.suggest import suggest_spec
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -85,7 +85,7 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
 
 def _period(policy: str) -> float:
     """A fixed period's length in seconds (other policies: 0), to list periods in order."""
-    return parse_duration(policy.split(":", 1)[1]) if policy.startswith("periodic:") else 0.0
+    return preset_period(policy) or 0.0
 
 
 def load_file(path: str, label: str, time_col: str | None) -> tuple[pd.DataFrame, dict[str, Any]]:
@@ -162,5 +162,5 @@ def run_stream(name: str, n: int | None, workers: int,
             "table": rows, "checks": checks, "compare_seconds": round(compare_s, 1), "compared": policies,
             "model": spec.model.estimator, "model_choice": info.get("model_choice"),
             "default_retrains_by_reason": res["default"]["decisions"]["retrain_counts"],
-            "online_seconds": round(online_s, 1),
+            "online_seconds": round(online_s, 1), "arf_min": round(arf["min"], 6), "arf_max": round(arf["max"], 6),
             "arf_seconds": round(arf["seconds"], 1)}

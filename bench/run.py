@@ -131,11 +131,11 @@ def quality_cause(s: dict[str, Any]) -> str:
     """What this run shows about a stream's missed quality target, from its own numbers."""
     c = s["checks"]
     by = {row["contender"]: row for row in s["table"]}
-    d, arf = by["default"], s["table"][-1]
+    d = by["default"]
     periodic = [row for row in s["table"] if str(row["contender"]).startswith("periodic:")]
     said = []
     if c["default_vs_arf_points"] < 0:
-        low = float(arf["contender"].split(": ")[-1].split(" to ")[0])
+        low = float(s["arf_min"])
         inside = round(float(d["metric"]), 4) >= low
         said.append(f"ARF leads by {-c['default_vs_arf_points']:.2f} points, " +
                     (f"but the default ({d['metric']:.4f}) is level with or above ARF's lowest seed ({low:.4f})"
@@ -143,6 +143,11 @@ def quality_cause(s: dict[str, Any]) -> str:
                     "; the online row runs that same ARF inside the loop")
     if c["default_vs_oracle_points"] < -0.5:
         said.append(f"the best fixed period beats it by {-c['default_vs_oracle_points']:.2f} points")
+    first = by["never"]["training_rows"] if "never" in by else None
+    if c["default_rows_share_of_oracle"] > 0.25 and first and first > 0.25 * by[c["oracle"]]["training_rows"]:
+        said.append(f"no policy that trains at all can meet the rows target here: the first model alone (never: "
+                    f"{first:,} rows) is {100 * first / by[c['oracle']]['training_rows']:.0f} % of the oracle's "
+                    f"{by[c['oracle']]['training_rows']:,}")
     if c["default_rows_share_of_oracle"] > 0.25:
         why = ", ".join(f"{n} {k}" for k, n in s.get("default_retrains_by_reason", {}).items())
         why = f" (its retrains: {why})" if why else ""

@@ -28,7 +28,7 @@ from .errors import SpecError
 __all__ = [
     "DataSpec", "FeatureSpec", "GateSpec", "LoopSpec", "ModelSpec", "PolicySpec", "QualitySpec",
     "ReplaySpec", "RolloutSpec", "StoreSpec", "TriggerSpec", "WindowSpec", "load_spec", "load_spec_dict",
-    "policy_preset",
+    "policy_preset", "preset_period",
 ]
 
 
@@ -180,6 +180,15 @@ periodic:<duration>, default, online. Got 'sometimes' instead.
 
     raise SpecError(param_message("policy", "replay.compare", "one of never, periodic:<duration>, default, "
                                   "online", name), field="replay.compare", value=name)
+
+
+def preset_period(name: str) -> float | None:
+    """The period of a built-in ``periodic:<duration>`` policy, in seconds; None for any other name.
+
+    >>> preset_period("periodic:30d"), preset_period("default")
+    (2592000.0, None)
+    """
+    return parse_duration(name.split(":", 1)[1]) if name.startswith("periodic:") else None
 
 
 class GateSpec(_Strict):

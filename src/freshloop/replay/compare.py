@@ -11,8 +11,7 @@ from typing import Any
 
 import pandas as pd
 
-from ..clock import parse_duration
-from ..spec import LoopSpec
+from ..spec import LoopSpec, preset_period
 from .driver import policy_dir, replay, resolve_policy
 
 __all__ = ["compare"]
@@ -47,8 +46,9 @@ def _run(spec_json: str, name: str, frame: pd.DataFrame, out: str, queue: Any) -
 
 def _cost_rank(name: str) -> tuple[int, float]:
     """Longest first, so that no long replay starts last: the shortest fixed period retrains most often."""
-    if name.startswith("periodic:"):
-        return 0, parse_duration(name.split(":", 1)[1])
+    period = preset_period(name)
+    if period is not None:
+        return 0, period
     return (1, 0.0) if name != "never" else (2, 0.0)
 
 
