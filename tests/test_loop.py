@@ -176,6 +176,45 @@ def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
     assert set(summary["policies"]) == {"never", "default"}
 
 
+def test_policies_replayed_together_store_the_stream_once_and_decide_as_alone(tmp_path: Path) -> None:
+    frame, _ = load_stream("sea_abrupt", n=3000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "policy": {"cooldown": "300s",
+                                      "triggers": {"drift": {}, "quality": {}, "detector": "adwin"}},
+                           "model": {"window": {"rows": 800}},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    names = ["never", "periodic:500s", "default"]
+    together = compare(spec, frame, tmp_path / "together", names, workers=1)
+    alone = {n: replay(resolve_policy(spec, n), frame, tmp_path / "alone" / n.replace(":", "_")) for n in names}
+    for n in names:
+        a, b = ({k: v for k, v in s.items() if k != "training_seconds"} for s in (together[n], alone[n]))
+        assert a == b, n
+    assert together["default"]["retrains"] > together["never"]["retrains"]
+    # each batch validated and written once, in the shared store; each policy keeps its own registry
+    shared = list((tmp_path / "together" / "data").glob("*/batches/features/*.parquet"))
+    assert len(shared) == len(list((tmp_path / "alone" / "never" / "store" / "batches" / "features").iterdir()))
+    for n in names:
+        store = tmp_path / "together" / "runs" / n.replace(":", "_") / "store"
+        assert not (store / "batches").exists() and list((store / "artifacts").rglob("*"))
+
+
+def test_compare_in_parallel_groups_the_cheap_policies(tmp_path: Path) -> None:
+    from freshloop.replay.compare import _groups
+
+    assert _groups(["never", "periodic:30d", "periodic:365d", "default"], 2) == \
+        [["periodic:30d"], ["periodic:365d", "default", "never"]]
+    assert _groups(["never", "default"], 4) == [["default"], ["never"]]
+    assert _groups(["never", "default"], 1) == [["default", "never"]]
+    frame, _ = load_stream("sea_abrupt", n=2000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    seen: set[str] = set()
+    res = compare(spec, frame, tmp_path, ["never", "periodic:400s", "default"], workers=2,
+                  on_progress=lambda name, done, total: seen.add(name) if done == total else None)
+    assert seen == set(res) == {"never", "periodic:400s", "default"}
+    assert res["periodic:400s"]["retrains"] > res["never"]["retrains"] == 1
+
+
 def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
     spec = load_spec_dict(spec_dict(tmp_path))
     from freshloop.errors import SpecError

@@ -91,7 +91,7 @@ class Loop:
     """Ingest → validate → version → monitor → decide → train → gate → register → roll out."""
 
     def __init__(self, spec: LoopSpec, *, clock: Clock, executor: Executor | None = None, durable: bool = True,
-                 actor: str = "loop", serve_before_refit: bool = False) -> None:
+                 actor: str = "loop", serve_before_refit: bool = False, data: DataStore | None = None) -> None:
         if spec.store.root is None:
             raise SpecError("store.root: required to open a loop (rule: a folder for data and artifacts).",
                             field="store.root")
@@ -105,7 +105,9 @@ class Loop:
         self.on_promote: Callable[[int, str], None] | None = None  # (version, actor), after each alias move
         self._refit_due: tuple[int, Candidate, Retrain, Snapshot, pd.DataFrame, str, str] | None = None
         self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
-        self.data = DataStore(spec.name, spec.data, self.meta, self.blobs)
+        # a data store of its own, or one several loops share (a replay of several policies stores the stream
+        # once); the loop's registry, runs, decisions and events are always its own
+        self.data = data if data is not None else DataStore(spec.name, spec.data, self.meta, self.blobs)
         self.registry = Registry(self.meta, self.blobs)
         self.events = EventLog(self.meta, clock)
         self.predictions = PredictionLog(self.blobs)
@@ -189,15 +191,17 @@ class Loop:
     def ingest(self, frame: pd.DataFrame, *, source: str = "api", batch_id: str | None = None,
                row_ids: list[str] | None = None) -> IngestResult:
         res = self.data.ingest(frame, now=self.clock.now(), source=source, batch_id=batch_id, row_ids=row_ids)
-        self._after_ingest(res)
+        self.observe_ingest(res)
         return res
 
     def ingest_file(self, path: str, *, source: str = "file", batch_id: str | None = None) -> IngestResult:
         res = self.data.ingest_file(path, now=self.clock.now(), source=source, batch_id=batch_id)
-        self._after_ingest(res)
+        self.observe_ingest(res)
         return res
 
-    def _after_ingest(self, res: IngestResult) -> None:
+    def observe_ingest(self, res: IngestResult) -> None:
+        """What the loop makes of a batch its data store took: events, the monitor's windows, online rows.
+        ``ingest`` calls it; a driver that stores a batch once for several loops calls it on each."""
         if res.replayed:
             return
         payload = res.to_dict()
@@ -223,9 +227,13 @@ class Loop:
     def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
                  batch_id: str | None = None) -> FeedbackResult:
         """Labels for earlier predictions: joined to the log, scored, and stored as training data."""
-        now = self.clock.now()
+        res = self.data.ingest_labels(row_ids, labels, now=self.clock.now(), source=source, batch_id=batch_id)
+        return self.observe_labels(row_ids, res)
+
+    def observe_labels(self, row_ids: list[str], res: IngestResult) -> FeedbackResult:
+        """Labels the data store took, joined to this loop's prediction log and scored; ``feedback`` calls it,
+        as ``ingest`` calls ``observe_ingest``."""
         self.score_shadow()  # deferred shadow answers must be in the log before their labels are joined
-        res = self.data.ingest_labels(row_ids, labels, now=now, source=source, batch_id=batch_id)
         out = FeedbackResult(res, [], [], [])
         if res.replayed:
             return out
@@ -777,7 +785,7 @@ class Loop:
         snap_id = lineage.get("snapshot_id")
         if snap_id:
             try:
-                body = self.meta.get_snapshot(snap_id)["body"]
+                body = self.data.meta.get_snapshot(snap_id)["body"]
                 ref = self.data.read_snapshot(Snapshot(**{**body, "batch_ids": tuple(body["batch_ids"]),
                                                           "label_batch_ids": tuple(body["label_batch_ids"])}))
             except NotFoundError:

@@ -1,22 +1,33 @@
-"""Several policies replayed on the same stream, side by side, in parallel processes."""
+"""Several policies replayed on the same stream, side by side: in step in one process (the stream stored
+once for all of them), and in parallel processes when there are cores to spare."""
 
 from __future__ import annotations
 
 import json
 import multiprocessing as mp
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
 from ..spec import LoopSpec, preset_period
-from .driver import policy_dir, replay, resolve_policy
+from .driver import replay_together, resolve_policy
 
 __all__ = ["compare"]
 
 OnProgress = Callable[[str, int, int], None]
+
+
+_queue: Any = None  # a worker's channel for progress messages, set when it starts
+
+
+def _start_worker(queue: Any) -> None:
+    global _queue
+    _queue = queue
+    _one_thread()
 
 
 def _one_thread() -> None:
@@ -34,14 +45,24 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
-def _run(spec_json: str, name: str, frame: pd.DataFrame, out: str, queue: Any) -> dict[str, Any]:
-    spec = resolve_policy(LoopSpec.model_validate_json(spec_json), name)
+@contextmanager
+def _one_thread_here() -> Iterator[None]:
+    """One thread per library in this process while it replays beside the workers (restored after)."""
+    import sklearn.utils._openmp_helpers  # noqa: F401  (loads OpenMP now, so that the limit reaches it)
+    from threadpoolctl import threadpool_limits
 
-    def tell(done: int, total: int) -> None:
-        if queue is not None:
-            queue.put((name, done, total))
+    with threadpool_limits(1):
+        yield
 
-    return replay(spec, frame, policy_dir(out, name), progress=tell)
+
+def _run(spec_json: str, names: list[str], frame: pd.DataFrame, out: str) -> dict[str, dict[str, Any]]:
+    spec = LoopSpec.model_validate_json(spec_json)
+
+    def tell(name: str, done: int, total: int) -> None:
+        if _queue is not None:
+            _queue.put((name, done, total))
+
+    return replay_together({n: resolve_policy(spec, n) for n in names}, frame, out, progress=tell)
 
 
 def _cost_rank(name: str) -> tuple[int, float]:
@@ -50,6 +71,14 @@ def _cost_rank(name: str) -> tuple[int, float]:
     if period is not None:
         return 0, period
     return (1, 0.0) if name != "never" else (2, 0.0)
+
+
+def _groups(policies: list[str], workers: int) -> list[list[str]]:
+    """One process per group: the costliest policies alone, all the others together in step (they share the
+    stream's ingest, which is most of a cheap policy's replay)."""
+    ranked = sorted(policies, key=_cost_rank)
+    alone = max(0, min(workers - 1, len(ranked) - 1))
+    return [[p] for p in ranked[:alone]] + [ranked[alone:]]
 
 
 def _relay(queue: Any, on_progress: OnProgress | None) -> None:
@@ -69,30 +98,37 @@ def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: 
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
     spec_json = spec.model_dump_json()
-    if workers <= 1 or len(policies) == 1:
-        for name in policies:
-            def tell(done: int, total: int, name: str = name) -> None:
+    groups = _groups(policies, workers)
+    if len(groups) == 1:
+        results = replay_together({n: resolve_policy(spec, n) for n in policies}, frame, out, progress=on_progress)
+    else:
+        # The costliest group runs here, at once (this process has imported everything already); the others
+        # in worker processes, which start by importing.
+        ctx = mp.get_context("spawn")
+        queue = ctx.Queue()  # handed to the workers as they start (a queue passes by inheritance only)
+        with ProcessPoolExecutor(max_workers=len(groups) - 1, mp_context=ctx, initializer=_start_worker,
+                                 initargs=(queue,)) as pool:
+            futures = [pool.submit(_run, spec_json, names, frame, str(out)) for names in groups[1:]]
+
+            def tell(name: str, done: int, total: int) -> None:
                 if on_progress:
                     on_progress(name, done, total)
-
-            results[name] = replay(resolve_policy(spec, name), frame, policy_dir(out, name), progress=tell)
-    else:
-        ctx = mp.get_context("spawn")
-        with ctx.Manager() as manager:
-            queue = manager.Queue()
-            with ProcessPoolExecutor(max_workers=workers, mp_context=ctx, initializer=_one_thread) as pool:
-                futures = {pool.submit(_run, spec_json, name, frame, str(out), queue): name
-                           for name in sorted(policies, key=_cost_rank)}
-                pending = set(futures)
-                while pending:
-                    _relay(queue, on_progress)
-                    finished = [f for f in pending if f.done()]
-                    for f in finished:
-                        pending.discard(f)
-                        results[futures[f]] = f.result()
-                    if pending:
-                        wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
                 _relay(queue, on_progress)
+
+            with _one_thread_here():
+                results.update(replay_together({n: resolve_policy(spec, n) for n in groups[0]}, frame, out,
+                                               progress=tell))
+            pending = set(futures)
+            while pending:
+                _relay(queue, on_progress)
+                finished = [f for f in pending if f.done()]
+                for f in finished:
+                    pending.discard(f)
+                    results.update(f.result())
+                if pending:
+                    wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
+        _relay(queue, on_progress)
+        queue.close()
     ordered = {name: results[name] for name in policies}
     deterministic = {name: {k: v for k, v in s.items() if k != "training_seconds"} for name, s in ordered.items()}
     (out / "summary.json").write_text(json.dumps({"policies": deterministic}, indent=2, sort_keys=True))

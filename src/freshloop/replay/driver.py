@@ -11,6 +11,7 @@ import gc
 import json
 import re
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -18,13 +19,15 @@ import numpy as np
 import pandas as pd
 
 from ..clock import SimulatedClock, parse_duration
+from ..data.store import DataStore
 from ..data.validate import to_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset
+from ..store import open_stores
 from ..train.model import import_estimator, is_river
 
-__all__ = ["default_compare", "replay", "resolve_policy", "supports_online"]
+__all__ = ["default_compare", "replay", "replay_together", "resolve_policy", "supports_online"]
 
 Progress = Callable[[int, int], None]
 _SERIES_POINTS = 120
@@ -71,19 +74,8 @@ def _safe(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
 
 
-def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: PolicySpec | None = None,
-           progress: Progress | None = None) -> dict[str, Any]:
-    """Replay ``frame`` through a fresh loop under ``out_dir``; returns the summary (also written as JSON)."""
-    if policy is not None:
-        spec = spec.with_policy(policy)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    store_root = out / "store"
-    if store_root.exists() and any(store_root.iterdir()):
-        import shutil
-
-        shutil.rmtree(store_root)
-    spec = spec.model_copy(update={"store": spec.store.model_copy(update={"root": str(store_root), "url": None})})
+def _prepared(spec: LoopSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+    """The stream in time order, its times in seconds, and each sorted row's original position."""
     label = spec.data.label
     if label not in frame.columns:
         raise DataError(f"column {label!r}: the label column is missing from the replayed data (rule: data.label "
@@ -101,33 +93,115 @@ def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: 
     else:
         secs = pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
     order = np.argsort(secs.to_numpy(), kind="stable")
-    frame = frame.iloc[order].reset_index(drop=True)
-    times = secs.to_numpy()[order]
-    labels = frame[label].tolist()
-    features = frame.drop(columns=[label])
-    delay = parse_duration(spec.replay.label_delay)
+    return frame.iloc[order].reset_index(drop=True), secs.to_numpy()[order], order
 
+
+def _fresh(root: Path) -> Path:
+    if root.exists() and any(root.iterdir()):
+        import shutil
+
+        shutil.rmtree(root)
+    return root
+
+
+def _in_store(spec: LoopSpec, root: Path) -> LoopSpec:
+    return spec.model_copy(update={"store": spec.store.model_copy(update={"root": str(_fresh(root)), "url": None})})
+
+
+def replay(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, *, policy: PolicySpec | None = None,
+           progress: Progress | None = None) -> dict[str, Any]:
+    """Replay ``frame`` through a fresh loop under ``out_dir``; returns the summary (also written as JSON)."""
+    if policy is not None:
+        spec = spec.with_policy(policy)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    spec = _in_store(spec, out / "store")
+    frame, times, order = _prepared(spec, frame)
     clock = SimulatedClock(start=float(times[0]))
     loop = Loop(spec, clock=clock, durable=False, actor="replay")
+    return _drive([_Run(spec, loop, out, progress)], loop.data, clock, frame, times, order)[0]
+
+
+def replay_together(specs: dict[str, LoopSpec], frame: pd.DataFrame, out_dir: str | Path, *,
+                    progress: Callable[[str, int, int], None] | None = None) -> dict[str, dict[str, Any]]:
+    """Replay several policies of one stream in step, storing the stream once.
+
+    Ingest and label arrival do not depend on the policy, so one data store under ``<out_dir>/data``
+    validates and versions each batch once, and every policy's loop observes it (its monitor, its event
+    log). Each policy keeps its own registry, runs, decisions and prediction log under
+    ``policy_dir(out_dir, name)/store``, and its summary is what :func:`replay` alone would give.
+    """
+    if len(specs) == 1:
+        (name, spec), = specs.items()
+        return {name: replay(spec, frame, policy_dir(out_dir, name),
+                             progress=(lambda d, t: progress(name, d, t)) if progress else None)}
+    first = next(iter(specs.values()))
+    frame, times, order = _prepared(first, frame)
+    clock = SimulatedClock(start=float(times[0]))
+    data_root = _fresh(Path(out_dir) / "data" / "-".join(_safe(n) for n in specs))
+    meta, blobs = open_stores(data_root, None, durable=False)
+    data = DataStore(first.name, first.data, meta, blobs)
+    runs = []
+    for name, spec in specs.items():
+        if spec.data != first.data or spec.replay != first.replay:
+            raise SpecError(f"replay: policy {name!r} reads the stream differently (rule: policies replayed "
+                            "together share data and replay settings).", field="replay", value=name)
+        out = policy_dir(out_dir, name)
+        out.mkdir(parents=True, exist_ok=True)
+        spec = _in_store(spec, out / "store")
+        tell = (lambda d, t, name=name: progress(name, d, t)) if progress else None
+        runs.append(_Run(spec, Loop(spec, clock=clock, durable=False, actor="replay", data=data), out, tell))
+    try:
+        results = _drive(runs, data, clock, frame, times, order)
+    finally:
+        meta.close()
+    return dict(zip(specs, results, strict=True))
+
+
+@dataclass
+class _Run:
+    """One policy's loop in a replay, and what the replay records of it."""
+
+    spec: LoopSpec
+    loop: Loop
+    out: Path
+    progress: Progress | None = None
+    unserved: int = 0
+    staleness: list[float] = field(default_factory=list)
+    retrain_at: list[float] = field(default_factory=list)
+    drift_at: list[float] = field(default_factory=list)
+    drift_series: list[dict[str, float]] = field(default_factory=list)
+    scored_at: list[np.ndarray] = field(default_factory=list)
+    scores: list[np.ndarray] = field(default_factory=list)
+
+
+def _drive(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.DataFrame, times: np.ndarray,
+           order: np.ndarray) -> list[dict[str, Any]]:
     # What exists now (imported libraries, the stream, its label list) lives for the whole replay: frozen,
     # it is not walked by every full garbage collection, which took a fifth of a 1M-row replay's time.
     # Unfrozen at the end, so a caller's objects are collected as before.
     gc.freeze()
     try:
-        return _drive(spec, loop, clock, frame, features, labels, times, order, delay, out, progress)
+        return _steps(runs, data, clock, frame, times, order)
     finally:
         gc.unfreeze()
 
 
-def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFrame, features: pd.DataFrame,
-           labels: list[Any], times: np.ndarray, order: np.ndarray, delay: float, out: Path,
-           progress: Progress | None) -> dict[str, Any]:
+def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.DataFrame, times: np.ndarray,
+           order: np.ndarray) -> list[dict[str, Any]]:
+    spec = runs[0].spec
+    label = spec.data.label
+    labels = frame[label].tolist()
+    features = frame.drop(columns=[label])
+    delay = parse_duration(spec.replay.label_delay)
     warm = min(spec.replay.warmup, len(frame) - 1)
     clock.advance_to(float(times[warm - 1]))
     # Rows keep the ids the store generates ("<batch id>:<row>"): nothing is held per row for them, so a
     # long replay's memory is its data, not a map of ids. ``firsts``/``keys`` find a row's batch.
-    loop.ingest(frame.iloc[:warm], source="replay", batch_id="warmup")
-    loop.tick()
+    ingested = data.ingest(frame.iloc[:warm], now=clock.now(), source="replay", batch_id="warmup")
+    for r in runs:
+        r.loop.observe_ingest(ingested)
+        r.loop.tick()
 
     # batches of the rest, by rows or by period
     rest = np.arange(warm, len(frame))
@@ -142,8 +216,6 @@ def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFram
     next_label = warm
     firsts = np.array([int(c[0]) for c in cuts], dtype=np.int64)
     keys = [f"batch-{f}" for f in firsts]
-    scored_at: list[np.ndarray] = []
-    scores: list[np.ndarray] = []
 
     def ids_of(lo: int, hi: int) -> list[str]:
         """The generated ids of sorted rows lo..hi (all after the warm-up), batch by batch."""
@@ -151,15 +223,10 @@ def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFram
         k = int(np.searchsorted(firsts, lo, side="right")) - 1
         while lo < hi:
             end = int(firsts[k + 1]) if k + 1 < len(firsts) else hi
-            ids = loop.data.row_ids_for("replay", keys[k], min(end, hi) - int(firsts[k]))
+            ids = data.row_ids_for("replay", keys[k], min(end, hi) - int(firsts[k]))
             out += ids[lo - int(firsts[k]):]
             lo, k = min(end, hi), k + 1
         return out
-    unserved = 0
-    staleness: list[float] = []
-    retrain_at: list[float] = []
-    drift_series: list[dict[str, float]] = []
-    drift_at: list[float] = []
 
     def mature(now: float) -> None:
         nonlocal next_label
@@ -167,9 +234,12 @@ def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFram
         hi = min(hi, batch_end)
         if hi > next_label:
             ids = ids_of(next_label, hi)
-            fb = loop.feedback(ids, labels[next_label:hi], source="replay", batch_id=f"labels-{next_label}")
-            scored_at.append(np.asarray(fb.at, dtype=float))
-            scores.append(np.asarray(fb.scores, dtype=float))
+            res = data.ingest_labels(ids, labels[next_label:hi], now=now, source="replay",
+                                     batch_id=f"labels-{next_label}")
+            for r in runs:
+                fb = r.loop.observe_labels(ids, res)
+                r.scored_at.append(np.asarray(fb.at, dtype=float))
+                r.scores.append(np.asarray(fb.scores, dtype=float))
             next_label = hi
 
     total = len(cuts)
@@ -179,34 +249,42 @@ def _drive(spec: LoopSpec, loop: Loop, clock: SimulatedClock, frame: pd.DataFram
         now = float(times[idx[-1]])
         clock.advance_to(max(now, clock.now()))
         batch = features.iloc[idx]
-        ids = loop.data.row_ids_for("replay", keys[k], len(idx))
-        if loop.champion_version is not None:
-            loop.predict(batch, row_ids=ids, keys=[f"r{order[i]}" for i in idx])  # routed by original row
-        else:
-            unserved += len(idx)
-        loop.ingest(batch, source="replay", batch_id=keys[k])
+        ids = data.row_ids_for("replay", keys[k], len(idx))
+        for r in runs:
+            if r.loop.champion_version is not None:
+                r.loop.predict(batch, row_ids=ids, keys=[f"r{order[i]}" for i in idx])  # routed by original row
+            else:
+                r.unserved += len(idx)
+        ingested = data.ingest(batch, now=clock.now(), source="replay", batch_id=keys[k])
+        for r in runs:
+            r.loop.observe_ingest(ingested)
         batch_end = int(idx[-1]) + 1
         mature(clock.now())
-        rep = loop.tick()
-        if loop.rollout is not None and loop.rollout.status == "awaiting_approval":
-            loop.approve(loop.rollout.id, actor="replay", reason="replay approves manual steps automatically")
-        if rep.staleness is not None:
-            staleness.append(rep.staleness)
-        if rep.run_id:
-            retrain_at.append(rep.now)
-        if rep.signals is not None and rep.signals.drift and k % max(1, total // _SERIES_POINTS) == 0:
-            drift_at.append(rep.now)
-            drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
-        if progress and (k % every == 0 or k == total - 1):
-            progress(k + 1, total)
+        for r in runs:
+            loop = r.loop
+            rep = loop.tick()
+            if loop.rollout is not None and loop.rollout.status == "awaiting_approval":
+                loop.approve(loop.rollout.id, actor="replay", reason="replay approves manual steps automatically")
+            if rep.staleness is not None:
+                r.staleness.append(rep.staleness)
+            if rep.run_id:
+                r.retrain_at.append(rep.now)
+            if rep.signals is not None and rep.signals.drift and k % max(1, total // _SERIES_POINTS) == 0:
+                r.drift_at.append(rep.now)
+                r.drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
+            if r.progress and (k % every == 0 or k == total - 1):
+                r.progress(k + 1, total)
     # let the last labels mature so every served prediction is scored
     if next_label < len(frame):
         clock.advance_to(max(clock.now(), float(due[-1])))
         mature(clock.now())
-    loop.close()
-    return _summarise(spec, loop, out, np.concatenate(scored_at or [np.empty(0)]),
-                      np.concatenate(scores or [np.empty(0)]), unserved, staleness, retrain_at, drift_at, drift_series,
-                      times)
+    summaries = []
+    for r in runs:
+        r.loop.close()
+        summaries.append(_summarise(r.spec, r.loop, r.out, np.concatenate(r.scored_at or [np.empty(0)]),
+                                    np.concatenate(r.scores or [np.empty(0)]), r.unserved, r.staleness,
+                                    r.retrain_at, r.drift_at, r.drift_series, times))
+    return summaries
 
 
 def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, scores: np.ndarray, unserved: int,
