@@ -170,6 +170,32 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
     return out
 
 
+def replay_ratio(repeats: int, workers: int = 2) -> dict[str, Any]:
+    """The demo's policy comparison on rainfall (the spec's ``replay.compare``, ``workers`` processes) vs River
+    ARF prequential alone on the same stream (one process, seed 42, labels one row late), in turns."""
+    import quality
+
+    from freshloop.datasets import load_stream
+    from freshloop.replay import compare
+    from freshloop.spec import load_spec
+
+    spec = load_spec(Path(__file__).resolve().parents[1] / "examples" / "rainfall.yaml")
+    frame, info = load_stream("rainfall")
+    policies = list(spec.replay.compare or [])
+    feats = [c for c in frame.columns if c not in (info["label"], info["time"])]
+
+    def whole_comparison() -> None:
+        with tempfile.TemporaryDirectory() as tmp:
+            compare(spec, frame, Path(tmp), policies, workers=workers)
+
+    def arf_alone() -> None:
+        quality.arf_delayed(frame, info["label"], feats, 1, spec.replay.warmup, seed=42)
+
+    ta, tb, rss = alternate(whole_comparison, arf_alone, repeats)
+    return {**_summary(ta, tb, rss), "policies": policies, "workers": workers, "rows": len(frame),
+            "repeats": repeats}
+
+
 def http_ratio(requests: int, repeats: int, flush_every: float | None = None) -> dict[str, Any]:
     """p50/p99 and throughput of one-row predict: `freshloop serve` (routing + prediction log) vs a bare
     FastAPI endpoint serving the same model object, both on 127.0.0.1, sequential bounded load."""

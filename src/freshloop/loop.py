@@ -124,6 +124,7 @@ class Loop:
         self._last_trained_at: float | None = None
         # after a retrain for a detected change: (when, labels wanted) for one follow-up on the rows after it
         self._follow_up: tuple[float, int] | None = None
+        self._snapshot_read: tuple[str, pd.DataFrame] | None = None  # the last run's snapshot, as read
         self._window: WindowSpec | None = None  # the follow-up's window, for the run it starts
         self._metric: Metric | None = None
         # What a request reads (champion, candidate, rollout, prediction log, monitor windows) is guarded
@@ -513,6 +514,7 @@ class Loop:
         if spec.model.window.rows and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS:
             self._follow_up = (now, self._follow_up_size())  # kept in the decision log too (a restart reads it)
         frame = self.data.read_snapshot(snap)
+        self._snapshot_read = (snap.id, frame)  # promoting this run's model reads its snapshot again: kept
         n = len(frame)
         n_hold = int(np.clip(round(spec.gate.holdout * n), spec.gate.min_holdout_rows, spec.gate.max_holdout_rows))
         self._last_trained_at = now
@@ -644,13 +646,15 @@ class Loop:
             champ_rows = metric.per_row(y, hp, hpr, classes)
             t_last = self._champion[2].get("t_last")
             seen = int((hold["_time"] <= t_last).sum()) if t_last is not None else 0
-        ytrain = cand._target(train["_label"]) if len(train) else pd.Series(y)
-        if self.schema.task == "classification":
-            freq = np.array([(ytrain == c).mean() for c in classes])
-            bp = np.full(len(y), classes[int(freq.argmax())], dtype=object).astype(type(classes[0]))
-            base_rows = metric.per_row(y, bp, np.tile(freq, (len(y), 1)), classes)
-        else:
-            base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
+        base_rows = None
+        if champ_rows is None:  # a first model must beat a constant: the majority class, or the mean
+            ytrain = cand._target(train["_label"]) if len(train) else pd.Series(y)
+            if self.schema.task == "classification":
+                freq = np.array([(ytrain == c).mean() for c in classes])
+                bp = np.full(len(y), classes[int(freq.argmax())], dtype=object).astype(type(classes[0]))
+                base_rows = metric.per_row(y, bp, np.tile(freq, (len(y), 1)), classes)
+            else:
+                base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
         return judge(self.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=self.spec.model.seed,
                      champion_seen=seen)
 
@@ -783,7 +787,10 @@ class Loop:
         # the new reference is read and scored before the swap, so requests wait only for the swap itself
         ref = pd.DataFrame()
         snap_id = lineage.get("snapshot_id")
-        if snap_id:
+        kept, self._snapshot_read = self._snapshot_read, None
+        if kept is not None and kept[0] == snap_id:
+            ref = kept[1]
+        elif snap_id:
             try:
                 body = self.data.meta.get_snapshot(snap_id)["body"]
                 ref = self.data.read_snapshot(Snapshot(**{**body, "batch_ids": tuple(body["batch_ids"]),

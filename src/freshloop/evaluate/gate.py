@@ -85,18 +85,21 @@ def paired_bootstrap(cand_rows: np.ndarray, champ_rows: np.ndarray, metric: Metr
 
 
 def judge(spec: GateSpec, metric: Metric, holdout: pd.DataFrame, y: np.ndarray, cand_rows: np.ndarray,
-          champ_rows: np.ndarray | None, baseline_rows: np.ndarray, *, seed: int,
+          champ_rows: np.ndarray | None, baseline_rows: np.ndarray | None, *, seed: int,
           champion_seen: int = 0) -> Verdict:
-    """Apply the gate's checks to per-row scores already computed on ``holdout``."""
+    """Apply the gate's checks to per-row scores already computed on ``holdout``: against the champion's,
+    or without a champion against a constant baseline's (``baseline_rows``, needed only then)."""
     checks: list[Check] = []
     n = len(y)
     enough = n >= spec.min_holdout_rows
     checks.append(Check("holdout_rows", enough, f"{n} holdout rows (need >= {spec.min_holdout_rows})",
                         {"rows": n, "min": spec.min_holdout_rows, "champion_seen_rows": champion_seen}))
     cand_score = float(metric.aggregate(cand_rows)) if n else float("nan")
-    base = paired_bootstrap(cand_rows, baseline_rows, metric, n=spec.bootstrap, confidence=spec.confidence,
-                            seed=seed) if n else None
     if champ_rows is None:
+        if baseline_rows is None:
+            raise ValueError("judge: baseline_rows are needed when there is no champion")
+        base = paired_bootstrap(cand_rows, baseline_rows, metric, n=spec.bootstrap, confidence=spec.confidence,
+                                seed=seed) if n else None
         ok = base is not None and base.delta > 0
         checks.append(Check("beats_baseline", ok,
                             f"{metric.name} {cand_score:.4f} vs constant baseline "
