@@ -115,3 +115,14 @@ def test_migrations_match_the_tables(tmp_path: Path) -> None:
     with meta.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     assert diff == []
+
+
+def test_the_registry_keeps_only_recent_models_in_memory(tmp_path: Path) -> None:
+    meta, blobs = open_stores(tmp_path)
+    reg = Registry(meta, blobs)
+    versions = [reg.register({"model": i}, run_id=f"r{i}", verdict_id=None, lineage={"i": i}, now=float(i)).version
+                for i in range(12)]
+    assert versions == list(range(1, 13)) and reg.get(12).lineage == {"i": 11}
+    assert len(reg._loaded) == 8 and 1 not in reg._loaded
+    assert reg.load(1) == {"model": 0}  # read back from the store, its checksum verified
+    assert 1 in reg._loaded and len(reg._loaded) == 8

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import pickle
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -32,6 +33,8 @@ from ..errors import IntegrityError
 from ..store import AliasMove, BlobStore, MetadataStore
 
 __all__ = ["ModelVersion", "Registry"]
+
+_KEEP_LOADED = 8  # models kept in memory after registering or loading them
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,10 @@ class Registry:
     def __init__(self, meta: MetadataStore, blobs: BlobStore) -> None:
         self.meta = meta
         self.blobs = blobs
-        self._loaded: dict[int, Any] = {}
+        # models registered or loaded lately, newest last: a promotion right after registering, or a rollback
+        # to a recent version, skips the read and the checksum; bounded, so a long-running server does not
+        # keep every model it ever trained
+        self._loaded: OrderedDict[int, Any] = OrderedDict()
 
     def register(self, model: Any, *, run_id: str, verdict_id: str | None, lineage: dict[str, Any],
                  now: float) -> ModelVersion:
@@ -63,10 +69,17 @@ class Registry:
         path = f"artifacts/sha256/{sha[:2]}/{sha}"
         if not self.blobs.exists(path):
             self.blobs.put_bytes(path, data)
-        version = self.meta.add_version(dict(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha,
-                                             artifact_path=path, lineage=lineage, created_at=now))
+        row = dict(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha, artifact_path=path, lineage=lineage,
+                   created_at=now)
+        version = self.meta.add_version(row)
+        self._keep(version, model)
+        return ModelVersion.from_row({**row, "version": version})
+
+    def _keep(self, version: int, model: Any) -> None:
         self._loaded[version] = model
-        return self.get(version)
+        self._loaded.move_to_end(version)
+        while len(self._loaded) > _KEEP_LOADED:
+            self._loaded.popitem(last=False)
 
     def get(self, version: int) -> ModelVersion:
         return ModelVersion.from_row(self.meta.get_version(version))
@@ -77,6 +90,7 @@ class Registry:
     def load(self, version: int) -> Any:
         """The model of ``version``, after checking its bytes against the recorded sha256."""
         if version in self._loaded:
+            self._loaded.move_to_end(version)
             return self._loaded[version]
         mv = self.get(version)
         expected = f"artifacts/sha256/{mv.artifact_sha256[:2]}/{mv.artifact_sha256}"
@@ -90,7 +104,7 @@ class Registry:
                                  f"registry's {mv.artifact_sha256[:12]}…; refusing to load it.",
                                  field="artifact_sha256", rule="hash verified before load", value=actual)
         model = pickle.loads(data)  # noqa: S301 - bytes verified against the registry's own hash
-        self._loaded[version] = model
+        self._keep(version, model)
         return model
 
     def forget(self, version: int) -> None:
