@@ -145,6 +145,59 @@ def test_a_staged_rollout_waits_for_the_refit(make_loop) -> None:
     assert started and all("refit_rows" in loop.registry.get(e["payload"]["version"]).lineage for e in started)
 
 
+def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": "sklearn.linear_model.LogisticRegression"}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock, durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    rows = make_frame(40, seed=4, t0=300)
+    ids = [f"r{i}" for i in range(40)]
+    clock.advance_to(340.0)
+    served = loop.predict(rows.drop(columns="y"), row_ids=ids)
+    loop.ingest(rows.drop(columns="y"), source="test", batch_id="b1", row_ids=ids)
+    early = loop.feedback(ids[:10], rows["y"].tolist()[:10], source="test", batch_id="l0")
+    assert len(early.scores) == 10
+    loop.close()  # a restart: the log is on disk, its open records were in memory
+
+    again = Loop(spec, clock=clock, durable=False)
+    assert again.predictions.pending == 30  # the ten already labeled are not waiting any more
+    late = again.feedback(ids[10:], rows["y"].tolist()[10:], source="test", batch_id="l1")
+    assert late.unmatched == [] and len(late.scores) == 30
+    expected = (served.predictions[10:] == rows["y"].to_numpy()[10:]).astype(float)
+    assert late.scores == expected.tolist()
+    rec = again.predictions.get(ids[0]) or again.predictions.pop(ids[10])
+    assert rec is None  # matured records are released
+
+
+def test_the_prediction_log_reads_back_what_it_wrote(tmp_path: Path) -> None:
+    from freshloop.labels import PredictionLog
+    from freshloop.store import open_stores
+
+    _, blobs = open_stores(tmp_path)
+    log = PredictionLog(blobs)
+    proba = np.array([[0.9, 0.1], [0.2, 0.8]])
+    log.log(["a", "b"], 1.0, 1, np.array([0, 1]), proba, np.array([1, 1]), {})
+    log.log(["c"], 2.0, 1, np.array([1]), None, np.array([1]), {})
+    log.log(["d", "e"], 3.0, 1, np.array([1, 0]), proba, np.array([2, 1]),
+            {2: (np.array([1, 1]), proba), 1: (np.array([0, 0]), None)})
+    log.flush()
+    log.log(["f"], 4.0, 2, np.array([0]), proba[:1], np.array([2]), {})
+    log.flush()
+
+    back = PredictionLog(blobs)
+    typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
+    assert back.restore(lambda ids: np.array([i != "b" for i in ids]), typed) == 5
+    assert "b" not in back and back.pending == 5
+    a, c, d, f = (back.get(i) for i in "acdf")
+    assert a is not None and (a.at, a.version, a.pred) == (1.0, 1, 0) and a.proba.tolist() == [0.9, 0.1]
+    assert c is not None and c.proba is None and c.pred == 1
+    assert d is not None and d.version == 2 and d.alternatives[2][0] == 1 and d.alternatives[1] == (0, None)
+    assert d.alternatives[2][1].tolist() == [0.9, 0.1]
+    assert f is not None and (f.at, f.version) == (4.0, 2)
+
+
 def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     frame = make_frame(1500, seed=1)
     frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]

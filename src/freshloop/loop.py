@@ -169,6 +169,8 @@ class Loop:
         version = self.registry.alias("champion")
         if version is not None:
             self._set_champion(version)
+        if self.schema is not None:  # predictions served before a restart still meet their labels
+            self.predictions.restore(lambda ids: ~self.data.has_label(ids), self._typed_predictions)
         self._follow_up = self._pending_follow_up()
         runs = self.meta.list_runs()
         if runs:
@@ -181,6 +183,14 @@ class Loop:
                                        tuple(spec.steps), row["started_at"], row["step"], row["step_started_at"],
                                        row["status"], list(row["evidence"]))
                 self._candidate = (row["version"], self.registry.load(row["version"]))
+
+    def _typed_predictions(self, text: pd.Series) -> np.ndarray:
+        """Predictions as the log's text gives them back, typed as the model returns them."""
+        assert self.schema is not None
+        if self.schema.task == "regression":
+            return text.astype(float).to_numpy()
+        lookup = {str(c): c for c in self.schema.classes or ()}
+        return np.array([lookup.get(t, t) for t in text], dtype=object)
 
     def _ensure_monitor(self) -> Monitor:
         if self._monitor is None:

@@ -390,6 +390,16 @@ class DataStore:
     def has_row(self, row_id: str) -> bool:
         return self._position(row_id) is not None
 
+    def has_label(self, row_ids: list[str]) -> np.ndarray:
+        """Whether each id's label has arrived (for a row not stored yet: whether its label waits for it)."""
+        pos = self._positions(row_ids)
+        out = np.zeros(len(row_ids), dtype=bool)
+        stored = pos >= 0
+        out[stored] = np.isfinite(self._label_time[pos[stored]])
+        if self._pending and not stored.all():
+            out[~stored] = [r in self._pending for r in np.asarray(row_ids, dtype=object)[~stored]]
+        return out
+
     def label_times(self) -> np.ndarray:
         """When each accepted row's label matured (inf: not yet), in ingest order."""
         return self._label_time[: self.rows]

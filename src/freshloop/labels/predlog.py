@@ -1,13 +1,17 @@
 """The prediction log: what was served, by which version, joined later to labels by id.
 
 Records wait in memory until their label matures (then they are scored and released) and are
-appended to Parquet files in batches off the hot path, so the log survives a restart.
+appended to Parquet files in batches off the hot path, with their probabilities and the other live
+versions' answers, so the log survives a restart: :meth:`PredictionLog.restore` reads the records
+whose labels have not arrived back into memory.
 """
 
 from __future__ import annotations
 
 import io
+import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +41,8 @@ class PredictionLog:
         self.blobs = blobs
         self.flush_every = flush_every
         self._open: dict[str, Served] = {}
-        self._buffer: list[dict[str, Any]] = []
+        self._buffer: list[_Block] = []  # the logged batches' arrays, made into one table when written
+        self._buffered = 0
         self._part = 0
         self._lock = threading.Lock()  # guards the buffer and part numbers; the write happens outside it
         while blobs.exists(self._key(self._part)):
@@ -49,18 +54,21 @@ class PredictionLog:
     def log(self, row_ids: list[str], at: float, version: int, preds: np.ndarray, proba: np.ndarray | None,
             served_by: np.ndarray, alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
         """``preds``/``proba`` are what was served; ``served_by`` the version per row."""
-        records = []
+        texts = []
         for i, rid in enumerate(row_ids):
             alts = {v: (p[i], None if pr is None else pr[i]) for v, (p, pr) in alternatives.items()}
             self._open[rid] = Served(at, int(served_by[i]), preds[i], None if proba is None else proba[i], alts)
-            records.append({"prediction_id": rid, "at": at, "version": int(served_by[i]), "prediction": str(preds[i])})
+            if alts:
+                texts.append(_alternatives_text(alts))
+        block = (list(row_ids), at, np.asarray(served_by), np.asarray(preds), proba, texts or None)
         with self._lock:
-            self._buffer.extend(records)
+            self._buffer.append(block)
+            self._buffered += len(row_ids)
 
     @property
     def due(self) -> bool:
         """Enough records are buffered to write a part (the caller flushes, outside its own locks)."""
-        return len(self._buffer) >= self.flush_every
+        return self._buffered >= self.flush_every
 
     def get(self, row_id: str) -> Served | None:
         return self._open.get(row_id)
@@ -77,11 +85,88 @@ class PredictionLog:
 
     def flush(self) -> None:
         with self._lock:
-            records, self._buffer = self._buffer, []
+            blocks, self._buffer, self._buffered = self._buffer, [], 0
             part = self._part
-            self._part += bool(records)
-        if not records:
+            self._part += bool(blocks)
+        if not blocks:
             return
         buf = io.BytesIO()
-        pq.write_table(pa.Table.from_pandas(pd.DataFrame(records), preserve_index=False), buf)
+        pq.write_table(_merged(blocks), buf)
         self.blobs.put_bytes(self._key(part), buf.getvalue())
+
+    def restore(self, waiting: Callable[[list[str]], np.ndarray], typed: Callable[[pd.Series], np.ndarray]) -> int:
+        """Read the logged records whose labels have not arrived (``waiting`` says which ids still wait) back
+        into memory, predictions typed by ``typed``; returns how many. For a loop that restarts: labels for
+        predictions served before the restart are joined and scored as if it had not."""
+        frames = []
+        for part in range(self._part):
+            table = pq.read_table(io.BytesIO(self.blobs.get_bytes(self._key(part))))
+            frames.append(table.to_pandas())
+        if not frames:
+            return 0
+        log = pd.concat(frames, ignore_index=True).drop_duplicates("prediction_id", keep="last")
+        log = log[waiting(log["prediction_id"].tolist())]
+        if not len(log):
+            return 0
+        preds = typed(log["prediction"])
+        probas = log["proba"] if "proba" in log else pd.Series([None] * len(log))
+        alts = log["alternatives"] if "alternatives" in log else pd.Series([None] * len(log))
+        for rid, at, v, pred, pr, alt in zip(log["prediction_id"], log["at"], log["version"], preds, probas, alts,
+                                             strict=True):
+            if rid not in self._open:
+                proba = np.asarray(pr, dtype=float) if isinstance(pr, (list, np.ndarray)) else None
+                self._open[rid] = Served(float(at), int(v), pred, proba, _alternatives_from(alt, typed))
+        return len(log)
+
+
+_SCHEMA = pa.schema([("prediction_id", pa.string()), ("at", pa.float64()), ("version", pa.int64()),
+                     ("prediction", pa.string()), ("proba", pa.list_(pa.float64())), ("alternatives", pa.string())])
+
+
+_Block = tuple[list[str], float, np.ndarray, np.ndarray, "np.ndarray | None", "list[str | None] | None"]
+
+
+def _table(row_ids: list[str], at: float, served_by: np.ndarray, preds: np.ndarray, proba: np.ndarray | None,
+           alternatives: list[str | None] | None, *, at_rows: np.ndarray | None = None) -> pa.Table:
+    """One logged batch as the log's columns, built from its arrays (no per-row records)."""
+    n = len(row_ids)
+    if proba is None:
+        probas: pa.Array = pa.nulls(n, pa.list_(pa.float64()))
+    else:
+        flat = np.ascontiguousarray(proba, dtype=float)
+        probas = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32)),
+                                          pa.array(flat.ravel()))
+    return pa.Table.from_arrays(
+        [pa.array(row_ids, pa.string()), pa.array(np.full(n, at, dtype=float) if at_rows is None else at_rows),
+         pa.array(np.asarray(served_by, dtype=np.int64)), pa.array(np.asarray(preds).astype(str), pa.string()),
+         probas, pa.nulls(n, pa.string()) if alternatives is None else pa.array(alternatives, pa.string())],
+        schema=_SCHEMA)
+
+
+def _merged(blocks: list[_Block]) -> pa.Table:
+    """The blocks as one table: their arrays joined first when they agree (one request's rows each, on a
+    server), else one table per block."""
+    widths = {None if b[4] is None else b[4].shape[1] for b in blocks}
+    if len(widths) > 1 or any(b[5] is not None for b in blocks):
+        return pa.concat_tables([_table(*b) for b in blocks])
+    ids = [r for b in blocks for r in b[0]]
+    at = np.concatenate([np.full(len(b[0]), b[1], dtype=float) for b in blocks])
+    probas = None if widths == {None} else np.concatenate([b[4] for b in blocks if b[4] is not None])
+    return _table(ids, 0.0, np.concatenate([b[2] for b in blocks]),
+                  np.concatenate([np.asarray(b[3]).astype(str) for b in blocks]), probas, None, at_rows=at)
+
+
+def _alternatives_text(alts: dict[int, tuple[Any, np.ndarray | None]]) -> str | None:
+    if not alts:
+        return None
+    return json.dumps({str(v): [str(p), None if pr is None else [float(x) for x in pr]] for v, (p, pr) in alts.items()})
+
+
+def _alternatives_from(text: str | None, typed: Callable[[pd.Series], np.ndarray]
+                       ) -> dict[int, tuple[Any, np.ndarray | None]]:
+    if not isinstance(text, str) or not text:  # a null comes back as None or NaN
+        return {}
+    raw = json.loads(text)
+    preds = typed(pd.Series([p for p, _ in raw.values()]))
+    return {int(v): (pred, None if pr is None else np.asarray(pr, dtype=float))
+            for (v, (_, pr)), pred in zip(raw.items(), preds, strict=True)}
