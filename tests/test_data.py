@@ -268,3 +268,23 @@ def test_a_row_window_keeps_the_newest_rows_as_a_full_sort_would(tmp_path_factor
     every = np.arange(ds.rows)
     expected = every[np.argsort(ds._time[every], kind="stable")][-k:]
     assert np.array_equal(ds._snapshot_rows[snap.id], expected)
+
+
+def test_an_old_snapshot_is_rebuilt_as_it_was_after_late_rows_arrive(tmp_path: Path) -> None:
+    from freshloop.data import store as store_module
+
+    ds = store(tmp_path)
+    ds.ingest(make_frame(100), now=100.0, source="s", batch_id="1")
+    first = ds.snapshot(WindowSpec(period="1000s"), cutoff=100.0, now=100.0)
+    rows = ds.read_snapshot(first)
+    # rows that arrive later, carrying earlier event times and labels sent before them; then many snapshots
+    late = make_frame(50, seed=2, t0=40)
+    ids = [f"late{i}" for i in range(50)]
+    ds.ingest_labels(ids, late["y"].tolist(), now=90.0, source="s", batch_id="labels")
+    ds.ingest(late.drop(columns="y"), now=150.0, source="s", batch_id="late", row_ids=ids)
+    for k in range(store_module._SNAPSHOTS_KEPT + 2):
+        ds.snapshot(WindowSpec(period="1000s"), cutoff=150.0 + k, now=150.0 + k)
+    assert first.id not in ds._snapshot_rows  # no longer kept: read again, it is rebuilt as of its cutoff
+    again = ds.read_snapshot(first)
+    assert len(again) == len(rows) == 100 and again["_time"].tolist() == rows["_time"].tolist()
+    assert ds.snapshot(WindowSpec(period="1000s"), cutoff=150.0, now=150.0).rows == 150

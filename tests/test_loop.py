@@ -198,6 +198,23 @@ def test_the_prediction_log_reads_back_what_it_wrote(tmp_path: Path) -> None:
     assert f is not None and (f.at, f.version) == (4.0, 2)
 
 
+def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) -> None:
+    from freshloop.labels import PredictionLog
+    from freshloop.store import open_stores
+
+    _, blobs = open_stores(tmp_path)
+    log = PredictionLog(blobs, max_open=3)
+    for i in range(5):
+        log.log([f"p{i}"], float(i), 1, np.array([i % 2]), None, np.array([1]), {})
+    assert (log.pending, log.expired) == (3, 2)
+    assert "p0" not in log and "p1" not in log and log.pop("p4") is not None
+    log.flush()  # what left memory is still in the log's files
+    back = PredictionLog(blobs, max_open=2)
+    typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
+    back.restore(lambda ids: np.ones(len(ids), dtype=bool), typed)
+    assert back.pending == 2 and "p4" in back and "p3" in back and back.expired == 3
+
+
 def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     frame = make_frame(1500, seed=1)
     frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]

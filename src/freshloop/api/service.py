@@ -117,6 +117,10 @@ class Metrics:
         self.predict_batch = Histogram("freshloop_predict_batch_requests", "predict requests scored per model call",
                                        registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256))
         self.queue = Gauge("freshloop_ingest_queue_rows", "predicted rows waiting to be ingested", registry=r)
+        self.awaiting = Gauge("freshloop_predictions_awaiting_labels", "logged predictions held for their labels",
+                              registry=r)
+        self.expired = Gauge("freshloop_predictions_expired", "predictions dropped from memory before their label "
+                             "came (still in the log's files; a later label is stored, not scored)", registry=r)
 
 
 class LoopService:
@@ -327,6 +331,8 @@ class LoopService:
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
             self.metrics.champion.set(self.loop.champion_version or 0)
+            self.metrics.awaiting.set(self.loop.predictions.pending)
+            self.metrics.expired.set(self.loop.predictions.expired)
             if rep.signals is not None:
                 if rep.signals.live_metric is not None:
                     self.metrics.live_metric.set(rep.signals.live_metric)

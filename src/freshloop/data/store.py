@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,7 @@ from .validate import coerce_label, validate_frame
 __all__ = ["DataStore", "IngestResult"]
 
 SEGMENT_ROWS = 65_536  # small batches are merged into view segments up to this many rows
+_SNAPSHOTS_KEPT = 16  # snapshots whose rows are kept for reading; older ones are rebuilt
 
 
 @dataclass
@@ -118,7 +120,9 @@ class DataStore:
         self._label_time = np.empty(0, dtype=float)
         self._label_batch = np.empty(0, dtype=object)
         self._pending: dict[str, tuple[Any, float, str]] = {}
-        self._snapshot_rows: dict[str, np.ndarray] = {}
+        # the rows of recent snapshots; an older one is rebuilt from the view when read (bounded: a server that
+        # retrains often on a large window would otherwise keep every snapshot's row positions)
+        self._snapshot_rows: OrderedDict[str, np.ndarray] = OrderedDict()
         self._reload()
 
     # -- ingest -------------------------------------------------------------------------------
@@ -416,7 +420,8 @@ class DataStore:
         n = self.rows
         times = self._time[:n]
         lt = self._label_time[:n]
-        mask = (times <= cutoff) & (lt <= cutoff)
+        # as known at ``cutoff``: rows and labels that arrived later are left out, so a snapshot rebuilds the same
+        mask = (times <= cutoff) & (lt <= cutoff) & (self._arrived[:n] <= cutoff)
         start = window_start(window, cutoff)
         if start is not None:
             mask &= times > start
@@ -438,6 +443,9 @@ class DataStore:
                         float(times[pos].min()) if len(pos) else None, float(times[pos].max()) if len(pos) else None,
                         float(max(lt[pos].max(), self._arrived[pos].max())) if len(pos) else None)
         self._snapshot_rows[sid] = pos
+        self._snapshot_rows.move_to_end(sid)
+        while len(self._snapshot_rows) > _SNAPSHOTS_KEPT:
+            self._snapshot_rows.popitem(last=False)
         self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
         return snap
 

@@ -25,7 +25,7 @@ from ..store import BlobStore
 __all__ = ["PredictionLog", "Served"]
 
 
-@dataclass
+@dataclass(slots=True)
 class Served:
     """One logged prediction; ``alternatives`` holds what other live versions (shadow/canary) said."""
 
@@ -37,9 +37,14 @@ class Served:
 
 
 class PredictionLog:
-    def __init__(self, blobs: BlobStore, *, flush_every: int = 5000) -> None:
+    def __init__(self, blobs: BlobStore, *, flush_every: int = 5000, max_open: int = 1_000_000) -> None:
         self.blobs = blobs
         self.flush_every = flush_every
+        # Records wait in memory for their labels, oldest first; past ``max_open`` the oldest are dropped from
+        # memory (they stay in the Parquet parts): a server whose rows mostly never get labels would otherwise
+        # grow without bound. A label arriving for a dropped record is stored for training but not scored.
+        self.max_open = max_open
+        self.expired = 0
         self._open: dict[str, Served] = {}
         self._buffer: list[_Block] = []  # the logged batches' arrays, made into one table when written
         self._buffered = 0
@@ -60,10 +65,18 @@ class PredictionLog:
             self._open[rid] = Served(at, int(served_by[i]), preds[i], None if proba is None else proba[i], alts)
             if alts:
                 texts.append(_alternatives_text(alts))
+        self._expire()
         block = (list(row_ids), at, np.asarray(served_by), np.asarray(preds), proba, texts or None)
         with self._lock:
             self._buffer.append(block)
             self._buffered += len(row_ids)
+
+    def _expire(self) -> None:
+        over = len(self._open) - self.max_open
+        if over > 0:
+            for rid in [r for r, _ in zip(self._open, range(over), strict=False)]:
+                del self._open[rid]
+            self.expired += over
 
     @property
     def due(self) -> bool:
@@ -116,6 +129,7 @@ class PredictionLog:
             if rid not in self._open:
                 proba = np.asarray(pr, dtype=float) if isinstance(pr, (list, np.ndarray)) else None
                 self._open[rid] = Served(float(at), int(v), pred, proba, _alternatives_from(alt, typed))
+        self._expire()
         return len(log)
 
 
