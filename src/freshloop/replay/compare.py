@@ -91,7 +91,11 @@ def _relay(queue: Any, on_progress: OnProgress | None) -> None:
 
 def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: list[str], *,
             workers: int = 1, on_progress: OnProgress | None = None) -> dict[str, dict[str, Any]]:
-    """Replay each policy (fresh store each) and write ``summary.json`` with all of them."""
+    """Replay each policy from a fresh start and write ``summary.json`` with all of them.
+
+    ``workers`` processes at most: the costliest policies alone (the first in this process), the rest in
+    step in one more, sharing one data store (see :func:`~freshloop.replay.driver.replay_together`). Each
+    policy's results are what it would give replayed alone."""
     for name in policies:
         resolve_policy(spec, name)  # fail fast on a bad name, before any work
     out = Path(out_dir)
