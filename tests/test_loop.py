@@ -206,13 +206,15 @@ def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) ->
     log = PredictionLog(blobs, max_open=3)
     for i in range(5):
         log.log([f"p{i}"], float(i), 1, np.array([i % 2]), None, np.array([1]), {})
+        if i in (1, 4):
+            log.flush()  # two parts: p0-p1 and p2-p4; what leaves memory stays in them
     assert (log.pending, log.expired) == (3, 2)
     assert "p0" not in log and "p1" not in log and log.pop("p4") is not None
-    log.flush()  # what left memory is still in the log's files
-    back = PredictionLog(blobs, max_open=2)
+    back = PredictionLog(blobs, max_open=3)
     typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
-    back.restore(lambda ids: np.ones(len(ids), dtype=bool), typed)
-    assert back.pending == 2 and "p4" in back and "p3" in back and back.expired == 3
+    # a restart reads the newest records still waiting (p4's label came), newest part first, as many as it holds
+    assert back.restore(lambda ids: np.array([i != "p4" for i in ids]), typed) == 3
+    assert list(back._open) == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]
 
 
 def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:

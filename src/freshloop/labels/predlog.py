@@ -111,16 +111,25 @@ class PredictionLog:
         """Read the logged records whose labels have not arrived (``waiting`` says which ids still wait) back
         into memory, predictions typed by ``typed``; returns how many. For a loop that restarts: labels for
         predictions served before the restart are joined and scored as if it had not."""
-        frames = []
-        for part in range(self._part):
-            table = pq.read_table(io.BytesIO(self.blobs.get_bytes(self._key(part))))
-            frames.append(table.to_pandas())
-        if not frames:
+        # newest part first, until ``max_open`` records wait: a long-running server's older parts (predictions
+        # whose labels came or never will) are not read at every start
+        frames: list[pd.DataFrame] = []
+        seen: set[str] = set()
+        held = 0
+        for part in reversed(range(self._part)):
+            frame = pq.read_table(io.BytesIO(self.blobs.get_bytes(self._key(part)))).to_pandas()
+            frame = frame.iloc[::-1].drop_duplicates("prediction_id")  # newest first; an id logged twice: its last
+            frame = frame[~frame["prediction_id"].isin(seen)]
+            seen.update(frame["prediction_id"])
+            frame = frame[waiting(frame["prediction_id"].tolist())]
+            frames.append(frame)
+            held += len(frame)
+            if held >= self.max_open:
+                break
+        if not held:
             return 0
-        log = pd.concat(frames, ignore_index=True).drop_duplicates("prediction_id", keep="last")
-        log = log[waiting(log["prediction_id"].tolist())]
-        if not len(log):
-            return 0
+        # the newest ``max_open`` records, put back in logged order (oldest first, as the log holds them)
+        log = pd.concat(frames, ignore_index=True).iloc[:self.max_open].iloc[::-1]
         preds = typed(log["prediction"])
         probas = log["proba"] if "proba" in log else pd.Series([None] * len(log))
         alts = log["alternatives"] if "alternatives" in log else pd.Series([None] * len(log))
