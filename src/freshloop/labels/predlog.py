@@ -59,12 +59,18 @@ class PredictionLog:
     def log(self, row_ids: list[str], at: float, version: int, preds: np.ndarray, proba: np.ndarray | None,
             served_by: np.ndarray, alternatives: dict[int, tuple[np.ndarray, np.ndarray | None]]) -> None:
         """``preds``/``proba`` are what was served; ``served_by`` the version per row."""
-        texts = []
-        for i, rid in enumerate(row_ids):
-            alts = {v: (p[i], None if pr is None else pr[i]) for v, (p, pr) in alternatives.items()}
-            self._open[rid] = Served(at, int(served_by[i]), preds[i], None if proba is None else proba[i], alts)
-            if alts:
+        texts: list[str | None] = []
+        n = len(row_ids)
+        versions = np.asarray(served_by).tolist()
+        probas: list[Any] = list(proba) if proba is not None else [None] * n  # row views, made in one call
+        if alternatives:
+            for i, rid in enumerate(row_ids):
+                alts = {v: (p[i], None if pr is None else pr[i]) for v, (p, pr) in alternatives.items()}
+                self._open[rid] = Served(at, versions[i], preds[i], probas[i], alts)
                 texts.append(_alternatives_text(alts))
+        else:  # the common case: one model answered; its records are made without a per-row comprehension
+            self._open.update(zip(row_ids, map(Served, [at] * n, versions, preds, probas, ({} for _ in range(n))),
+                                  strict=True))
         self._expire()
         block = (list(row_ids), at, np.asarray(served_by), np.asarray(preds), proba, texts or None)
         with self._lock:
