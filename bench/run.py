@@ -213,6 +213,18 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
                    f"ingest in step; the comparison still cannot finish before its longest replay, {longest}, "
                    "while every 30-day batch pays a fixed cost for validation, a Parquet file and SQLite rows, "
                    "for its features and again for its labels.")
+    reps = r["scaling"]["replay"] if r.get("scaling") else []
+    if len(reps) > 1:
+        first, last = reps[0], reps[-1]
+        growth = last["seconds"] / last["rows"] / (first["seconds"] / first["rows"])
+        if growth > 1.2:
+            m = last["marks"]  # (batch, seconds, monitor MB, RSS MB) every tenth of the replay
+            per = [(m[i][1] - m[i - 1][1]) / (m[i][0] - m[i - 1][0]) * 1000 for i in range(1, len(m))]
+            out.append(f"- Scaling: replay time per row grows {growth:.2f}× from {first['rows']:,} to "
+                       f"{last['rows']:,} rows; within the {last['rows']:,}-row replay a batch takes "
+                       f"{per[0]:.0f} ms in the first tenth and {per[-1]:.0f} ms in the last. Not explained yet: "
+                       "a profile of a 3M-row replay shows only per-row work (model calls, the prediction log, "
+                       "the label join), none that grows with the history.")
     return out or ["- None in this run."]
 
 
