@@ -250,9 +250,10 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
         clock.advance_to(max(now, clock.now()))
         batch = features.iloc[idx]
         ids = data.row_ids_for("replay", keys[k], len(idx))
+        routing = [f"r{order[i]}" for i in idx]  # rollouts route by the original row
         for r in runs:
             if r.loop.champion_version is not None:
-                r.loop.predict(batch, row_ids=ids, keys=[f"r{order[i]}" for i in idx])  # routed by original row
+                r.loop.predict(batch, row_ids=ids, keys=routing)
             else:
                 r.unserved += len(idx)
         ingested = data.ingest(batch, now=clock.now(), source="replay", batch_id=keys[k])
@@ -281,18 +282,15 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
     summaries = []
     for r in runs:
         r.loop.close()
-        summaries.append(_summarise(r.spec, r.loop, r.out, np.concatenate(r.scored_at or [np.empty(0)]),
-                                    np.concatenate(r.scores or [np.empty(0)]), r.unserved, r.staleness,
-                                    r.retrain_at, r.drift_at, r.drift_series, times))
+        summaries.append(_summarise(r, times))
     return summaries
 
 
-def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, scores: np.ndarray, unserved: int,
-               staleness: list[float], retrain_at: list[float], drift_at: list[float],
-               drift_series: list[dict[str, float]], times: np.ndarray) -> dict[str, Any]:
+def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
+    spec, loop, out, staleness = run.spec, run.loop, run.out, run.staleness
     metric = loop.metric
-    arr = np.array(scores)
-    at = np.array(scored_at)
+    arr = np.concatenate(run.scores or [np.empty(0)])
+    at = np.concatenate(run.scored_at or [np.empty(0)])
     order = np.argsort(at, kind="stable")
     arr, at = arr[order], at[order]
     chunks = np.array_split(np.arange(len(arr)), min(_SERIES_POINTS, max(len(arr), 1)))
@@ -328,7 +326,7 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, sco
         "bigger_is_better": metric.bigger_is_better,
         "metric": round(float(metric.aggregate(arr)), 6) if len(arr) else None,
         "predictions_scored": int(len(arr)),
-        "rows_unserved": int(unserved),
+        "rows_unserved": int(run.unserved),
         "retrains": st.retrains,
         "failed_runs": st.failed_runs,
         "gate_passed": st.gate_passed,
@@ -345,8 +343,8 @@ def _summarise(spec: LoopSpec, loop: Loop, out: Path, scored_at: np.ndarray, sco
         "decisions": {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]},
         "verdicts": [{"at": v["created_at"], "passed": v["passed"], "reason": v["body"]["reason"]} for v in verdicts],
         "series": series,
-        "retrain_times": retrain_at,
-        "drift": {"t": drift_at, "values": drift_series},
+        "retrain_times": run.retrain_at,
+        "drift": {"t": run.drift_at, "values": run.drift_series},
         "stream": {"rows": int(len(times)), "t_first": float(times[0]), "t_last": float(times[-1])},
         "spec": spec.model_dump(mode="json", exclude={"store"}),
     }
