@@ -13,6 +13,7 @@ import json
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -80,7 +81,7 @@ class PredictionLog:
     def _expire(self) -> None:
         over = len(self._open) - self.max_open
         if over > 0:
-            for rid in [r for r, _ in zip(self._open, range(over), strict=False)]:
+            for rid in list(islice(self._open, over)):  # the oldest: the dict keeps logged order
                 del self._open[rid]
             self.expired += over
 
@@ -155,9 +156,9 @@ _SCHEMA = pa.schema([("prediction_id", pa.string()), ("at", pa.float64()), ("ver
 _Block = tuple[list[str], float, np.ndarray, np.ndarray, "np.ndarray | None", "list[str | None] | None"]
 
 
-def _table(row_ids: list[str], at: float, served_by: np.ndarray, preds: np.ndarray, proba: np.ndarray | None,
-           alternatives: list[str | None] | None, *, at_rows: np.ndarray | None = None) -> pa.Table:
-    """One logged batch as the log's columns, built from its arrays (no per-row records)."""
+def _table(row_ids: list[str], at: np.ndarray, served_by: np.ndarray, preds: np.ndarray, proba: np.ndarray | None,
+           alternatives: list[str | None] | None) -> pa.Table:
+    """Logged rows as the log's columns, built from their arrays (no per-row records)."""
     n = len(row_ids)
     if proba is None:
         probas: pa.Array = pa.nulls(n, pa.list_(pa.float64()))
@@ -166,7 +167,7 @@ def _table(row_ids: list[str], at: float, served_by: np.ndarray, preds: np.ndarr
         probas = pa.ListArray.from_arrays(pa.array(np.arange(0, flat.size + 1, flat.shape[1], dtype=np.int32)),
                                           pa.array(flat.ravel()))
     return pa.Table.from_arrays(
-        [pa.array(row_ids, pa.string()), pa.array(np.full(n, at, dtype=float) if at_rows is None else at_rows),
+        [pa.array(row_ids, pa.string()), pa.array(np.asarray(at, dtype=float)),
          pa.array(np.asarray(served_by, dtype=np.int64)), pa.array(np.asarray(preds).astype(str), pa.string()),
          probas, pa.nulls(n, pa.string()) if alternatives is None else pa.array(alternatives, pa.string())],
         schema=_SCHEMA)
@@ -175,14 +176,14 @@ def _table(row_ids: list[str], at: float, served_by: np.ndarray, preds: np.ndarr
 def _merged(blocks: list[_Block]) -> pa.Table:
     """The blocks as one table: their arrays joined first when they agree (one request's rows each, on a
     server), else one table per block."""
+    times = [np.full(len(b[0]), b[1], dtype=float) for b in blocks]
     widths = {None if b[4] is None else b[4].shape[1] for b in blocks}
     if len(widths) > 1 or any(b[5] is not None for b in blocks):
-        return pa.concat_tables([_table(*b) for b in blocks])
+        return pa.concat_tables([_table(b[0], t, *b[2:]) for b, t in zip(blocks, times, strict=True)])
     ids = [r for b in blocks for r in b[0]]
-    at = np.concatenate([np.full(len(b[0]), b[1], dtype=float) for b in blocks])
     probas = None if widths == {None} else np.concatenate([b[4] for b in blocks if b[4] is not None])
-    return _table(ids, 0.0, np.concatenate([b[2] for b in blocks]),
-                  np.concatenate([np.asarray(b[3]).astype(str) for b in blocks]), probas, None, at_rows=at)
+    return _table(ids, np.concatenate(times), np.concatenate([b[2] for b in blocks]),
+                  np.concatenate([np.asarray(b[3]).astype(str) for b in blocks]), probas, None)
 
 
 def _alternatives_text(alts: dict[int, tuple[Any, np.ndarray | None]]) -> str | None:
