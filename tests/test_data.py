@@ -288,3 +288,33 @@ def test_an_old_snapshot_is_rebuilt_as_it_was_after_late_rows_arrive(tmp_path: P
     again = ds.read_snapshot(first)
     assert len(again) == len(rows) == 100 and again["_time"].tolist() == rows["_time"].tolist()
     assert ds.snapshot(WindowSpec(period="1000s"), cutoff=150.0, now=150.0).rows == 150
+
+
+def test_a_window_over_a_long_history_reads_back_as_far_as_a_row_of_it_can_be(tmp_path: Path) -> None:
+    """A snapshot reads only the newest rows when no older row can be in its window, yet finds an old row
+    whose time is late (and skips a late-ingested row whose time is old), as a scan of all rows would."""
+    ds = store(tmp_path)
+    n, each = 300_000, 50_000
+    times = np.arange(n, dtype=float)
+    times[10] = n + 5.0  # ingested first, carrying the latest time of all
+    times[n - 100:] -= 200_000  # ingested last, carrying old times
+    frame = make_frame(n, seed=3).assign(t=times)
+    for i in range(0, n, each):
+        ds.ingest(frame.iloc[i:i + each], now=float(n + 10), source="s", batch_id=f"b{i}")
+
+    def scanned(window: WindowSpec, cutoff: float) -> np.ndarray:
+        every = np.arange(ds.rows)
+        t = ds._time[every]
+        ok = (t <= cutoff) & (ds._label_time[every] <= cutoff) & (ds._arrived[every] <= cutoff)
+        if window.period is not None:
+            ok &= t > cutoff - float(window.period.rstrip("s"))
+        chosen = every[ok][np.argsort(t[ok], kind="stable")]
+        return chosen[-window.rows:] if window.rows is not None else chosen
+
+    cases = [(WindowSpec(rows=20_000), float(n + 10)), (WindowSpec(rows=20_000), float(n - 50_000)),
+             (WindowSpec(period="30000s"), float(n + 10)), (WindowSpec(period="250000s"), float(n))]
+    for window, cutoff in cases:
+        snap = ds.snapshot(window, cutoff=cutoff, now=cutoff)
+        assert np.array_equal(ds._snapshot_rows[snap.id], scanned(window, cutoff)), (window, cutoff)
+    newest = ds._snapshot_rows[ds.snapshot(WindowSpec(rows=20_000), cutoff=n + 10.0, now=n + 10.0).id]
+    assert 10 in newest and not set(range(n - 100, n)) & set(newest.tolist())

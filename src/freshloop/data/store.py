@@ -90,6 +90,11 @@ def _from_parquet(data: bytes) -> pd.DataFrame:
     return pq.read_table(io.BytesIO(data)).to_pandas()
 
 
+def _nth_latest(times: np.ndarray, n: int) -> float:
+    """The ``n``-th latest of ``times`` (``len(times) >= n``), by partition rather than a full sort."""
+    return float(np.partition(times, len(times) - n)[len(times) - n])
+
+
 class DataStore:
     """Accepted batches, quarantine, matured labels and snapshots of one loop."""
 
@@ -115,6 +120,7 @@ class DataStore:
         self._batches: list[str] = []
         self._n = 0
         self._time = np.empty(0, dtype=float)
+        self._time_max = np.empty(0, dtype=float)  # the latest time among rows 0..i: how far back a window reaches
         self._arrived = np.empty(0, dtype=float)
         self._label = np.empty(0, dtype=object)
         self._label_time = np.empty(0, dtype=float)
@@ -288,6 +294,8 @@ class DataStore:
             self._grow(start + len(acc))
             self._n = start + len(acc)
             self._time[start:self._n] = acc["_time"].to_numpy(dtype=float)
+            before = self._time_max[start - 1] if start else -np.inf
+            self._time_max[start:self._n] = np.fmax.accumulate(np.r_[before, self._time[start:self._n]])[1:]
             self._arrived[start:self._n] = acc["_arrived"].to_numpy(dtype=float)
             if label and label in acc:
                 has = acc[label].notna().to_numpy()
@@ -316,7 +324,8 @@ class DataStore:
             return
         cap = max(n, 2 * len(self._label), 1024)
         for attr, fill, dt in (("_label", None, object), ("_label_time", np.inf, float),
-                               ("_label_batch", None, object), ("_time", np.nan, float), ("_arrived", np.nan, float)):
+                               ("_label_batch", None, object), ("_time", np.nan, float), ("_time_max", -np.inf, float),
+                               ("_arrived", np.nan, float)):
             old = getattr(self, attr)
             new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
@@ -420,18 +429,14 @@ class DataStore:
         n = self.rows
         times = self._time[:n]
         lt = self._label_time[:n]
-        # as known at ``cutoff``: rows and labels that arrived later are left out, so a snapshot rebuilds the same
-        mask = (times <= cutoff) & (lt <= cutoff) & (self._arrived[:n] <= cutoff)
         start = window_start(window, cutoff)
-        if start is not None:
-            mask &= times > start
-        pos = np.flatnonzero(mask)
+        pos = self._window_rows(window.rows, start, cutoff)
         if window.rows is not None and len(pos) > window.rows:
             # the newest ``rows`` rows by time, exactly as a stable sort of everything would pick them, but
             # without sorting the whole history on every retrain: a partition finds the cut-off time, and of
             # the rows at that time the last-ingested ones are kept
             t = times[pos]
-            cut = np.partition(t, len(t) - window.rows)[len(t) - window.rows]
+            cut = _nth_latest(t, window.rows)
             above, tied = pos[t > cut], pos[t == cut]
             pos = np.concatenate([tied[len(tied) - (window.rows - len(above)):], above])
         pos = pos[np.argsort(times[pos], kind="stable")]
@@ -448,6 +453,32 @@ class DataStore:
             self._snapshot_rows.popitem(last=False)
         self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
         return snap
+
+    def _window_rows(self, rows: int | None, start: float | None, cutoff: float) -> np.ndarray:
+        """Positions of the labeled rows known at ``cutoff`` (rows and labels that arrived later are left
+        out, so a snapshot rebuilds the same) that can be in a window of the newest ``rows`` rows or of the
+        rows after ``start``: a superset of the window, read from the newest rows back only as far as a row
+        in it can be. A retrain on a window costs the window, not the history (the last rows' times bound
+        how late any earlier row can be; rows usually arrive roughly in time order)."""
+        n = self.rows
+        reach = n if rows is None and start is None else max(4 * (rows or 0), SEGMENT_ROWS)
+        while True:
+            lo = max(0, n - reach)
+            times = self._time[lo:n]
+            mask = (times <= cutoff) & (self._label_time[lo:n] <= cutoff) & (self._arrived[lo:n] <= cutoff)
+            if start is not None:
+                mask &= times > start
+            pos = lo + np.flatnonzero(mask)
+            if lo == 0:
+                return pos
+            # the earliest time a row of the window can have; no row before ``lo`` is later than _time_max[lo-1]
+            # (a row at exactly the rows-th latest time is not needed either: ties keep the last ingested)
+            floor = -np.inf if start is None else start
+            if rows is not None and len(pos) >= rows:
+                floor = max(floor, _nth_latest(self._time[pos], rows))
+            if self._time_max[lo - 1] <= floor:
+                return pos
+            reach *= 4
 
     def read_snapshot(self, snap: Snapshot) -> pd.DataFrame:
         """The snapshot's rows (features, ``_time``, ``_arrived``) with their labels in ``_label``."""
