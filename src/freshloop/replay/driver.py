@@ -83,7 +83,8 @@ def _prepared(spec: LoopSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.nda
                         value=label)
     if len(frame) == 0:
         raise DataError("data: empty (rule: a replay needs rows).", field="data")
-    frame = frame.reset_index(drop=True)
+    if not (isinstance(frame.index, pd.RangeIndex) and frame.index.start == 0 and frame.index.step == 1):
+        frame = frame.reset_index(drop=True)
     if spec.data.time:
         if spec.data.time not in frame.columns:
             raise DataError(f"column {spec.data.time!r}: the time column is missing (rule: data.time must name a "
@@ -92,8 +93,11 @@ def _prepared(spec: LoopSpec, frame: pd.DataFrame) -> tuple[pd.DataFrame, np.nda
         secs = secs.where(~bad, np.nan).ffill().bfill().fillna(0.0)
     else:
         secs = pd.Series(np.arange(len(frame), dtype=float), index=frame.index)
-    order = np.argsort(secs.to_numpy(), kind="stable")
-    return frame.iloc[order].reset_index(drop=True), secs.to_numpy()[order], order
+    secs_a = secs.to_numpy()
+    if (np.diff(secs_a) >= 0).all():  # already in time order: the stream is read as it is, not copied
+        return frame, secs_a, np.arange(len(frame))
+    order = np.argsort(secs_a, kind="stable")
+    return frame.iloc[order].reset_index(drop=True), secs_a[order], order
 
 
 def _fresh(root: Path) -> Path:
@@ -191,7 +195,7 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
            order: np.ndarray) -> list[dict[str, Any]]:
     spec = runs[0].spec
     label = spec.data.label
-    labels = frame[label].tolist()
+    labels = frame[label].to_numpy()
     features = frame.drop(columns=[label])
     delay = parse_duration(spec.replay.label_delay)
     warm = min(spec.replay.warmup, len(frame) - 1)
@@ -234,7 +238,7 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
         hi = min(hi, batch_end)
         if hi > next_label:
             ids = ids_of(next_label, hi)
-            res = data.ingest_labels(ids, labels[next_label:hi], now=now, source="replay",
+            res = data.ingest_labels(ids, labels[next_label:hi].tolist(), now=now, source="replay",
                                      batch_id=f"labels-{next_label}")
             for r in runs:
                 fb = r.loop.observe_labels(ids, res)
