@@ -15,7 +15,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, create_engine, event, func, insert, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
 
 from ..errors import ConflictError, NotFoundError
 from . import tables as t
@@ -33,6 +33,18 @@ class AliasMove:
     actor: str
     reason: str
     at: float
+
+
+# Statements run on every batch, run or promotion, built once: building one per call (its values, its
+# cache key) cost more than SQLite took to run it.
+_FIND_BATCH = select(t.batches).where(t.batches.c.source == bindparam("source"),
+                                      t.batches.c.source_batch_id == bindparam("key"))
+_GET_BATCH = select(t.batches).where(t.batches.c.id == bindparam("id"))
+_HAS_SNAPSHOT = select(t.snapshots.c.id).where(t.snapshots.c.id == bindparam("id"))
+_GET_SNAPSHOT = select(t.snapshots).where(t.snapshots.c.id == bindparam("id"))
+_FIND_RUN = select(t.runs).where(t.runs.c.run_key == bindparam("key"))
+_GET_VERSION = select(t.versions).where(t.versions.c.version == bindparam("version"))
+_GET_ALIAS = select(t.aliases.c.version, t.aliases.c.revision).where(t.aliases.c.name == bindparam("name"))
 
 
 def _alembic_config() -> Config:
@@ -94,28 +106,27 @@ class MetadataStore:
             row = c.execute(select(t.schemas.c.body).where(t.schemas.c.name == name)).first()
             if row:
                 return dict(row[0])
-            c.execute(insert(t.schemas).values(name=name, body=body, locked_at=at))
+            c.execute(t.schemas.insert(), dict(name=name, body=body, locked_at=at))
         return body
 
     # -- batches ------------------------------------------------------------------------------
     def find_batch(self, source: str, source_batch_id: str) -> dict[str, Any] | None:
         with self.tx() as c:
-            row = c.execute(select(t.batches).where(t.batches.c.source == source,
-                                                    t.batches.c.source_batch_id == source_batch_id)).first()
+            row = c.execute(_FIND_BATCH, {"source": source, "key": source_batch_id}).first()
         return dict(row._mapping) if row else None
 
     def get_batch(self, batch_id: str) -> dict[str, Any]:
         with self.tx() as c:
-            row = c.execute(select(t.batches).where(t.batches.c.id == batch_id)).first()
+            row = c.execute(_GET_BATCH, {"id": batch_id}).first()
         if not row:
             raise NotFoundError(f"batch {batch_id!r} not found.", field="batch_id", value=batch_id)
         return dict(row._mapping)
 
     def add_batch(self, row: dict[str, Any], quarantine: dict[str, Any] | None) -> None:
         with self.tx() as c:
-            c.execute(insert(t.batches).values(**row))
+            c.execute(t.batches.insert(), row)
             if quarantine:
-                c.execute(insert(t.quarantine).values(**quarantine))
+                c.execute(t.quarantine.insert(), quarantine)
 
     def list_batches(self, kind: str | None = None, accepted_only: bool = False) -> list[dict[str, Any]]:
         q = select(t.batches).order_by(t.batches.c.t_max, t.batches.c.created_at)
@@ -148,24 +159,24 @@ class MetadataStore:
     # -- snapshots, runs, verdicts, versions --------------------------------------------------
     def add_snapshot(self, sid: str, body: dict[str, Any], rows: int, cutoff: float, at: float) -> None:
         with self.tx() as c:
-            if not c.execute(select(t.snapshots.c.id).where(t.snapshots.c.id == sid)).first():
-                c.execute(insert(t.snapshots).values(id=sid, body=body, rows=rows, cutoff=cutoff, created_at=at))
+            if not c.execute(_HAS_SNAPSHOT, {"id": sid}).first():
+                c.execute(t.snapshots.insert(), dict(id=sid, body=body, rows=rows, cutoff=cutoff, created_at=at))
 
     def get_snapshot(self, sid: str) -> dict[str, Any]:
         with self.tx() as c:
-            row = c.execute(select(t.snapshots).where(t.snapshots.c.id == sid)).first()
+            row = c.execute(_GET_SNAPSHOT, {"id": sid}).first()
         if not row:
             raise NotFoundError(f"snapshot {sid!r} not found.", field="snapshot_id", value=sid)
         return dict(row._mapping)
 
     def find_run(self, run_key: str) -> dict[str, Any] | None:
         with self.tx() as c:
-            row = c.execute(select(t.runs).where(t.runs.c.run_key == run_key)).first()
+            row = c.execute(_FIND_RUN, {"key": run_key}).first()
         return dict(row._mapping) if row else None
 
     def add_run(self, row: dict[str, Any]) -> None:
         with self.tx() as c:
-            c.execute(insert(t.runs).values(**row))
+            c.execute(t.runs.insert(), row)
 
     def list_runs(self) -> list[dict[str, Any]]:
         with self.tx() as c:
@@ -173,7 +184,7 @@ class MetadataStore:
 
     def add_verdict(self, vid: str, run_id: str, passed: bool, body: dict[str, Any], at: float) -> None:
         with self.tx() as c:
-            c.execute(insert(t.verdicts).values(id=vid, run_id=run_id, passed=passed, body=body, created_at=at))
+            c.execute(t.verdicts.insert(), dict(id=vid, run_id=run_id, passed=passed, body=body, created_at=at))
 
     def list_verdicts(self) -> list[dict[str, Any]]:
         with self.tx() as c:
@@ -183,12 +194,12 @@ class MetadataStore:
         """Insert a version with the next number; retried by callers on a lost race."""
         with self.tx() as c:
             nxt = (c.execute(select(func.max(t.versions.c.version))).scalar() or 0) + 1
-            c.execute(insert(t.versions).values(version=nxt, **row))
+            c.execute(t.versions.insert(), dict(version=nxt, **row))
         return int(nxt)
 
     def get_version(self, version: int) -> dict[str, Any]:
         with self.tx() as c:
-            row = c.execute(select(t.versions).where(t.versions.c.version == version)).first()
+            row = c.execute(_GET_VERSION, {"version": version}).first()
         if not row:
             raise NotFoundError(f"model version {version} not found.", field="version", value=version)
         return dict(row._mapping)
@@ -201,8 +212,7 @@ class MetadataStore:
     def get_alias(self, name: str) -> tuple[int | None, int]:
         """(version, revision) of an alias; (None, 0) when it was never set."""
         with self.tx() as c:
-            row = c.execute(select(t.aliases.c.version, t.aliases.c.revision)
-                            .where(t.aliases.c.name == name)).first()
+            row = c.execute(_GET_ALIAS, {"name": name}).first()
         return (row[0], row[1]) if row else (None, 0)
 
     def all_aliases(self) -> dict[str, int | None]:
@@ -213,8 +223,7 @@ class MetadataStore:
                    reason: str, at: float) -> AliasMove:
         """Compare-and-set: move ``name`` only if its revision is still ``expected_revision``."""
         with self.tx() as c:
-            row = c.execute(select(t.aliases.c.version, t.aliases.c.revision)
-                            .where(t.aliases.c.name == name)).first()
+            row = c.execute(_GET_ALIAS, {"name": name}).first()
             old, rev = (row[0], row[1]) if row else (None, 0)
             if rev != expected_revision:
                 raise ConflictError(f"alias {name!r} moved concurrently (revision {rev}, expected "
@@ -228,8 +237,8 @@ class MetadataStore:
                     raise ConflictError(f"alias {name!r} moved concurrently.", field="alias",
                                         rule="compare-and-set", value=name)
             else:
-                c.execute(insert(t.aliases).values(name=name, version=new_version, revision=1, updated_at=at))
-            c.execute(insert(t.alias_history).values(name=name, old_version=old, new_version=new_version,
+                c.execute(t.aliases.insert(), dict(name=name, version=new_version, revision=1, updated_at=at))
+            c.execute(t.alias_history.insert(), dict(name=name, old_version=old, new_version=new_version,
                                                      actor=actor, reason=reason, at=at))
         return AliasMove(name, old, new_version, actor, reason, at)
 
@@ -243,7 +252,7 @@ class MetadataStore:
     # -- decisions, events, rollouts ----------------------------------------------------------
     def add_decision(self, at: float, kind: str, run_key: str | None, reasons: list[str]) -> None:
         with self.tx() as c:
-            c.execute(insert(t.decisions).values(at=at, kind=kind, run_key=run_key, reasons=reasons))
+            c.execute(t.decisions.insert(), dict(at=at, kind=kind, run_key=run_key, reasons=reasons))
 
     def list_decisions(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         q = select(t.decisions).order_by(t.decisions.c.id)
@@ -257,7 +266,7 @@ class MetadataStore:
     def add_event(self, at: float, kind: str, actor: str, reason: str, payload: dict[str, Any]) -> None:
         json.dumps(payload)  # fail here, not in the driver, on a payload that cannot be stored
         with self.tx() as c:
-            c.execute(insert(t.events).values(at=at, kind=kind, actor=actor, reason=reason, payload=payload))
+            c.execute(t.events.insert(), dict(at=at, kind=kind, actor=actor, reason=reason, payload=payload))
 
     def list_events(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         q = select(t.events).order_by(t.events.c.id)
@@ -274,7 +283,7 @@ class MetadataStore:
             if exists:
                 c.execute(update(t.rollouts).where(t.rollouts.c.id == row["id"]).values(**row))
             else:
-                c.execute(insert(t.rollouts).values(**row))
+                c.execute(t.rollouts.insert(), row)
 
     def list_rollouts(self) -> list[dict[str, Any]]:
         with self.tx() as c:

@@ -138,7 +138,9 @@ class ModelBundle:
                 continue
             col = frame[f.name]
             if f.kind == "numeric":
-                parts.append(pd.to_numeric(col, errors="coerce").to_numpy(dtype=float, na_value=np.nan)[:, None])
+                if not pd.api.types.is_numeric_dtype(col.dtype) or pd.api.types.is_bool_dtype(col.dtype):
+                    col = pd.to_numeric(col, errors="coerce")  # text and objects; numbers are read as they are
+                parts.append(col.to_numpy(dtype=float, na_value=np.nan)[:, None])
             elif f.categories:
                 # -1 for missing and unseen values (pandas deprecates unseen values in a typed Categorical)
                 codes = pd.Index(list(f.categories)).get_indexer(pd.Index(col.astype("string").astype(object)))
