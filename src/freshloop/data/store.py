@@ -118,9 +118,9 @@ class DataStore:
         self._gen: dict[str, tuple[int, np.ndarray]] = {}
         self._starts: list[int] = []  # first position of each feature batch in the view, and its id
         self._batches: list[str] = []
+        self._time_max: list[float] = []  # the latest time in batches 0..i: how far back a window must read
         self._n = 0
         self._time = np.empty(0, dtype=float)
-        self._time_max = np.empty(0, dtype=float)  # the latest time among rows 0..i: how far back a window reaches
         self._arrived = np.empty(0, dtype=float)
         self._label = np.empty(0, dtype=object)
         self._label_time = np.empty(0, dtype=float)
@@ -294,8 +294,8 @@ class DataStore:
             self._grow(start + len(acc))
             self._n = start + len(acc)
             self._time[start:self._n] = acc["_time"].to_numpy(dtype=float)
-            before = self._time_max[start - 1] if start else -np.inf
-            self._time_max[start:self._n] = np.fmax.accumulate(np.r_[before, self._time[start:self._n]])[1:]
+            before = self._time_max[-1] if self._time_max else -np.inf
+            self._time_max.append(float(np.fmax.reduce(np.r_[before, self._time[start:self._n]])))  # NaN: no time
             self._arrived[start:self._n] = acc["_arrived"].to_numpy(dtype=float)
             if label and label in acc:
                 has = acc[label].notna().to_numpy()
@@ -322,10 +322,9 @@ class DataStore:
     def _grow(self, n: int) -> None:
         if n <= len(self._label):
             return
-        cap = max(n, 2 * len(self._label), 1024)
+        cap = max(n, len(self._label) * 3 // 2, 1024)  # 1.5x: room ahead costs at most half the view
         for attr, fill, dt in (("_label", None, object), ("_label_time", np.inf, float),
-                               ("_label_batch", None, object), ("_time", np.nan, float), ("_time_max", -np.inf, float),
-                               ("_arrived", np.nan, float)):
+                               ("_label_batch", None, object), ("_time", np.nan, float), ("_arrived", np.nan, float)):
             old = getattr(self, attr)
             new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
@@ -462,8 +461,10 @@ class DataStore:
         how late any earlier row can be; rows usually arrive roughly in time order)."""
         n = self.rows
         reach = n if rows is None and start is None else max(4 * (rows or 0), SEGMENT_ROWS)
+        starts = np.asarray(self._starts, dtype=np.int64)
         while True:
-            lo = max(0, n - reach)
+            k = max(0, int(np.searchsorted(starts, n - reach, side="right")) - 1)  # read from a batch's start
+            lo = int(starts[k]) if len(starts) else 0
             times = self._time[lo:n]
             mask = (times <= cutoff) & (self._label_time[lo:n] <= cutoff) & (self._arrived[lo:n] <= cutoff)
             if start is not None:
@@ -471,12 +472,12 @@ class DataStore:
             pos = lo + np.flatnonzero(mask)
             if lo == 0:
                 return pos
-            # the earliest time a row of the window can have; no row before ``lo`` is later than _time_max[lo-1]
+            # the earliest time a row of the window can have; no row before ``lo`` is later than _time_max[k-1]
             # (a row at exactly the rows-th latest time is not needed either: ties keep the last ingested)
             floor = -np.inf if start is None else start
             if rows is not None and len(pos) >= rows:
                 floor = max(floor, _nth_latest(self._time[pos], rows))
-            if self._time_max[lo - 1] <= floor:
+            if self._time_max[k - 1] <= floor:
                 return pos
             reach *= 4
 
