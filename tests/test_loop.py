@@ -217,6 +217,28 @@ def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) ->
     assert list(back._open) == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]
 
 
+def test_predictions_stop_waiting_for_their_labels_after_the_label_horizon(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", data={"label": "y", "time": "t", "label_horizon": "60s"}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock, durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    rows = make_frame(40, seed=4, t0=300)
+    old, young = [f"o{i}" for i in range(20)], [f"y{i}" for i in range(20)]
+    clock.advance_to(310.0)
+    loop.predict(rows.drop(columns="y").iloc[:20], row_ids=old)
+    clock.advance_to(340.0)
+    loop.predict(rows.drop(columns="y").iloc[20:], row_ids=young)
+    loop.ingest(rows.drop(columns="y"), source="test", batch_id="b1", row_ids=old + young)
+    clock.advance_to(380.0)  # 70 s after the first 20 were served, 40 s after the others
+    loop.tick()
+    assert (loop.predictions.pending, loop.predictions.expired) == (20, 20)
+    late = loop.feedback(old + young, rows["y"].tolist(), source="test", batch_id="l0")
+    assert late.unmatched == old and len(late.scores) == 20  # the late labels are kept, only the young scored
+    assert loop.data.has_label(old).all()
+
+
 def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     frame = make_frame(1500, seed=1)
     frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]

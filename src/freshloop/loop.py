@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from .clock import Clock
+from .clock import Clock, parse_duration
 from .data.schema import Schema
 from .data.snapshot import Snapshot
 from .data.store import DataStore, IngestResult
@@ -110,7 +110,8 @@ class Loop:
         self.data = data if data is not None else DataStore(spec.name, spec.data, self.meta, self.blobs)
         self.registry = Registry(self.meta, self.blobs)
         self.events = EventLog(self.meta, clock)
-        self.predictions = PredictionLog(self.blobs)
+        horizon = spec.data.label_horizon
+        self.predictions = PredictionLog(self.blobs, horizon=parse_duration(horizon) if horizon else None)
         self.stats = LoopStats()
         self.state = PolicyState()
         self.rollout: Rollout | None = None
@@ -422,6 +423,7 @@ class Loop:
         return report
 
     def _decide(self, now: float, report: TickReport) -> Decision:
+        self.predictions.expire(now)  # predictions past the label horizon stop waiting, even when none are served
         self._apply_online(now)
         if self.rollout and self.rollout.active:
             self._advance_rollout(now, report)

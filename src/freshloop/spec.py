@@ -72,6 +72,10 @@ class DataSpec(_Strict):
     entity: str | None = None
     features: list[FeatureSpec] | None = None
     quality: QualitySpec = QualitySpec()
+    label_horizon: str | None = Field(None, description="how long a served prediction waits for its label; an older "
+                                      "one stops waiting (a later label is stored for training, not scored)")
+
+    _check_horizon = field_validator("label_horizon")(classmethod(lambda cls, v: _duration(v)))
 
     @model_validator(mode="after")
     def _label_not_feature(self) -> DataSpec:

@@ -38,13 +38,16 @@ class Served:
 
 
 class PredictionLog:
-    def __init__(self, blobs: BlobStore, *, flush_every: int = 5000, max_open: int = 1_000_000) -> None:
+    def __init__(self, blobs: BlobStore, *, flush_every: int = 5000, max_open: int = 1_000_000,
+                 horizon: float | None = None) -> None:
         self.blobs = blobs
         self.flush_every = flush_every
-        # Records wait in memory for their labels, oldest first; past ``max_open`` the oldest are dropped from
-        # memory (they stay in the Parquet parts): a server whose rows mostly never get labels would otherwise
-        # grow without bound. A label arriving for a dropped record is stored for training but not scored.
+        # Records wait in memory for their labels, oldest first; past ``max_open`` records, or once older than
+        # ``horizon`` seconds, the oldest are dropped from memory (they stay in the Parquet parts): a server whose
+        # rows mostly never get labels would otherwise grow without bound. A label arriving for a dropped record
+        # is stored for training but not scored.
         self.max_open = max_open
+        self.horizon = horizon
         self.expired = 0
         self._open: dict[str, Served] = {}
         self._buffer: list[_Block] = []  # the logged batches' arrays, made into one table when written
@@ -72,18 +75,27 @@ class PredictionLog:
         else:  # the common case: one model answered; its records are made without a per-row comprehension
             self._open.update(zip(row_ids, map(Served, [at] * n, versions, preds, probas, ({} for _ in range(n))),
                                   strict=True))
-        self._expire()
+        self.expire(at)
         block = (list(row_ids), at, np.asarray(served_by), np.asarray(preds), proba, texts or None)
         with self._lock:
             self._buffer.append(block)
             self._buffered += len(row_ids)
 
-    def _expire(self) -> None:
-        over = len(self._open) - self.max_open
-        if over > 0:
-            for rid in list(islice(self._open, over)):  # the oldest: the dict keeps logged order
+    def expire(self, now: float | None = None) -> int:
+        """Drop the oldest records over ``max_open`` and, at time ``now``, those older than the horizon; returns
+        how many. Records are held in logged order, so the scan stops at the first one young enough."""
+        drop = max(0, len(self._open) - self.max_open)
+        if self.horizon is not None and now is not None:
+            oldest = now - self.horizon
+            for rec in islice(self._open.values(), drop, None):
+                if rec.at >= oldest:
+                    break
+                drop += 1
+        if drop:
+            for rid in list(islice(self._open, drop)):
                 del self._open[rid]
-            self.expired += over
+            self.expired += drop
+        return drop
 
     @property
     def due(self) -> bool:
@@ -145,7 +157,7 @@ class PredictionLog:
             if rid not in self._open:
                 proba = np.asarray(pr, dtype=float) if isinstance(pr, (list, np.ndarray)) else None
                 self._open[rid] = Served(float(at), int(v), pred, proba, _alternatives_from(alt, typed))
-        self._expire()
+        self.expire()
         return len(log)
 
 
