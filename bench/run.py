@@ -303,10 +303,11 @@ def render_scaling(r: dict[str, Any]) -> list[str]:
               f"monitor's memory stays at {max(x['monitor_mb_max'] for x in sc['replay']):.2f} MB at every size: it "
               "is bounded by its windows.",
               f"- The replay process's peak RSS grows by about {growth:.0f} MB per million rows. That is history, "
-              "not monitoring: the data store keeps every accepted batch's frame in memory, with five arrays per "
-              "row beside them (time, arrival, label, label time, label batch), for label joins and training "
-              "snapshots; the replay driver keeps each row's score for its report. Reading old batches back "
-              "from their Parquet files (DuckDB) instead of holding them would bound it."]
+              "not monitoring. The data store holds the newest accepted rows up to `store.view_mb` (256 MB) and "
+              "reads older batches back from their Parquet files when a window reaches them, but it keeps five "
+              "numbers per row (time, arrival, label, label time, label batch) for label joins and snapshots; "
+              "the replay itself holds the whole input stream, a copy of it without labels, and each row's "
+              "score for its report."]
     return lines
 
 

@@ -318,3 +318,29 @@ def test_a_window_over_a_long_history_reads_back_as_far_as_a_row_of_it_can_be(tm
         assert np.array_equal(ds._snapshot_rows[snap.id], scanned(window, cutoff)), (window, cutoff)
     newest = ds._snapshot_rows[ds.snapshot(WindowSpec(rows=20_000), cutoff=n + 10.0, now=n + 10.0).id]
     assert 10 in newest and not set(range(n - 100, n)) & set(newest.tolist())
+
+
+def test_old_rows_leave_memory_and_are_read_back_from_their_files(tmp_path: Path) -> None:
+    """Past the view's byte budget the oldest segments are let go; a window over them reads them back from the
+    batches' Parquet files, row for row what a store holding everything gives, and a window of recent rows
+    reads no file."""
+    frames = [make_frame(20_000, seed=i, t0=20_000 * i) for i in range(6)]
+    stores = []
+    for name, budget in (("small", 1_000_000), ("all", 1 << 40)):
+        meta, blobs = open_stores(tmp_path / name, durable=False)
+        ds = DataStore("t", DataSpec(label="y", time="t"), meta, blobs, view_bytes=budget)
+        for i, f in enumerate(frames):
+            ds.ingest(f, now=float(120_000 + i), source="s", batch_id=f"b{i}")
+        stores.append(ds)
+    small, everything = stores
+    assert small._segs[0] is None and small._segs[-1] is not None and all(s is not None for s in everything._segs)
+    held = sum(b for b, s in zip(small._seg_bytes, small._segs, strict=True) if s is not None)
+    assert held <= 1_000_000 or sum(s is not None for s in small._segs) == 1
+    recent = small.snapshot(WindowSpec(rows=5_000), cutoff=200_000.0, now=200_000.0)
+    assert len(small.read_snapshot(recent)) == 5_000 and small.segments_read == 0
+    for window in (WindowSpec(), WindowSpec(period="70000s")):
+        a, b = (ds.read_snapshot(ds.snapshot(window, cutoff=200_000.0, now=200_000.0)) for ds in stores)
+        pd.testing.assert_frame_equal(a, b)
+    assert small.segments_read > 0 and everything.segments_read == 0
+    again = DataStore("t", small.spec, small.meta, small.blobs, view_bytes=1_000_000)  # reopened: bounded too
+    assert again._segs[0] is None and again.rows == small.rows

@@ -107,7 +107,8 @@ class Loop:
         self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
         # a data store of its own, or one several loops share (a replay of several policies stores the stream
         # once); the loop's registry, runs, decisions and events are always its own
-        self.data = data if data is not None else DataStore(spec.name, spec.data, self.meta, self.blobs)
+        self.data = data if data is not None else DataStore(spec.name, spec.data, self.meta, self.blobs,
+                                                            view_bytes=spec.store.view_mb * 2**20)
         self.registry = Registry(self.meta, self.blobs)
         self.events = EventLog(self.meta, clock)
         horizon = spec.data.label_horizon

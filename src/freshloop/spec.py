@@ -264,6 +264,8 @@ class ReplaySpec(_Strict):
 class StoreSpec(_Strict):
     root: str | None = Field(None, description="folder for data, artifacts and the SQLite file")
     url: str | None = Field(None, description="SQLAlchemy URL of the metadata store; default SQLite in root")
+    view_mb: int = Field(256, ge=0, description="megabytes of accepted rows held in memory for training snapshots; "
+                         "older batches are read back from their Parquet files when a window reaches them")
 
 
 class LoopSpec(_Strict):

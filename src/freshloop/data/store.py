@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+from bisect import bisect_left
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import Any
@@ -30,6 +31,7 @@ from .validate import coerce_label, validate_frame
 __all__ = ["DataStore", "IngestResult"]
 
 SEGMENT_ROWS = 65_536  # small batches are merged into view segments up to this many rows
+VIEW_BYTES = 256 * 2**20  # feature rows held in memory; older segments are read back from their batches' files
 _SNAPSHOTS_KEPT = 16  # snapshots whose rows are kept for reading; older ones are rebuilt
 
 
@@ -90,6 +92,15 @@ def _from_parquet(data: bytes) -> pd.DataFrame:
     return pq.read_table(io.BytesIO(data)).to_pandas()
 
 
+def _batch_path(kind: str, bid: str) -> str:
+    return f"batches/{kind}/{bid}.parquet"
+
+
+def _bytes(frame: pd.DataFrame) -> int:
+    """A frame's size as held (text counted as its pointers: an estimate that costs nothing)."""
+    return int(frame.memory_usage(index=False, deep=False).sum())
+
+
 def _nth_latest(times: np.ndarray, n: int) -> float:
     """The ``n``-th latest of ``times`` (``len(times) >= n``), by partition rather than a full sort."""
     return float(np.partition(times, len(times) - n)[len(times) - n])
@@ -98,7 +109,8 @@ def _nth_latest(times: np.ndarray, n: int) -> float:
 class DataStore:
     """Accepted batches, quarantine, matured labels and snapshots of one loop."""
 
-    def __init__(self, name: str, spec: DataSpec, meta: MetadataStore, blobs: BlobStore) -> None:
+    def __init__(self, name: str, spec: DataSpec, meta: MetadataStore, blobs: BlobStore, *,
+                 view_bytes: int = VIEW_BYTES) -> None:
         self.name = name
         self.spec = spec
         self.meta = meta
@@ -109,8 +121,13 @@ class DataStore:
         # snapshot reads only the segments its window touches), with per-row arrays beside them. Small
         # batches of the same columns are merged into segments geometrically (see _compact), so a window
         # of many small batches is read from a few frames.
-        self._segs: list[pd.DataFrame] = []
+        # Past ``view_bytes`` of segments, the oldest are let go (None) and read back from their batches' Parquet
+        # files when a window reaches them: memory is bounded by the recent rows, not the history.
+        self._segs: list[pd.DataFrame | None] = []
         self._seg_starts: list[int] = []  # first position of each segment
+        self._seg_bytes: list[int] = []
+        self.view_bytes = view_bytes
+        self.segments_read = 0  # segments read back from files, for the curious and the tests
         self._columns: dict[str, None] = {}  # every column any batch has, in order of first appearance
         self._pos: dict[str, int] = {}  # row ids a client chose -> position in the view
         # batch id -> (first position, submitted row numbers of its accepted rows): generated ids
@@ -241,7 +258,7 @@ class DataStore:
                 now: float) -> IngestResult:
         if len(acc) + len(rej) != submitted:  # the invariant that nothing is lost
             raise AssertionError(f"ingest lost rows: {len(acc)} + {len(rej)} != {submitted}")
-        path = f"batches/{kind}/{bid}.parquet" if len(acc) else None
+        path = _batch_path(kind, bid) if len(acc) else None
         if path:
             self.blobs.put_bytes(path, _to_parquet(acc))
         raw_path = None
@@ -289,7 +306,9 @@ class DataStore:
             self._batches.append(bid)
             self._seg_starts.append(start)
             self._segs.append(acc)
+            self._seg_bytes.append(_bytes(acc))
             self._compact()
+            self._let_go()
             self._columns.update(dict.fromkeys(acc.columns))
             self._grow(start + len(acc))
             self._n = start + len(acc)
@@ -336,11 +355,35 @@ class DataStore:
         the same columns and types and the merged one stays under ``SEGMENT_ROWS``; big batches stay alone."""
         while len(self._segs) >= 2:
             a, b = self._segs[-2], self._segs[-1]
-            if len(a) > len(b) or len(a) + len(b) > SEGMENT_ROWS or list(a.columns) != list(b.columns) \
-                    or not a.dtypes.equals(b.dtypes):
+            if a is None or b is None or len(a) > len(b) or len(a) + len(b) > SEGMENT_ROWS \
+                    or list(a.columns) != list(b.columns) or not a.dtypes.equals(b.dtypes):
                 return
             self._segs[-2:] = [pd.concat([a, b], ignore_index=True)]
+            self._seg_bytes[-2:] = [self._seg_bytes[-2] + self._seg_bytes[-1]]
             self._seg_starts.pop()
+
+    def _let_go(self) -> None:
+        """Drop the oldest held segments (never the newest) while the held ones exceed ``view_bytes``."""
+        held = sum(b for b, f in zip(self._seg_bytes, self._segs, strict=True) if f is not None)
+        for i in range(len(self._segs) - 1):
+            if held <= self.view_bytes:
+                return
+            if self._segs[i] is not None:
+                self._segs[i] = None
+                held -= self._seg_bytes[i]
+
+    def _segment(self, i: int) -> pd.DataFrame:
+        """Segment ``i``: held, or read back from the Parquet files of the batches it is made of."""
+        seg = self._segs[i]
+        if seg is not None:
+            return seg
+        end = self._seg_starts[i + 1] if i + 1 < len(self._seg_starts) else self.rows
+        first = bisect_left(self._starts, self._seg_starts[i])
+        last = bisect_left(self._starts, end)
+        frames = [_from_parquet(self.blobs.get_bytes(_batch_path("features", bid)))
+                  for bid in self._batches[first:last]]
+        self.segments_read += 1
+        return pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]
 
     def _rows_at(self, pos: np.ndarray) -> pd.DataFrame:
         """The view's rows at positions ``pos``, in that order, read from the batches that hold them."""
@@ -352,7 +395,7 @@ class DataStore:
         starts = np.asarray(self._seg_starts)
         part = np.searchsorted(starts, ranked, side="right") - 1
         bounds = np.flatnonzero(np.diff(part)) + 1
-        pieces = [self._segs[part[i]].iloc[ranked[i:j] - starts[part[i]]]
+        pieces = [self._segment(part[i]).iloc[ranked[i:j] - starts[part[i]]]
                   for i, j in zip(np.r_[0, bounds], np.r_[bounds, len(ranked)], strict=True)]
         out = pd.concat(pieces, ignore_index=True) if len(pieces) > 1 else pieces[0].reset_index(drop=True)
         out = out.reindex(columns=list(self._columns))

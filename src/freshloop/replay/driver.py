@@ -144,7 +144,7 @@ def replay_together(specs: dict[str, LoopSpec], frame: pd.DataFrame, out_dir: st
     clock = SimulatedClock(start=float(times[0]))
     data_root = _fresh(Path(out_dir) / "data" / "-".join(_safe(n) for n in specs))
     meta, blobs = open_stores(data_root, None, durable=False)
-    data = DataStore(first.name, first.data, meta, blobs)
+    data = DataStore(first.name, first.data, meta, blobs, view_bytes=first.store.view_mb * 2**20)
     runs = []
     for name, spec in specs.items():
         if spec.data != first.data or spec.replay != first.replay:
