@@ -234,7 +234,9 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     typed_frame = pd.DataFrame(out)
     if quality.duplicates == "quarantine" and n > 1 and not missing_cols:
         key = [c for c in typed_frame.columns if c != schema.label]
-        dup = _duplicated(typed_frame[key]) if schema.time or schema.entity else np.zeros(n, dtype=bool)
+        # the key columns as they are (a selection of a frame's columns would copy them all first)
+        keyed = pd.DataFrame({c: typed_frame[c] for c in key}, copy=False)
+        dup = _duplicated(keyed) if schema.time or schema.entity else np.zeros(n, dtype=bool)
         flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
              * int(dup.sum()), "duplicate")
 
