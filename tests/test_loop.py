@@ -217,13 +217,8 @@ def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) ->
     assert list(back._open) == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]
 
 
-def test_predictions_stop_waiting_for_their_labels_after_the_label_horizon(tmp_path: Path) -> None:
-    spec = load_spec_dict(spec_dict(tmp_path / "store", data={"label": "y", "time": "t", "label_horizon": "60s"}))
-    clock = SimulatedClock(0.0)
-    loop = Loop(spec, clock=clock, durable=False)
-    clock.advance_to(299.0)
-    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
-    loop.tick()
+def test_predictions_stop_waiting_for_their_labels_after_the_label_horizon(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, data={"label": "y", "time": "t", "label_horizon": "60s"})
     rows = make_frame(40, seed=4, t0=300)
     old, young = [f"o{i}" for i in range(20)], [f"y{i}" for i in range(20)]
     clock.advance_to(310.0)
