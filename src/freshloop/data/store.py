@@ -472,7 +472,8 @@ class DataStore:
         times = self._time[:n]
         lt = self._label_time[:n]
         start = window_start(window, cutoff)
-        pos = self._window_rows(window.rows, start, cutoff)
+        starts = np.asarray(self._starts, dtype=np.int64)  # each feature batch's first position
+        pos = self._window_rows(window.rows, start, cutoff, starts)
         if window.rows is not None and len(pos) > window.rows:
             # the newest ``rows`` rows by time, exactly as a stable sort of everything would pick them, but
             # without sorting the whole history on every retrain: a partition finds the cut-off time, and of
@@ -482,7 +483,7 @@ class DataStore:
             above, tied = pos[t > cut], pos[t == cut]
             pos = np.concatenate([tied[len(tied) - (window.rows - len(above)):], above])
         pos = pos[np.argsort(times[pos], kind="stable")]
-        which = np.searchsorted(np.array(self._starts), pos, side="right") - 1
+        which = np.searchsorted(starts, pos, side="right") - 1
         batch_ids = tuple(sorted({self._batches[i] for i in np.unique(which)})) if n else ()
         label_ids = tuple(sorted(set(self._label_batch[pos]))) if n else ()
         sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
@@ -496,7 +497,7 @@ class DataStore:
         self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
         return snap
 
-    def _window_rows(self, rows: int | None, start: float | None, cutoff: float) -> np.ndarray:
+    def _window_rows(self, rows: int | None, start: float | None, cutoff: float, starts: np.ndarray) -> np.ndarray:
         """Positions of the labeled rows known at ``cutoff`` (rows and labels that arrived later are left
         out, so a snapshot rebuilds the same) that can be in a window of the newest ``rows`` rows or of the
         rows after ``start``: a superset of the window, read from the newest rows back only as far as a row
@@ -504,7 +505,6 @@ class DataStore:
         how late any earlier row can be; rows usually arrive roughly in time order)."""
         n = self.rows
         reach = n if rows is None and start is None else max(4 * (rows or 0), SEGMENT_ROWS)
-        starts = np.asarray(self._starts, dtype=np.int64)
         while True:
             k = max(0, int(np.searchsorted(starts, n - reach, side="right")) - 1)  # read from a batch's start
             lo = int(starts[k]) if len(starts) else 0

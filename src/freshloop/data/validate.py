@@ -233,10 +233,11 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         out[schema.entity] = raw[schema.entity].astype("string").astype(object).to_numpy()
     typed_frame = pd.DataFrame(out)
     if quality.duplicates == "quarantine" and n > 1 and not missing_cols:
-        key = [c for c in typed_frame.columns if c != schema.label]
-        # the key columns as they are (a selection of a frame's columns would copy them all first)
-        keyed = pd.DataFrame({c: typed_frame[c] for c in key}, copy=False)
-        dup = _duplicated(keyed) if schema.time or schema.entity else np.zeros(n, dtype=bool)
+        dup = np.zeros(n, dtype=bool)
+        if schema.time or schema.entity:
+            # the key columns as they are (a selection of a frame's columns would copy them all first)
+            dup = _duplicated(pd.DataFrame({c: typed_frame[c] for c in typed_frame.columns if c != schema.label},
+                                           copy=False))
         flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
              * int(dup.sum()), "duplicate")
 
