@@ -97,7 +97,7 @@ def main() -> int:
         results["quality"].append(quality.run_stream(Path(path).name, None, a.workers,
                                                      quality.load_file(path, a.label, a.time)))
     print("ingest", file=sys.stderr, flush=True)
-    results["ingest"] = speed.ingest_ratio(100_000 if q else 1_000_000, 20, 2 if q else 3)
+    results["ingest"] = speed.ingest_ratio(100_000 if q else 1_000_000, 20, 2 if q else 5)
     print("data-to-deploy", file=sys.stderr, flush=True)
     results["data_to_deploy"] = speed.data_to_deploy_ratio(10_000 if q else 100_000, 2 if q else 3)
     print("rainfall policy comparison vs ARF alone, in turns", file=sys.stderr, flush=True)
@@ -358,7 +358,8 @@ def render(r: dict[str, Any]) -> str:
     i = r["ingest"]
     lines += ["## Speed and cost", "",
               "| measure | freshloop | baseline | ratio | target |", "|---|---|---|---|---|",
-              f"| validated, versioned ingest ({i['rows']:,} rows × {i['cols']} cols) vs raw pyarrow Parquet write | "
+              f"| validated, versioned ingest ({i['rows']:,} rows × {i['cols']} cols) vs raw pyarrow Parquet write "
+              f"into its file (`pq.write_table(table, path)`) | "
               f"{i['freshloop_median_s']:.3f} s | {i['baseline_median_s']:.3f} s | throughput "
               f"{i['throughput_ratio']:.2f}× | ≥ 0.5× |"]
     d = r["data_to_deploy"]

@@ -344,3 +344,41 @@ def test_old_rows_leave_memory_and_are_read_back_from_their_files(tmp_path: Path
     assert small.segments_read > 0 and everything.segments_read == 0
     again = DataStore("t", small.spec, small.meta, small.blobs, view_bytes=1_000_000)  # reopened: bounded too
     assert again._segs[0] is None and again.rows == small.rows
+
+
+def test_a_streamed_blob_appears_whole_or_not_at_all(tmp_path: Path) -> None:
+    from freshloop.store.blobs import LocalBlobStore
+
+    blobs = LocalBlobStore(tmp_path, durable=True)
+    with blobs.open_write("batches/a.bin") as f:
+        f.write(b"first half ")
+        assert not blobs.exists("batches/a.bin")  # nothing visible while it is written
+        f.write(b"second half")
+    assert blobs.get_bytes("batches/a.bin") == b"first half second half"
+    with pytest.raises(RuntimeError, match="writer failed"), blobs.open_write("batches/b.bin") as f:
+        f.write(b"half")
+        raise RuntimeError("writer failed")
+    assert not blobs.exists("batches/b.bin")
+    assert sorted(p.name for p in (tmp_path / "batches").iterdir()) == ["a.bin"]  # no temp file left behind
+
+
+@settings(max_examples=60, deadline=None)
+@given(rows=st.lists(st.tuples(st.sampled_from([0.0, 1.0, 2.0, np.nan]), st.sampled_from([0.5, -0.0, 0.0, np.nan]),
+                               st.sampled_from(["a", "b", None])), min_size=2, max_size=40),
+       spread=st.booleans())
+def test_duplicates_found_through_the_time_column_are_those_of_a_full_comparison(
+        rows: list[tuple[float, float, str | None]], spread: bool) -> None:
+    from freshloop.data.validate import _duplicated
+
+    frame = pd.DataFrame(rows, columns=["_time", "x", "c"])
+    if spread:  # mostly distinct times, a few shared: the narrowed path compares only the shared ones
+        frame["_time"] = np.where(np.arange(len(frame)) % 3 == 0, frame["_time"], np.arange(len(frame)) + 10.0)
+    full = _duplicated(frame)
+    assert _duplicated(frame, "_time").tolist() == full.tolist()
+
+    def same(a: object, b: object) -> bool:  # equal values (0.0 == -0.0), or both missing
+        return bool(pd.isna(a) and pd.isna(b)) or (not pd.isna(a) and not pd.isna(b) and a == b)
+
+    recs = list(frame.itertuples(index=False))
+    expected = [any(all(map(same, recs[i], recs[j])) for j in range(i)) for i in range(len(recs))]
+    assert full.tolist() == expected  # the comparison itself

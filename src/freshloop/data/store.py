@@ -69,7 +69,8 @@ def _hash_frame(frame: pd.DataFrame, extra: list[Any] | None = None) -> str:
     return h.hexdigest()
 
 
-def _to_parquet(frame: pd.DataFrame) -> bytes:
+def _put_parquet(blobs: BlobStore, key: str, frame: pd.DataFrame) -> None:
+    """``frame`` as Parquet blob ``key``, streamed into the store (no copy of the file in memory)."""
     try:
         table = pa.Table.from_pandas(frame, preserve_index=False)
     except (pa.ArrowInvalid, pa.ArrowTypeError):
@@ -79,13 +80,15 @@ def _to_parquet(frame: pd.DataFrame) -> bytes:
             if fixed[c].dtype == object:
                 fixed[c] = [None if v is None or (isinstance(v, float) and v != v) else str(v) for v in fixed[c]]
         table = pa.Table.from_pandas(fixed, preserve_index=False)
-    buf = io.BytesIO()
     # Dictionary encoding pays only on repeated text (categories); on floats and unique ids it is wasted
     # work: 100k x 20 writes 4.5x faster without it (measured with pyarrow 26).
     textual = [f.name for f in table.schema if f.name not in ("_row_id", "prediction_id")
                and (pa.types.is_string(f.type) or pa.types.is_large_string(f.type))]
-    pq.write_table(table, buf, use_dictionary=textual)
-    return buf.getvalue()
+    # row numbers run 0, 1, 2, ...: delta-packed they take almost nothing (1M rows: 4 MB less than plain)
+    delta = {"_row": "DELTA_BINARY_PACKED"} if "_row" in table.column_names \
+        and pa.types.is_integer(table.schema.field("_row").type) else None
+    with blobs.open_write(key) as f:
+        pq.write_table(table, f, use_dictionary=textual, column_encoding=delta)
 
 
 def _from_parquet(data: bytes) -> pd.DataFrame:
@@ -260,7 +263,7 @@ class DataStore:
             raise AssertionError(f"ingest lost rows: {len(acc)} + {len(rej)} != {submitted}")
         path = _batch_path(kind, bid) if len(acc) else None
         if path:
-            self.blobs.put_bytes(path, _to_parquet(acc))
+            _put_parquet(self.blobs, path, acc)
         raw_path = None
         if raw is not None:
             raw_path = f"raw/{hashlib.sha256(raw).hexdigest()}"
@@ -271,7 +274,7 @@ class DataStore:
         if len(rej):
             qid = "q-" + bid[2:]
             qpath = f"quarantine/{qid}.parquet"
-            self.blobs.put_bytes(qpath, _to_parquet(rej))
+            _put_parquet(self.blobs, qpath, rej)
             qrow = dict(id=qid, batch_id=bid, rows=len(rej), reasons=reasons, path=qpath, status="held",
                         reingested_as=None, created_at=now)
         status = "accepted" if not len(rej) else ("quarantined" if not len(acc) else "partial")

@@ -81,7 +81,24 @@ def _categories(s: pd.Series, categories: tuple[str, ...]) -> tuple[np.ndarray, 
     return values, filled, known
 
 
-def _duplicated(frame: pd.DataFrame) -> np.ndarray:
+def _duplicated(frame: pd.DataFrame, narrow: str | None = None) -> np.ndarray:
+    """Rows equal to an earlier row on every column. With ``narrow`` (a column equal rows must share, such
+    as the time), rows whose value there is unique are not compared further: in a batch of distinct times
+    only one column is looked at instead of every column."""
+    if narrow in frame.columns and len(frame.columns) > 1:
+        key = frame[narrow]
+        if pd.api.types.is_float_dtype(key.dtype):
+            v = key.to_numpy()
+            if (v[1:] > v[:-1]).all():  # strictly increasing (NaN fails it): every value is unique
+                return np.zeros(len(frame), dtype=bool)
+        shared = key.duplicated(keep=False).to_numpy()
+        if not shared.any():
+            return shared
+        if shared.mean() < 0.5:
+            idx = np.flatnonzero(shared)
+            dup = np.zeros(len(frame), dtype=bool)
+            dup[idx] = _duplicated(frame.iloc[idx])
+            return dup
     if all(pd.api.types.is_float_dtype(t) for t in frame.dtypes):
         values = frame.to_numpy(dtype=float)
         _, first = np.unique(np.nan_to_num(values, nan=np.inf), axis=0, return_index=True)
@@ -237,7 +254,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         if schema.time or schema.entity:
             # the key columns as they are (a selection of a frame's columns would copy them all first)
             dup = _duplicated(pd.DataFrame({c: typed_frame[c] for c in typed_frame.columns if c != schema.label},
-                                           copy=False))
+                                           copy=False), "_time" if schema.time else schema.entity)
         flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
              * int(dup.sum()), "duplicate")
 

@@ -122,9 +122,8 @@ class PredictionLog:
             self._part += bool(blocks)
         if not blocks:
             return
-        buf = io.BytesIO()
-        pq.write_table(_merged(blocks), buf)
-        self.blobs.put_bytes(self._key(part), buf.getvalue())
+        with self.blobs.open_write(self._key(part)) as f:
+            pq.write_table(_merged(blocks), f)
 
     def restore(self, waiting: Callable[[list[str]], np.ndarray], typed: Callable[[pd.Series], np.ndarray]) -> int:
         """Read the logged records whose labels have not arrived (``waiting`` says which ids still wait) back
