@@ -202,10 +202,16 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
     sm = r.get("serve_mlflow") or {}
     for key in [k for k in sm if k.startswith("c") and sm[k]["ratio"] < 2]:
         x = sm[key]
-        out.append(f"- Predict throughput vs `mlflow models serve` with {key[1:]} request(s) in flight: "
-                   f"{x['ratio']:.2f}× (target 2×). With one request at a time neither server batches, and each "
-                   "request costs HTTP + JSON + one model call on both sides; freshloop also validates, routes, "
-                   "logs and queues the row for ingest, while MLflow is sent the already-encoded row.")
+        text = (f"- Predict throughput vs `mlflow models serve` with {key[1:]} request(s) in flight: "
+                f"{x['ratio']:.2f}× (target 2×). With one request at a time neither server batches, and each "
+                "request costs HTTP + JSON + one model call on both sides; freshloop also validates, routes, "
+                "logs and queues the row for ingest, while MLflow is sent the already-encoded row.")
+        if "model_call_ms" in sm:
+            per = 1000 / x["mlflow"]["requests_per_s"]  # MLflow's time per request, client included
+            text += (f" The model call alone (the same fitted pipeline, one encoded row, in process) takes "
+                     f"{sm['model_call_ms']:.2f} ms of MLflow's {per:.2f} ms per request: 2× would leave "
+                     f"{per / 2 - sm['model_call_ms']:.2f} ms per request for everything else, client included.")
+        out.append(text)
     rp = r["replay"]
     if rp["ratio"] >= 1:
         often = max((row for s in r["quality"] if s["stream"] == "rainfall" for row in s["table"]

@@ -13,6 +13,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,9 @@ def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> di
     ours_body.write_text(json.dumps({"rows": one.to_dict(orient="records")}))
     # MLflow serves the bare pipeline: it gets the encoded row (no validation, encoding or logging on its side)
     theirs_body.write_text(json.dumps({"inputs": bundle.encode(one).tolist()}))
+    # what both servers pay per request whatever else they do: the model's own call on the encoded row
+    x = bundle.encode(one)
+    calls = timeit.repeat(lambda: bundle.model_.predict_proba(x), number=200, repeat=7)
     model_dir = tmp / "mlflow-model"
     mlflow.sklearn.save_model(bundle.model_, str(model_dir), skops_trusted_types=_TRUSTED)
     service.loop.close()  # `freshloop serve` reopens the same store in its own process
@@ -233,7 +237,7 @@ def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> di
     urls = {"freshloop": f"http://127.0.0.1:{ports['freshloop']}/v1/predict",
             "mlflow": f"http://127.0.0.1:{ports['mlflow']}/invocations"}
     bodies = {"freshloop": ours_body, "mlflow": theirs_body}
-    out: dict[str, Any] = {"requests": requests, "rounds": 3}
+    out: dict[str, Any] = {"requests": requests, "rounds": 3, "model_call_ms": 1000 * statistics.median(calls) / 200}
     try:
         _wait_ready(procs["freshloop"], f"http://127.0.0.1:{ports['freshloop']}/v1/status", "freshloop serve")
         _wait_ready(procs["mlflow"], f"http://127.0.0.1:{ports['mlflow']}/ping", "mlflow models serve")

@@ -65,6 +65,25 @@ def test_estimators_outside_the_allow_list_are_refused() -> None:
         train_candidate(request(f, "sklearn.linear_model.NoSuchModel"))
 
 
+def test_features_are_standardised_for_estimators_that_need_it_not_for_trees() -> None:
+    frame = make_frame(400)
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+
+    def steps(estimator: str, scale: bool | None = None) -> list[str]:
+        return [name for name, _ in ModelBundle(schema, estimator, {}, scale=scale).model_.steps]
+
+    assert steps("sklearn.linear_model.LogisticRegression") == ["simpleimputer", "standardscaler", "logisticregression"]
+    assert steps("sklearn.ensemble.HistGradientBoostingClassifier") == ["simpleimputer",
+                                                                        "histgradientboostingclassifier"]
+    assert steps("sklearn.tree.DecisionTreeClassifier") == ["simpleimputer", "decisiontreeclassifier"]
+    assert "standardscaler" in steps("sklearn.ensemble.HistGradientBoostingClassifier", scale=True)  # as asked
+    assert "standardscaler" not in steps("sklearn.linear_model.LogisticRegression", scale=False)
+    # a tree splits on the order of values, which scaling keeps: the same model either way
+    trees = [ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingClassifier", {}, scale=s)
+             .fit(frame, frame["y"]) for s in (True, False)]
+    np.testing.assert_allclose(trees[0].predict(frame)[1], trees[1].predict(frame)[1], atol=1e-9)
+
+
 def test_gate_rejects_a_worse_candidate_and_passes_a_better_one() -> None:
     metric = get_metric("accuracy")
     rng = np.random.default_rng(0)

@@ -106,7 +106,8 @@ class ModelSpec(_Strict):
     mode: Literal["full", "warm_start", "online"] = "full"
     seed: int = 0
     window: WindowSpec = WindowSpec()
-    scale: bool = Field(True, description="standardise numeric features (sklearn estimators)")
+    scale: bool | None = Field(None, description="standardise numeric features (sklearn estimators); default: "
+                               "yes, except for trees (sklearn.ensemble, sklearn.tree), which split on order alone")
 
 
 class DriftTriggerSpec(_Strict):

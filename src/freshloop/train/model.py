@@ -33,6 +33,7 @@ from ..errors import SpecError, param_message
 __all__ = ["ModelBundle", "import_estimator", "is_river"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
+_TREES = ("sklearn.ensemble.", "sklearn.tree.")
 
 Rows = pd.DataFrame | list[dict[str, Any]]  # a frame, or the records a request carries
 
@@ -78,12 +79,13 @@ class ModelBundle:
     """Encoder + estimator; what the registry stores and the router serves."""
 
     def __init__(self, schema: Schema, estimator: str, params: dict[str, Any], *, seed: int = 0,
-                 scale: bool = True) -> None:
+                 scale: bool | None = None) -> None:
         self.schema = schema
         self.estimator = estimator
         self.params = dict(params)
         self.seed = seed
-        self.scale = scale
+        # trees split on the order of values, which scaling keeps: for them it is work that changes nothing
+        self.scale = scale if scale is not None else not estimator.startswith(_TREES)
         self._columns = self._encoded_columns()
         self.model_ = self._build()
         self.rows_seen_ = 0

@@ -35,7 +35,7 @@ class TrainRequest:
     params: dict[str, Any]
     mode: str  # full | warm_start | online
     seed: int
-    scale: bool
+    scale: bool | None
     frame: pd.DataFrame = field(repr=False)  # training rows with the label in ``_label``
     base: ModelBundle | None = field(default=None, repr=False)  # the champion, for warm start
 
