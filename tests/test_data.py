@@ -196,6 +196,7 @@ def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_pat
     assert ds.ingest_labels([f"{future}:1"], [0], now=40.0).unknown_row_ids == 1
     assert ds.ingest(early, now=50.0, source="s", batch_id="c").batch_id == future
     assert list(ds.labeled_rows([f"{future}:1"])["_label"]) == [0]
+    assert [ds.has_row(f"{future}:{i}") for i in range(4)] == [True, True, True, False]  # a clean batch's ids
     before = ds.snapshot(WindowSpec(), cutoff=60.0, now=60.0)
     again = DataStore("t", ds.spec, ds.meta, ds.blobs)  # reopened from the Parquet batches
     assert [again.has_row(r) for r in ids] == [True, True, False, True, True, True]

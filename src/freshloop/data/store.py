@@ -133,9 +133,10 @@ class DataStore:
         self.segments_read = 0  # segments read back from files, for the curious and the tests
         self._columns: dict[str, None] = {}  # every column any batch has, in order of first appearance
         self._pos: dict[str, int] = {}  # row ids a client chose -> position in the view
-        # batch id -> (first position, submitted row numbers of its accepted rows): generated ids
-        # ("<batch id>:<row number>") are never materialised, a million-row batch costs two integers
-        self._gen: dict[str, tuple[int, np.ndarray]] = {}
+        # batch id -> (first position, the submitted row numbers of its accepted rows, or their count when
+        # none was rejected): generated ids ("<batch id>:<row number>") are never materialised, and a clean
+        # million-row batch costs two integers
+        self._gen: dict[str, tuple[int, int | np.ndarray]] = {}
         self._starts: list[int] = []  # first position of each feature batch in the view, and its id
         self._batches: list[str] = []
         self._time_max: list[float] = []  # the latest time in batches 0..i: how far back a window must read
@@ -300,7 +301,8 @@ class DataStore:
                 self._pos.update(zip(ids, range(start, start + len(ids)), strict=True))
                 waiting = [r for r in ids if r in self._pending] if self._pending else []
             else:
-                self._gen[bid] = (start, acc["_row"].to_numpy(dtype=np.int64))
+                nums = acc["_row"].to_numpy(dtype=np.int64)  # increasing; all of 0..n-1 when none was rejected
+                self._gen[bid] = (start, len(nums) if len(nums) and nums[-1] == len(nums) - 1 else nums)
                 prefix = bid + ":"
                 waiting = [r for r in self._pending if r.startswith(prefix)]
             # the view keeps the accepted frame as it is (no copy); ids are looked up through _pos and _gen,
@@ -440,6 +442,10 @@ class DataStore:
         for bid, (ks, nums) in asked.items():
             start, rows = self._gen[bid]
             want = np.asarray(nums, dtype=np.int64)
+            if isinstance(rows, int):  # a batch with no row rejected: row number j sits at start + j
+                hit = want < rows
+                out[np.asarray(ks)[hit]] = start + want[hit]
+                continue
             j = np.minimum(np.searchsorted(rows, want), len(rows) - 1)
             hit = rows[j] == want
             out[np.asarray(ks)[hit]] = start + j[hit]

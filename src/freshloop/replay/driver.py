@@ -207,18 +207,16 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
         r.loop.observe_ingest(ingested)
         r.loop.tick()
 
-    # batches of the rest, by rows or by period
-    rest = np.arange(warm, len(frame))
+    # batches of the rest, by rows or by period: batch k is the sorted rows firsts[k] .. ends[k] - 1
     if spec.replay.batch.rows:
-        cuts = [rest[i:i + spec.replay.batch.rows] for i in range(0, len(rest), spec.replay.batch.rows)]
+        firsts = np.arange(warm, len(frame), spec.replay.batch.rows, dtype=np.int64)
     else:
         period = parse_duration(spec.replay.batch.period or "1d")
-        keys = np.floor((times[rest] - times[warm]) / period).astype(np.int64)
-        _, starts = np.unique(keys, return_index=True)
-        cuts = np.split(rest, starts[1:])
+        _, starts = np.unique(np.floor((times[warm:] - times[warm]) / period).astype(np.int64), return_index=True)
+        firsts = warm + starts.astype(np.int64)
+    ends = np.r_[firsts[1:], len(frame)]
     due = times + delay
     next_label = warm
-    firsts = np.array([int(c[0]) for c in cuts], dtype=np.int64)
     keys = [f"batch-{f}" for f in firsts]
 
     def ids_of(lo: int, hi: int) -> list[str]:
@@ -246,24 +244,24 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
                 r.scores.append(np.asarray(fb.scores, dtype=float))
             next_label = hi
 
-    total = len(cuts)
+    total = len(firsts)
     every = max(1, total // 200)
     batch_end = warm
-    for k, idx in enumerate(cuts):
-        now = float(times[idx[-1]])
+    for k, (lo, hi) in enumerate(zip(firsts.tolist(), ends.tolist(), strict=True)):
+        now = float(times[hi - 1])
         clock.advance_to(max(now, clock.now()))
-        batch = features.iloc[idx]
-        ids = data.row_ids_for("replay", keys[k], len(idx))
-        routing = [f"r{order[i]}" for i in idx]  # rollouts route by the original row
+        batch = features.iloc[lo:hi]
+        ids = data.row_ids_for("replay", keys[k], hi - lo)
+        routing = [f"r{o}" for o in order[lo:hi].tolist()]  # rollouts route by the original row
         for r in runs:
             if r.loop.champion_version is not None:
                 r.loop.predict(batch, row_ids=ids, keys=routing)
             else:
-                r.unserved += len(idx)
+                r.unserved += hi - lo
         ingested = data.ingest(batch, now=clock.now(), source="replay", batch_id=keys[k])
         for r in runs:
             r.loop.observe_ingest(ingested)
-        batch_end = int(idx[-1]) + 1
+        batch_end = hi
         mature(clock.now())
         for r in runs:
             loop = r.loop

@@ -19,6 +19,7 @@ Examples
 
 from __future__ import annotations
 
+import functools
 import importlib
 import inspect
 import os
@@ -71,6 +72,12 @@ def import_estimator(path: str) -> type:
     return cls
 
 
+@functools.lru_cache(maxsize=256)
+def _parameters(cls: type) -> frozenset[str]:
+    """The constructor's parameter names (inspecting a signature costs more than a small fit's set-up)."""
+    return frozenset(inspect.signature(cls).parameters)
+
+
 def is_river(path: str) -> bool:
     return path.startswith("river.")
 
@@ -100,9 +107,9 @@ class ModelBundle:
     def _build(self) -> Any:
         cls = import_estimator(self.estimator)
         params = dict(self.params)
-        sig = inspect.signature(cls)
+        accepted = _parameters(cls)
         for seed_param in ("random_state", "seed"):
-            if seed_param in sig.parameters and seed_param not in params:
+            if seed_param in accepted and seed_param not in params:
                 params[seed_param] = self.seed
         try:
             est = cls(**params)
