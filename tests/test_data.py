@@ -300,13 +300,14 @@ def test_a_window_over_a_long_history_reads_back_as_far_as_a_row_of_it_can_be(tm
     times[10] = n + 5.0  # ingested first, carrying the latest time of all
     times[n - 100:] -= 200_000  # ingested last, carrying old times
     frame = make_frame(n, seed=3).assign(t=times)
+    arrived = np.repeat(np.arange(0, n, each) + each + 10.0, each)  # batch b arrives after its rows' times
     for i in range(0, n, each):
-        ds.ingest(frame.iloc[i:i + each], now=float(n + 10), source="s", batch_id=f"b{i}")
+        ds.ingest(frame.iloc[i:i + each], now=arrived[i], source="s", batch_id=f"b{i}")
 
     def scanned(window: WindowSpec, cutoff: float) -> np.ndarray:
         every = np.arange(ds.rows)
         t = ds._time[every]
-        ok = (t <= cutoff) & (ds._label_time[every] <= cutoff) & (ds._arrived[every] <= cutoff)
+        ok = (t <= cutoff) & (ds._label_time[every] <= cutoff) & (arrived <= cutoff)
         if window.period is not None:
             ok &= t > cutoff - float(window.period.rstrip("s"))
         chosen = every[ok][np.argsort(t[ok], kind="stable")]
@@ -383,3 +384,22 @@ def test_duplicates_found_through_the_time_column_are_those_of_a_full_comparison
     recs = list(frame.itertuples(index=False))
     expected = [any(all(map(same, recs[i], recs[j])) for j in range(i)) for i in range(len(recs))]
     assert full.tolist() == expected  # the comparison itself
+
+
+def test_a_snapshot_leaves_out_rows_that_arrived_after_its_cutoff_even_when_their_labels_came_first(
+        tmp_path: Path) -> None:
+    ds = store(tmp_path)
+    ds.ingest(make_frame(50), now=100.0, source="s", batch_id="lock")  # times 0..49, labelled on arrival
+    future = ds._batch_id("features", "s", "late")
+    assert ds.ingest_labels([f"{future}:{i}" for i in range(5)], [1, 0, 1, 0, 1], now=110.0).unknown_row_ids == 5
+    ds.ingest(make_frame(5, seed=2, t0=10).assign(y=None), now=130.0, source="s", batch_id="late")  # old times
+    ds.ingest(make_frame(5, seed=4, t0=20), now=140.0, source="s", batch_id="later")
+    # at 120 the labels had come but not their rows: those rows are not in it, though their times are old
+    for cutoff, rows in ((105.0, 50), (120.0, 50), (135.0, 55), (150.0, 60)):
+        snap = ds.snapshot(WindowSpec(), cutoff=cutoff, now=cutoff)
+        assert snap.rows == rows, (cutoff, snap.rows)
+        assert (future in snap.batch_ids) == (cutoff >= 130.0)
+    again = DataStore("t", ds.spec, ds.meta, ds.blobs)  # reopened: the same snapshots
+    assert again.snapshot(WindowSpec(), cutoff=120.0, now=120.0).rows == 50
+    assert again.snapshot(WindowSpec(rows=52), cutoff=135.0, now=135.0).label_batch_ids == \
+        ds.snapshot(WindowSpec(rows=52), cutoff=135.0, now=135.0).label_batch_ids

@@ -137,15 +137,17 @@ class DataStore:
         # none was rejected): generated ids ("<batch id>:<row number>") are never materialised, and a clean
         # million-row batch costs two integers
         self._gen: dict[str, tuple[int, int | np.ndarray]] = {}
-        self._starts: list[int] = []  # first position of each feature batch in the view, and its id
+        self._starts: list[int] = []  # first position of each feature batch in the view, its id and arrival
         self._batches: list[str] = []
+        self._arrivals: list[float] = []  # a batch's rows all arrive when it does: one number per batch
         self._time_max: list[float] = []  # the latest time in batches 0..i: how far back a window must read
         self._n = 0
         self._time = np.empty(0, dtype=float)
-        self._arrived = np.empty(0, dtype=float)
         self._label = np.empty(0, dtype=object)
         self._label_time = np.empty(0, dtype=float)
-        self._label_batch = np.empty(0, dtype=object)
+        self._label_batch = np.empty(0, dtype=np.int32)  # index into _label_batches (-1: no label yet)
+        self._label_batches: list[str] = []  # ids of the batches labels came in (feature batches with labels too)
+        self._label_batch_index: dict[str, int] = {}
         self._pending: dict[str, tuple[Any, float, str]] = {}
         # the rows of recent snapshots; an older one is rebuilt from the view when read (bounded: a server that
         # retrains often on a large window would otherwise keep every snapshot's row positions)
@@ -309,6 +311,7 @@ class DataStore:
             # a row's batch through the batches' first positions
             self._starts.append(start)
             self._batches.append(bid)
+            self._arrivals.append(float(acc["_arrived"].iloc[0]) if len(acc) else np.nan)
             self._seg_starts.append(start)
             self._segs.append(acc)
             self._seg_bytes.append(_bytes(acc))
@@ -320,25 +323,24 @@ class DataStore:
             self._time[start:self._n] = acc["_time"].to_numpy(dtype=float)
             before = self._time_max[-1] if self._time_max else -np.inf
             self._time_max.append(float(np.fmax.reduce(np.r_[before, self._time[start:self._n]])))  # NaN: no time
-            self._arrived[start:self._n] = acc["_arrived"].to_numpy(dtype=float)
             if label and label in acc:
                 has = acc[label].notna().to_numpy()
                 idx = start + np.flatnonzero(has)
                 self._label[idx] = acc[label].to_numpy()[has]
                 self._label_time[idx] = acc["_arrived"].to_numpy()[has]
-                self._label_batch[idx] = bid
+                self._label_batch[idx] = self._label_batch_of(bid)
             for rid in waiting:  # labels that arrived before their rows
                 p = self._position(rid)
                 if p is not None:
                     lab, t, lb = self._pending.pop(rid)
-                    self._label[p], self._label_time[p], self._label_batch[p] = lab, t, lb
+                    self._label[p], self._label_time[p], self._label_batch[p] = lab, t, self._label_batch_of(lb)
         else:
             rids = acc["_row_id"].to_numpy(dtype=object)
             at = self._positions(rids)
             known = at >= 0
             self._label[at[known]] = acc["_label"].to_numpy(dtype=object)[known]
             self._label_time[at[known]] = acc["_label_time"].to_numpy(dtype=float)[known]
-            self._label_batch[at[known]] = bid
+            self._label_batch[at[known]] = self._label_batch_of(bid)
             for rid, lab, t in zip(rids[~known], acc["_label"].to_numpy(dtype=object)[~known],
                                    acc["_label_time"].to_numpy(dtype=float)[~known], strict=True):
                 self._pending[rid] = (lab, float(t), bid)  # labels that arrived before their rows
@@ -348,11 +350,18 @@ class DataStore:
             return
         cap = max(n, len(self._label) * 3 // 2, 1024)  # 1.5x: room ahead costs at most half the view
         for attr, fill, dt in (("_label", None, object), ("_label_time", np.inf, float),
-                               ("_label_batch", None, object), ("_time", np.nan, float), ("_arrived", np.nan, float)):
+                               ("_label_batch", -1, np.int32), ("_time", np.nan, float)):
             old = getattr(self, attr)
             new = np.full(cap, fill, dtype=dt)
             new[: len(old)] = old
             setattr(self, attr, new)
+
+    def _label_batch_of(self, bid: str) -> int:
+        at = self._label_batch_index.get(bid)
+        if at is None:
+            at = self._label_batch_index[bid] = len(self._label_batches)
+            self._label_batches.append(bid)
+        return at
 
     def _compact(self) -> None:
         """Merge the newest segment into the one before while that one is no larger (a binary counter:
@@ -493,12 +502,13 @@ class DataStore:
             pos = np.concatenate([tied[len(tied) - (window.rows - len(above)):], above])
         pos = pos[np.argsort(times[pos], kind="stable")]
         which = np.searchsorted(starts, pos, side="right") - 1
-        batch_ids = tuple(sorted({self._batches[i] for i in np.unique(which)})) if n else ()
-        label_ids = tuple(sorted(set(self._label_batch[pos]))) if n else ()
+        held = np.unique(which) if n else np.empty(0, dtype=np.int64)
+        batch_ids = tuple(sorted(self._batches[i] for i in held))
+        label_ids = tuple(sorted(self._label_batches[i] for i in np.unique(self._label_batch[pos]) if i >= 0))
         sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
         snap = Snapshot(sid, float(cutoff), window.model_dump(), batch_ids, label_ids, int(len(pos)),
                         float(times[pos].min()) if len(pos) else None, float(times[pos].max()) if len(pos) else None,
-                        float(max(lt[pos].max(), self._arrived[pos].max())) if len(pos) else None)
+                        float(max(lt[pos].max(), max(self._arrivals[i] for i in held))) if len(pos) else None)
         self._snapshot_rows[sid] = pos
         self._snapshot_rows.move_to_end(sid)
         while len(self._snapshot_rows) > _SNAPSHOTS_KEPT:
@@ -518,7 +528,9 @@ class DataStore:
             k = max(0, int(np.searchsorted(starts, n - reach, side="right")) - 1)  # read from a batch's start
             lo = int(starts[k]) if len(starts) else 0
             times = self._time[lo:n]
-            mask = (times <= cutoff) & (self._label_time[lo:n] <= cutoff) & (self._arrived[lo:n] <= cutoff)
+            mask = (times <= cutoff) & (self._label_time[lo:n] <= cutoff)
+            for b in k + np.flatnonzero(np.asarray(self._arrivals[k:]) > cutoff):  # batches that came later
+                mask[int(starts[b]) - lo:(int(starts[b + 1]) if b + 1 < len(starts) else n) - lo] = False
             if start is not None:
                 mask &= times > start
             pos = lo + np.flatnonzero(mask)
