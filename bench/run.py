@@ -318,8 +318,9 @@ def render_scaling(r: dict[str, Any]) -> list[str]:
               "is bounded by its windows.",
               f"- The replay process's peak RSS grows by about {growth:.0f} MB per million rows. That is history, "
               "not monitoring. The data store holds the newest accepted rows up to `store.view_mb` (256 MB) and "
-              "reads older batches back from their Parquet files when a window reaches them, but it keeps five "
-              "numbers per row (time, arrival, label, label time, label batch) for label joins and snapshots; "
+              "reads older batches back from their Parquet files when a window reaches them, but it keeps four "
+              "numbers per row (time, label, label time, label batch: 28 bytes, and room to grow by half) for "
+              "label joins and snapshots; "
               "the replay itself holds the whole input stream, a copy of it without labels, and each row's "
               "score for its report."]
     return lines
