@@ -86,12 +86,7 @@ def _duplicated(frame: pd.DataFrame, narrow: str | None = None) -> np.ndarray:
     as the time), rows whose value there is unique are not compared further: in a batch of distinct times
     only one column is looked at instead of every column."""
     if narrow in frame.columns and len(frame.columns) > 1:
-        key = frame[narrow]
-        if pd.api.types.is_float_dtype(key.dtype):
-            v = key.to_numpy()
-            if (v[1:] > v[:-1]).all():  # strictly increasing (NaN fails it): every value is unique
-                return np.zeros(len(frame), dtype=bool)
-        shared = key.duplicated(keep=False).to_numpy()
+        shared = frame[narrow].duplicated(keep=False).to_numpy()
         if not shared.any():
             return shared
         if shared.mean() < 0.5:
@@ -251,10 +246,12 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     typed_frame = pd.DataFrame(out)
     if quality.duplicates == "quarantine" and n > 1 and not missing_cols:
         dup = np.zeros(n, dtype=bool)
-        if schema.time or schema.entity:
-            # the key columns as they are (a selection of a frame's columns would copy them all first)
-            dup = _duplicated(pd.DataFrame({c: typed_frame[c] for c in typed_frame.columns if c != schema.label},
-                                           copy=False), "_time" if schema.time else schema.entity)
+        t = out["_time"]
+        if (schema.time or schema.entity) and not (schema.time and (t[1:] > t[:-1]).all()):
+            # (times that strictly increase, as most batches' do, cannot repeat: then no row equals another)
+            # the key columns as they are: a selection of a frame's columns would copy them all first
+            dup = _duplicated(pd.DataFrame({c: v for c, v in out.items() if c != schema.label}, copy=False),
+                              "_time" if schema.time else schema.entity)
         flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
              * int(dup.sum()), "duplicate")
 
