@@ -474,6 +474,10 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     snaps = [meta.get_snapshot(r["snapshot_id"])["body"] for r in meta.list_runs()]
     after = [s for s in snaps if s["window"]["period"] is not None]
     assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
+    # the model the follow-up replaces serves its gated fit (no refit); the follow-up's own model is refitted
+    run_at = {r["id"]: r["lineage"]["reasons"][0] for r in meta.list_runs()}
+    refitted = {run_at[v["run_id"]].split(":")[0]: "refit_rows" in v["lineage"] for v in meta.list_versions()}
+    assert refitted[found[0]["reasons"][0].split(":")[0]] is False and refitted["follow-up"] is True, refitted
     meta.close()
 
 

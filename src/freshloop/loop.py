@@ -524,7 +524,8 @@ class Loop:
         report.run_id = run_id
         window, self._window = self._window or spec.model.window, None
         snap = self.data.snapshot(window, cutoff=now, now=now)
-        if spec.model.window.rows and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS:
+        interim = bool(spec.model.window.rows) and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS
+        if interim:  # a follow-up on the rows after the change will replace this run's model
             self._follow_up = (now, self._follow_up_size())  # kept in the decision log too (a restart reads it)
         frame = self.data.read_snapshot(snap)
         self._snapshot_read = (snap.id, frame)  # promoting this run's model reads its snapshot again: kept
@@ -576,7 +577,9 @@ class Loop:
             return
         self.stats.gate_passed += 1
         cand.lineage["gate_score"] = verdict.candidate_score
-        refit = spec.gate.refit and mode == "full"
+        # A model a follow-up will soon replace is not refitted: a second full fit for a short stay (on the
+        # synthetic benchmark streams: a fifth to a quarter fewer training rows, at most 0.11 points less)
+        refit = spec.gate.refit and mode == "full" and not interim
         # Serving first: the gated fit serves as soon as it is judged and the refit replaces it when done, so
         # the newest data is not held back by a second fit. Only for an immediate promotion: a staged rollout
         # gathers its evidence on the version that will stay.

@@ -209,7 +209,8 @@ class GateSpec(_Strict):
     max_regression: float = Field(0.03, ge=0, description="how far below the champion the CI's low end may reach")
     refit: bool = Field(True, description="after passing, refit on the whole snapshot so the newest rows "
                                           "(the holdout) are not left out of the served model; a server serves "
-                                          "the gated fit until the refit replaces it")
+                                          "the gated fit until the refit replaces it. Not for a retrain that a "
+                                          "follow-up will replace")
     slices: list[str] = Field(default_factory=list, description="categorical features checked per value")
 
 
