@@ -216,9 +216,9 @@ def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> di
     ours_body, theirs_body = tmp / "ours.json", tmp / "theirs.json"
     ours_body.write_text(json.dumps({"rows": one.to_dict(orient="records")}))
     # MLflow serves the bare pipeline: it gets the encoded row (no validation, encoding or logging on its side)
-    theirs_body.write_text(json.dumps({"inputs": bundle.encode(one).tolist()}))
-    # what both servers pay per request whatever else they do: the model's own call on the encoded row
     x = bundle.encode(one)
+    theirs_body.write_text(json.dumps({"inputs": x.tolist()}))
+    # what both servers pay per request whatever else they do: the model's own call on the encoded row
     calls = timeit.repeat(lambda: bundle.model_.predict_proba(x), number=200, repeat=7)
     model_dir = tmp / "mlflow-model"
     mlflow.sklearn.save_model(bundle.model_, str(model_dir), skops_trusted_types=_TRUSTED)
