@@ -544,3 +544,14 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
     assert restarted and follow, [(d["at"], d["reasons"]) for d in retrains(loop)]
     assert follow[0]["at"] > found(loop)[0]["at"]
     loop.close()
+
+
+def test_a_promoted_tree_ensemble_serves_compiled_and_says_so(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, model={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                              "params": {"max_iter": 20}})
+    moved = loop.events.list("alias_moved")[-1]
+    assert moved["payload"]["serving"].startswith("treelite")
+    rows = make_frame(3, seed=9).drop(columns="y")
+    pred, proba = loop.champion().predict(rows)
+    want = loop.champion().model_.predict_proba(loop.champion().encode(rows))
+    np.testing.assert_allclose(proba, want, rtol=0, atol=1e-9)

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import pickle
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -18,6 +20,7 @@ from freshloop.spec import DataSpec, GateSpec
 from freshloop.store import open_stores
 from freshloop.store.tables import metadata
 from freshloop.train import ModelBundle, TrainRequest, train_candidate
+from freshloop.train.compiled import SMALL_BATCH
 
 from .conftest import make_frame
 
@@ -82,6 +85,88 @@ def test_features_are_standardised_for_estimators_that_need_it_not_for_trees() -
     trees = [ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingClassifier", {}, scale=s)
              .fit(frame, frame["y"]) for s in (True, False)]
     np.testing.assert_allclose(trees[0].predict(frame)[1], trees[1].predict(frame)[1], atol=1e-9)
+
+
+def _ragged_rows(n: int, seed: int) -> pd.DataFrame:
+    """Rows as requests bring them: some cells missing, some categories never seen in training."""
+    frame = make_frame(n, seed=seed)
+    frame.loc[frame.index % 7 == 0, "x1"] = np.nan
+    frame.loc[frame.index % 11 == 0, "c"] = "unseen"
+    return frame
+
+
+@pytest.mark.parametrize(("estimator", "params", "target"), [
+    ("sklearn.ensemble.HistGradientBoostingClassifier", {}, "binary"),
+    ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 30}, "three classes"),
+    ("sklearn.ensemble.HistGradientBoostingRegressor", {}, "number"),
+    ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 20}, "binary"),
+    ("sklearn.ensemble.ExtraTreesRegressor", {"n_estimators": 20}, "number"),
+    ("sklearn.ensemble.GradientBoostingClassifier", {"n_estimators": 30}, "three classes"),
+    ("sklearn.linear_model.LogisticRegression", {}, "binary"),
+    ("sklearn.linear_model.LogisticRegression", {}, "three classes"),
+    ("sklearn.linear_model.Ridge", {}, "number"),
+])
+def test_small_batches_are_predicted_by_the_compiled_model_as_by_the_pipeline(
+        estimator: str, params: dict[str, Any], target: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    frame = _ragged_rows(1500, seed=3)
+    if target == "three classes":
+        frame["y"] = frame["y"] + (frame["x2"] > 0.8)
+    elif target == "number":
+        frame["y"] = frame["x1"].fillna(0.0) * 2 + frame["x2"] ** 2 + (frame["c"] == "a")
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+    fitted = ModelBundle(schema, estimator, params, seed=0).fit(frame, frame["y"])
+    bundle = pickle.loads(pickle.dumps(fitted))  # as the registry keeps it: compiled again where it is loaded
+    trees = estimator.startswith("sklearn.ensemble.")
+    assert bundle.prepare() == (f"treelite {importlib.metadata.version('treelite')} up to {SMALL_BATCH} rows"
+                                if trees else "coefficients, every batch")
+    rows = _ragged_rows(3 * SMALL_BATCH, seed=4).drop(columns="y")
+    pipeline = bundle.model_.predict_proba if schema.task == "classification" else bundle.model_.predict
+    want = pipeline(bundle.encode(rows))
+
+    def refuse(xs: np.ndarray) -> None:
+        raise AssertionError(f"scikit-learn was called for a batch of {len(xs)} rows")
+
+    monkeypatch.setattr(bundle.model_, "predict_proba" if schema.task == "classification" else "predict", refuse)
+    for start in range(0, len(rows), SMALL_BATCH // 4):  # batches of one to SMALL_BATCH rows
+        for chunk in (rows.iloc[start:start + 1], rows.iloc[start:start + SMALL_BATCH]):
+            pred, proba = bundle.predict(chunk.to_dict(orient="records"))
+            at = slice(start, start + len(chunk))
+            if proba is None:
+                np.testing.assert_allclose(pred, want[at], rtol=0, atol=1e-9)
+            else:
+                np.testing.assert_allclose(proba, want[at], rtol=0, atol=1e-9)
+                assert pred.tolist() == bundle.model_.classes_[want[at].argmax(axis=1)].tolist()
+    if trees:  # a larger batch goes to scikit-learn's parallel loop over the trees
+        with pytest.raises(AssertionError, match=f"batch of {SMALL_BATCH + 1} rows"):
+            bundle.predict(rows.iloc[:SMALL_BATCH + 1])
+    else:  # a matrix product is cheaper at every size
+        np.testing.assert_allclose(bundle.predict(rows)[1 if proba is not None else 0], want, rtol=0, atol=1e-9)
+
+
+def test_a_model_its_compiled_form_cannot_reproduce_is_served_by_scikit_learn() -> None:
+    frame = _ragged_rows(800, seed=5)
+    frame["y"] = np.exp(frame["x2"])  # a Poisson model links its trees by exp, which the compiled form leaves out
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+    bundle = ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingRegressor", {"loss": "poisson"}).fit(
+        frame, frame["y"])
+    assert bundle.prepare().startswith("scikit-learn (the compiled form differs by")
+    rows = frame.drop(columns="y").iloc[:5]
+    assert bundle.predict(rows)[0].tolist() == bundle.model_.predict(bundle.encode(rows)).tolist()
+    classes = infer_schema(make_frame(100), DataSpec(label="y", time="t"))
+    huber = ModelBundle(classes, "sklearn.linear_model.SGDClassifier", {"loss": "modified_huber"}).fit(
+        make_frame(100), make_frame(100)["y"])  # probabilities clipped from the margin, not linked by expit
+    assert huber.prepare().startswith("scikit-learn (the compiled form differs by")
+    knn = ModelBundle(classes, "sklearn.neighbors.KNeighborsClassifier", {}).fit(make_frame(100), make_frame(100)["y"])
+    assert knn.prepare() == "scikit-learn (KNeighborsClassifier is neither a tree ensemble Treelite reads nor a " \
+                            "linear model)"
+    # a refit forgets the compiled form: the next small batch compiles the new trees
+    trees = ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingRegressor", {}).fit(frame, frame["y"])
+    assert trees.prepare().startswith("treelite")
+    before = trees.predict(rows)[0]
+    trees.fit(frame.iloc[::-1], -frame["y"].iloc[::-1])
+    assert trees.serving is None
+    np.testing.assert_allclose(trees.predict(rows)[0], trees.model_.predict(trees.encode(rows)), rtol=0, atol=1e-9)
+    assert not np.allclose(trees.predict(rows)[0], before)
 
 
 def test_gate_rejects_a_worse_candidate_and_passes_a_better_one() -> None:

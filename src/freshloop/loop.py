@@ -185,6 +185,7 @@ class Loop:
                                        tuple(spec.steps), row["started_at"], row["step"], row["step_started_at"],
                                        row["status"], list(row["evidence"]))
                 self._candidate = (row["version"], self.registry.load(row["version"]))
+                self._candidate[1].prepare()
 
     def _typed_predictions(self, text: pd.Series) -> np.ndarray:
         """Predictions as the log's text gives them back, typed as the model returns them."""
@@ -687,6 +688,7 @@ class Loop:
             return
         rid = f"ro-{version}"
         bundle = self.registry.load(version)
+        bundle.prepare()  # compiled before it takes traffic, so no request waits for it
         with self._serving:
             self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
             self._candidate = (version, bundle)
@@ -762,7 +764,8 @@ class Loop:
         lineage = self._champion[2] if self._champion else {}
         if lineage.get("cutoff") is not None:
             self.stats.deployments.append((now, float(lineage["cutoff"])))
-        self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version}, actor=actor)
+        self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version,
+                                                        "serving": bundle.serving}, actor=actor)
         if self.on_promote is not None:
             self.on_promote(version, actor)
 
@@ -793,6 +796,7 @@ class Loop:
 
     def _set_champion(self, version: int, bundle: ModelBundle | None = None) -> None:
         bundle = bundle or self.registry.load(version)
+        bundle.prepare()  # compiled before it takes traffic, so no request waits for it
         mv = self.registry.get(version)
         lineage = dict(mv.lineage)
         lineage["promoted_at"] = self.clock.now()

@@ -30,11 +30,13 @@ import pandas as pd
 
 from ..data.schema import Schema
 from ..errors import SpecError, param_message
+from .compiled import Compiled, compile_pipeline
 
 __all__ = ["ModelBundle", "import_estimator", "is_river"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 _TREES = ("sklearn.ensemble.", "sklearn.tree.")
+_CHECK_ROWS = 256  # fitted rows kept to check a compiled form of the model against the model itself
 
 Rows = pd.DataFrame | list[dict[str, Any]]  # a frame, or the records a request carries
 
@@ -96,6 +98,17 @@ class ModelBundle:
         self._columns = self._encoded_columns()
         self.model_ = self._build()
         self.rows_seen_ = 0
+        self._check_rows: np.ndarray | None = None
+        self._compiled: Compiled | None = None
+        self.serving: str | None = None  # how small batches are predicted, once :meth:`prepare` has run
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_compiled"], state["serving"] = None, None  # compiled again where it is loaded
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update({"_check_rows": None, "_compiled": None, "serving": None, **state})
 
     # -- construction -------------------------------------------------------------------------
     def _encoded_columns(self) -> list[str]:
@@ -194,9 +207,32 @@ class ModelBundle:
         self.rows_seen_ = 0
         if is_river(self.estimator):
             return self.learn(frame, y)
-        self.model_.fit(self.encode(frame), y)
+        xs = self.encode(frame)
+        self.model_.fit(xs, y)
         self.rows_seen_ = len(y)
+        self._fitted(xs)
         return self
+
+    def _fitted(self, xs: np.ndarray) -> None:
+        """The model changed: forget its compiled form, keep rows to check the next one against."""
+        self._compiled, self.serving = None, None
+        if len(xs):
+            at = np.unique(np.linspace(0, len(xs) - 1, min(_CHECK_ROWS, len(xs))).astype(np.int64))
+            self._check_rows = np.array(xs[at], dtype=np.float64)
+
+    def prepare(self) -> str:
+        """Compile the model for small batches if it can be (see :mod:`freshloop.train.compiled`).
+
+        Returns how small batches will be predicted; :meth:`predict` calls it on its first small batch,
+        and the loop calls it before a version starts to serve so no request waits for it."""
+        if self.serving is None:
+            if is_river(self.estimator):
+                self.serving = "river"
+            elif self._check_rows is None:
+                self.serving = "scikit-learn (no fitted rows to check a compiled form against)"
+            else:
+                self._compiled, self.serving = compile_pipeline(self.model_, self._check_rows)
+        return self.serving
 
     def learn(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
         """Incremental update: River ``learn_one`` per row, or sklearn ``partial_fit``."""
@@ -205,7 +241,7 @@ class ModelBundle:
             for x, target in zip(self._records(frame), y.tolist(), strict=True):
                 self.model_.learn_one(x, target)
         else:
-            xs = self.encode(frame)
+            xs = raw = self.encode(frame)
             *pre, (name, est) = self.model_.steps
             if self.rows_seen_ == 0:
                 for _, step in pre:
@@ -214,6 +250,7 @@ class ModelBundle:
                 xs = step.transform(xs)
             kwargs = {"classes": np.array(self.schema.classes)} if self.schema.task == "classification" else {}
             est.partial_fit(xs, y.to_numpy(), **kwargs)
+            self._fitted(raw)
         self.rows_seen_ += len(y)
         return self
 
@@ -245,9 +282,12 @@ class ModelBundle:
             proba /= proba.sum(axis=1, keepdims=True)
             return np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(type(classes[0])), proba
         xs = self.encode(frame)
+        compiled = self._compiled if self.prepare() and self._compiled else None
+        if compiled is not None and compiled.max_rows is not None and len(xs) > compiled.max_rows:
+            compiled = None  # a large batch: scikit-learn's parallel loop over the trees is faster
         if self.schema.task == "regression" or not hasattr(self.model_, "predict_proba"):
-            return np.asarray(self.model_.predict(xs)), None
-        raw = self.model_.predict_proba(xs)
+            return (compiled.output(xs) if compiled else np.asarray(self.model_.predict(xs))), None
+        raw = compiled.output(xs) if compiled else self.model_.predict_proba(xs)
         proba = np.zeros((len(xs), len(classes)))
         for j, c in enumerate(self.model_.classes_):
             if c in classes:
