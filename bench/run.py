@@ -212,12 +212,14 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
                 f"{x['ratio']:.2f}× (target 2×). With one request at a time neither server batches, and each "
                 "request costs HTTP + JSON + one model call on both sides; freshloop also validates, routes, "
                 "logs and queues the row for ingest, while MLflow is sent the already-encoded row.")
-        if "model_call_ms" in sm:
+        if "served_call_ms" in sm:
             per = 1000 / x["mlflow"]["requests_per_s"]  # MLflow's time per request, client included
-            left = per / 2 - sm["model_call_ms"]
-            text += (f" The model call alone (the same fitted pipeline, one encoded row, in process) takes "
-                     f"{sm['model_call_ms']:.2f} ms of MLflow's {per:.2f} ms per request: 2× would " +
-                     (f"leave {left:.2f} ms per request for everything else, client included." if left > 0 else
+            left = per / 2 - sm["served_call_ms"]
+            text += (f" freshloop's model call (encoding the record, then {sm['serving']}) takes "
+                     f"{sm['served_call_ms']:.2f} ms, MLflow's (the pipeline on the encoded row) "
+                     f"{sm['model_call_ms']:.2f} ms of its {per:.2f} ms per request: 2× would " +
+                     (f"leave freshloop {left:.2f} ms per request for HTTP, JSON, validation, routing and the log, "
+                      "client included." if left > 0 else
                       f"need a whole request, client included, to take {per / 2:.2f} ms, less than that call."))
         out.append(text)
     rp = r["replay"]
@@ -283,6 +285,12 @@ def render_tools(r: dict[str, Any]) -> list[str]:
                          f"≥ 2× | {m['peak_rss_mb']['freshloop']:.0f} / {m['peak_rss_mb']['mlflow']:.0f} MB (each "
                          f"server process) |")
     lines.append("")
+    if r.get("serve_mlflow", {}).get("serving"):
+        m = r["serve_mlflow"]
+        lines.append(f"- Throughput rows: both servers load the same fitted pipeline. freshloop serves small batches "
+                     f"as its compiled form ({m['serving']}): one row, encoding included, takes "
+                     f"{m['served_call_ms']:.3f} ms in process, where the pipeline MLflow calls takes "
+                     f"{m['model_call_ms']:.3f} ms on the encoded row.")
     for d in r.get("drift", []):
         lines.append(f"- Drift {d['rows']:,} × {d['cols']}: Evidently chose {', '.join(d['evidently_methods'])}; "
                      f"{d['columns_compared']} of {d['cols']} columns use the same statistic on both sides, largest "
@@ -392,7 +400,9 @@ def render(r: dict[str, Any]) -> str:
                      f"{x['ratio']:.2f}× | {target} |")
     h = r["http"]
     lines.append(f"| HTTP predict, one row, routing + prediction log, p99 ({h['requests']:,} requests each) vs bare "
-                 f"FastAPI with the same model | {h['freshloop']['p99_ms']:.2f} ms | {h['bare']['p99_ms']:.2f} ms | "
+                 f"FastAPI calling the same model object ({h.get('estimator', 'the default spec')}, served as "
+                 f"{h.get('serving', 'the pipeline')} on both sides) | {h['freshloop']['p99_ms']:.2f} ms | "
+                 f"{h['bare']['p99_ms']:.2f} ms | "
                  f"{h['p99_ratio']:.2f}× | ≤ 1.25× |")
     lines.append(f"| HTTP predict p50 | {h['freshloop']['p50_ms']:.2f} ms | {h['bare']['p50_ms']:.2f} ms | "
                  f"{h['p50_ratio']:.2f}× | |")

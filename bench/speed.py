@@ -222,6 +222,7 @@ def http_ratio(requests: int, repeats: int, flush_every: float | None = None) ->
     service.ingest(frame.to_dict(orient="records"), batch_id="warm", source="bench")
     service.tick()
     model = service.loop.champion()
+    serving = model.prepare()
     bare = FastAPI()
 
     @bare.post("/predict")
@@ -258,4 +259,5 @@ def http_ratio(requests: int, repeats: int, flush_every: float | None = None) ->
     out["p99_ratio"] = out["freshloop"]["p99_ms"] / out["bare"]["p99_ms"]
     out["p50_ratio"] = out["freshloop"]["p50_ms"] / out["bare"]["p50_ms"]
     out["requests"] = requests * repeats
+    out["estimator"], out["serving"] = model.estimator.rpartition(".")[2], serving
     return out
