@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import deque
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
+from arf import arf_delayed
 
 from freshloop.clock import parse_duration
 from freshloop.datasets import STREAMS, load_stream
@@ -18,27 +18,6 @@ from freshloop.spec import LoopSpec, load_spec, load_spec_dict, preset_period
 from freshloop.suggest import suggest_spec
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def arf_delayed(frame: pd.DataFrame, label: str, features: list[str], delay_rows: int, warmup: int,
-                seed: int = 42) -> dict[str, Any]:
-    """River ARF, per row: predict on arrival, learn each label `delay_rows` rows later."""
-    from river import forest
-
-    model = forest.ARFClassifier(seed=seed)
-    pending: deque[tuple[dict[str, Any], Any]] = deque()
-    correct = scored = 0
-    started = time.perf_counter()
-    for i, row in enumerate(frame[features + [label]].itertuples(index=False)):
-        x = dict(zip(features, row[:-1], strict=True))
-        y = row[-1]
-        if i >= warmup:
-            scored += 1
-            correct += int(model.predict_one(x) == y)
-        pending.append((x, y))
-        while len(pending) > delay_rows:
-            model.learn_one(*pending.popleft())
-    return {"metric": correct / max(scored, 1), "seconds": time.perf_counter() - started, "rows": len(frame)}
 
 
 ARF_SEEDS = (42, 43, 44)
@@ -115,12 +94,16 @@ def detection(retrain_at: list[float], drift: list[int]) -> tuple[float | None, 
 
 def run_stream(name: str, n: int | None, workers: int,
                loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None) -> dict[str, Any]:
+    from speed import ChildrenPeak, peak_rss_mb, reset_peak_rss
+
     frame, info = loaded if loaded is not None else load_stream(name, n=n)
     spec, policies, extra, delay_rows = stream_spec(name, frame, info)
-    with tempfile.TemporaryDirectory() as tmp:
+    reset_peak_rss()
+    with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
         started = time.perf_counter()
         res = compare(spec, frame, Path(tmp), policies, workers=workers)
         compare_s = time.perf_counter() - started
+    compare_rss = {"here": peak_rss_mb(), "workers": kids.total_mb}
     if extra:
         with tempfile.TemporaryDirectory() as tmp:
             res.update(compare(spec, frame, Path(tmp), extra, workers=workers))
@@ -135,7 +118,8 @@ def run_stream(name: str, n: int | None, workers: int,
             res[FOREST_ROW] = compare(forest, frame, Path(tmp), ["default"], workers=1)["default"]
     feats = [f.name for f in spec.data.features] if spec.data.features else \
         [c for c in frame.columns if c not in (info["label"], info["time"])]
-    arf = arf_seeds(frame, info["label"], feats, delay_rows, spec.replay.warmup, workers)
+    with ChildrenPeak() as arf_kids:
+        arf = arf_seeds(frame, info["label"], feats, delay_rows, spec.replay.warmup, workers)
     drift = info.get("drift_points") or []
     rows = []
     for pol, s in res.items():
@@ -171,4 +155,5 @@ def run_stream(name: str, n: int | None, workers: int,
             "model": spec.model.estimator, "model_choice": info.get("model_choice"),
             "default_retrains_by_reason": res["default"]["decisions"]["retrain_counts"],
             "online_seconds": round(online_s, 1), "arf_min": round(arf["min"], 6), "arf_max": round(arf["max"], 6),
-            "arf_seconds": round(arf["seconds"], 1)}
+            "arf_seconds": round(arf["seconds"], 1), "compare_peak_rss_mb": compare_rss,
+            "arf_peak_rss_mb": arf_kids.largest_mb}

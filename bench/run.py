@@ -22,10 +22,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import quality  # noqa: E402
-import scale  # noqa: E402
-import speed  # noqa: E402
-import tools  # noqa: E402
+# The suite's modules are imported by main(), not here: a spawned worker runs this file again as
+# __mp_main__, and what it imports here would count in the worker's memory.
 
 
 def machine() -> dict[str, Any]:
@@ -64,6 +62,11 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def main() -> int:
+    import quality
+    import scale
+    import speed
+    import tools
+
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--out", default="BENCHMARKS.md")
@@ -143,7 +146,9 @@ def quality_cause(s: dict[str, Any]) -> str:
                     (f"but the default ({d['metric']:.4f}) is level with or above ARF's lowest seed ({low:.4f})"
                      if inside else f"beyond ARF's seed-to-seed spread (lowest seed {low:.4f})") +
                     "; the online row runs that same ARF inside the loop")
-        forest = by.get(quality.FOREST_ROW)
+        from quality import FOREST_ROW
+
+        forest = by.get(FOREST_ROW)
         if forest is not None:
             arf = float(s["table"][-1]["metric"])
             said.append(f"the same default policy with a forest in place of the spec's {s['model'].rsplit('.', 1)[1]} "
@@ -303,6 +308,14 @@ def render_tools(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _rss(x: dict[str, Any], workers: float | None = None) -> str:
+    """A speed row's peak RSS cell: freshloop's process (and its workers) / the baseline's."""
+    if "freshloop_peak_rss_mb" not in x:
+        return "not measured"
+    here = f"{x['freshloop_peak_rss_mb']:.0f}" + (f" + {workers:.0f} (worker)" if workers else "")
+    return f"{here} / {x['baseline_peak_rss_mb']:.0f} MB"
+
+
 def render_scaling(r: dict[str, Any]) -> list[str]:
     if "scaling" not in r:
         return []
@@ -382,13 +395,16 @@ def render(r: dict[str, Any]) -> str:
                   + ".)", ""]
     i = r["ingest"]
     lines += ["## Speed and cost", "",
-              "| measure | freshloop | baseline | ratio | target |", "|---|---|---|---|---|",
+              "Peak RSS is each side's whole process (for a replay, plus the worker processes it starts; a "
+              "parallel ARF run counts its largest worker).", "",
+              "| measure | freshloop | baseline | ratio | target | peak RSS freshloop / baseline |",
+              "|---|---|---|---|---|---|",
               f"| validated, versioned ingest ({i['rows']:,} rows × {i['cols']} cols) vs raw pyarrow Parquet write "
               f"into its file (`pq.write_table(table, path)`)"
               + (f", after {i['warmup']} untimed turns each (the store's in-memory view full, as in a running "
                  "loop)" if i.get("warmup") else "") + " | "
               f"{i['freshloop_median_s']:.3f} s | {i['baseline_median_s']:.3f} s | throughput "
-              f"{i['throughput_ratio']:.2f}× | ≥ 0.5× |"]
+              f"{i['throughput_ratio']:.2f}× | ≥ 0.5× | {_rss(i)} |"]
     d = r["data_to_deploy"]
     for key, label, target in (
             ("served", "default spec, until the gated fit serves", "≤ 1.3×"),
@@ -397,34 +413,40 @@ def render(r: dict[str, Any]) -> str:
         x = d[key]
         lines.append(f"| data-to-deploy as `freshloop serve` runs it, HGB, {d['rows']:,} rows, {label} vs bare fit + "
                      f"predict | {x['freshloop_median_s']:.2f} s | {x['baseline_median_s']:.2f} s | "
-                     f"{x['ratio']:.2f}× | {target} |")
+                     f"{x['ratio']:.2f}× | {target} | {_rss(x)} |")
     h = r["http"]
     lines.append(f"| HTTP predict, one row, routing + prediction log, p99 ({h['requests']:,} requests each) vs bare "
                  f"FastAPI calling the same model object ({h.get('estimator', 'the default spec')}, served as "
                  f"{h.get('serving', 'the pipeline')} on both sides) | {h['freshloop']['p99_ms']:.2f} ms | "
                  f"{h['bare']['p99_ms']:.2f} ms | "
-                 f"{h['p99_ratio']:.2f}× | ≤ 1.25× |")
+                 f"{h['p99_ratio']:.2f}× | ≤ 1.25× | {h['freshloop']['peak_rss_mb']:.0f} MB (both servers in "
+                 "the bench process) |")
     lines.append(f"| HTTP predict p50 | {h['freshloop']['p50_ms']:.2f} ms | {h['bare']['p50_ms']:.2f} ms | "
-                 f"{h['p50_ratio']:.2f}× | |")
+                 f"{h['p50_ratio']:.2f}× | | |")
     lines.append(f"| HTTP throughput (sequential client) | {h['freshloop']['requests_per_s']:.0f} req/s | "
                  f"{h['bare']['requests_per_s']:.0f} req/s | "
-                 f"{h['freshloop']['requests_per_s'] / h['bare']['requests_per_s']:.2f}× | |")
+                 f"{h['freshloop']['requests_per_s'] / h['bare']['requests_per_s']:.2f}× | | |")
     rp = r["replay"]
     lines.append(f"| replay, rainfall: the demo's whole policy comparison ({len(rp['policies'])} policies, "
                  f"{rp['workers']} processes) vs River ARF prequential alone, {rp['repeats']} turns each (spread "
                  f"{rp['freshloop_spread_s'][0]:.1f}–{rp['freshloop_spread_s'][1]:.1f} s vs "
                  f"{rp['baseline_spread_s'][0]:.1f}–{rp['baseline_spread_s'][1]:.1f} s) | "
-                 f"{rp['freshloop_median_s']:.1f} s | {rp['baseline_median_s']:.1f} s | {rp['ratio']:.2f}× | < 1× |")
+                 f"{rp['freshloop_median_s']:.1f} s | {rp['baseline_median_s']:.1f} s | {rp['ratio']:.2f}× | < 1× | "
+                 f"{_rss(rp, rp.get('freshloop_workers_peak_rss_mb'))} |")
     for s in r["quality"]:
         if s["stream"] == "rainfall":
             continue
         lines.append(f"| replay, {s['stream']}: the whole policy comparison ({len(s['compared'])} policies, "
                      f"2 processes) vs River ARF prequential alone, one run each in the quality section | "
                      f"{s['compare_seconds']:.1f} s | {s['arf_seconds']:.1f} s | "
-                     f"{s['compare_seconds'] / s['arf_seconds']:.2f}× | < 1× |")
+                     f"{s['compare_seconds'] / s['arf_seconds']:.2f}× | < 1× | " + (
+                         f"{s['compare_peak_rss_mb']['here']:.0f} + {s['compare_peak_rss_mb']['workers']:.0f} MB "
+                         f"(worker) / {s['arf_peak_rss_mb']:.0f} MB (largest ARF worker)"
+                         if "compare_peak_rss_mb" in s else "not measured") + " |")
     hp = r["http_paused"]
     lines.append(f"| diagnostic: HTTP predict p99 with the worker paused (no ingest drains during the run) | "
-                 f"{hp['freshloop']['p99_ms']:.2f} ms | {hp['bare']['p99_ms']:.2f} ms | {hp['p99_ratio']:.2f}× | |")
+                 f"{hp['freshloop']['p99_ms']:.2f} ms | {hp['bare']['p99_ms']:.2f} ms | {hp['p99_ratio']:.2f}× | | "
+                 f"{hp['freshloop']['peak_rss_mb']:.0f} MB |")
     lines += render_tools(r)
     lines += render_scaling(r)
     lines += ["", "## Shortfalls and their causes", ""] + shortfalls(r)

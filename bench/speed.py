@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import statistics
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +45,55 @@ def run_peak_rss_mb() -> float:
     """Peak resident memory of this process over the whole run, in MB."""
     _RUN_PEAK_MB[0] = max(_RUN_PEAK_MB[0], peak_rss_mb())
     return _RUN_PEAK_MB[0]
+
+
+class ChildrenPeak:
+    """Peak RSS of each process this one starts while the block runs, in MB by pid.
+
+    A thread reads every child's VmHWM (its own peak so far) every ``every`` seconds and keeps the latest
+    reading: between fork and exec a child still maps its parent's memory, and a reading then would count
+    the parent's. A child's last reading is at most ``every`` before it exits, so growth in its final
+    moment alone could be missed."""
+
+    def __init__(self, every: float = 0.02) -> None:
+        self.every = every
+        self.peaks: dict[int, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def __enter__(self) -> ChildrenPeak:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def _watch(self) -> None:
+        while True:
+            self._sample()
+            if self._stop.wait(self.every):
+                return
+
+    def _sample(self) -> None:
+        pids: set[int] = set()
+        for task in Path("/proc/self/task").glob("*"):
+            with contextlib.suppress(OSError):
+                pids.update(int(p) for p in (task / "children").read_text().split())
+        for pid in pids:
+            with contextlib.suppress(OSError, ValueError):
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmHWM:"):
+                        self.peaks[pid] = int(line.split()[1]) / 1024  # the latest: see the class
+
+    @property
+    def total_mb(self) -> float:
+        """The children's peaks added up: what they held together at most."""
+        return sum(self.peaks.values())
+
+    @property
+    def largest_mb(self) -> float:
+        return max(self.peaks.values(), default=0.0)
 
 
 def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int,
@@ -191,16 +241,19 @@ def replay_ratio(repeats: int, workers: int = 2) -> dict[str, Any]:
     policies = list(spec.replay.compare or [])
     feats = [c for c in frame.columns if c not in (info["label"], info["time"])]
 
+    workers_mb = [0.0]
+
     def whole_comparison() -> None:
-        with tempfile.TemporaryDirectory() as tmp:
+        with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
             compare(spec, frame, Path(tmp), policies, workers=workers)
+        workers_mb[0] = max(workers_mb[0], kids.total_mb)
 
     def arf_alone() -> None:
         quality.arf_delayed(frame, info["label"], feats, 1, spec.replay.warmup, seed=42)
 
     ta, tb, rss = alternate(whole_comparison, arf_alone, repeats)
     return {**_summary(ta, tb, rss), "policies": policies, "workers": workers, "rows": len(frame),
-            "repeats": repeats}
+            "repeats": repeats, "freshloop_workers_peak_rss_mb": workers_mb[0]}
 
 
 def http_ratio(requests: int, repeats: int, flush_every: float | None = None) -> dict[str, Any]:
