@@ -1,5 +1,11 @@
 from __future__ import annotations
 
+import itertools
+import os
+import shutil
+import subprocess
+import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +49,76 @@ def make_loop(tmp_path: Path):
         return Loop(spec, clock=clock, durable=False), clock, spec
 
     return _make
+
+
+def _pg_bindir() -> Path | None:
+    """Where PostgreSQL's server programs are: on PATH, or Debian's /usr/lib/postgresql/<newest>/bin."""
+    found = shutil.which("pg_ctl")
+    if found:
+        return Path(found).resolve().parent
+    dirs = [d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "pg_ctl").exists()]
+    return max(dirs, key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0) if dirs else None
+
+
+class Postgres:
+    """A throwaway PostgreSQL server on a loopback port for the test session; a fresh database per test.
+
+    PostgreSQL refuses to run as root: as root, the server runs as the ``postgres`` user Debian's package
+    creates."""
+
+    def __init__(self) -> None:
+        from freshloop.api import free_port
+
+        bindir = _pg_bindir()
+        if bindir is None:
+            raise RuntimeError("PostgreSQL's server programs (pg_ctl, initdb) were not found; the README's test "
+                               "command installs them (Debian: apt-get install postgresql)")
+        self.port = free_port()
+        self.dir = Path(tempfile.mkdtemp(prefix="freshloop-pg-"))
+        self._as = ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+        if self._as:
+            shutil.chown(self.dir, "postgres")
+        self._ctl = [*self._as, str(bindir / "pg_ctl"), "-D", str(self.dir / "data")]
+        self._run([*self._as, str(bindir / "initdb"), "-D", str(self.dir / "data"), "-A", "trust", "-U", "postgres",
+                   "-E", "UTF8", "--no-sync"])
+        # a test server: durability off (fsync), sockets in its own directory, TCP on loopback only
+        self._run([*self._ctl, "-w", "-l", str(self.dir / "log"), "-o",
+                   f"-c listen_addresses=127.0.0.1 -p {self.port} -k {self.dir} -c fsync=off "
+                   "-c synchronous_commit=off -c full_page_writes=off", "start"])
+        self._names = itertools.count()
+
+    def _run(self, cmd: list[str]) -> None:
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        if done.returncode:
+            log = (self.dir / "log").read_text() if (self.dir / "log").exists() else ""
+            raise RuntimeError(f"{' '.join(cmd)} failed: {done.stderr or done.stdout}{log}")
+
+    def database(self) -> str:
+        """A new, empty database's SQLAlchemy URL."""
+        import psycopg
+
+        name = f"t{next(self._names)}"
+        with psycopg.connect(f"host=127.0.0.1 port={self.port} user=postgres dbname=postgres",
+                             autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{name}"
+
+    def stop(self) -> None:
+        subprocess.run([*self._ctl, "-m", "immediate", "stop"], capture_output=True, check=False)
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[Postgres]:
+    server = Postgres()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest) -> str | None:
+    """The metadata store's URL: None for the embedded SQLite default, or a fresh PostgreSQL database."""
+    if request.param == "sqlite":
+        return None
+    server: Postgres = request.getfixturevalue("postgres")
+    return server.database()

@@ -145,8 +145,9 @@ def test_a_staged_rollout_waits_for_the_refit(make_loop) -> None:
     assert started and all("refit_rows" in loop.registry.get(e["payload"]["version"]).lineage for e in started)
 
 
-def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_path: Path) -> None:
-    spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": "sklearn.linear_model.LogisticRegression"}))
+def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_path: Path, db_url: str | None) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": "sklearn.linear_model.LogisticRegression"},
+                                    store={"root": str(tmp_path / "store"), "url": db_url}))
     clock = SimulatedClock(0.0)
     loop = Loop(spec, clock=clock, durable=False)
     clock.advance_to(299.0)
@@ -169,6 +170,9 @@ def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_pat
     assert late.scores == expected.tolist()
     rec = again.predictions.get(ids[0]) or again.predictions.pop(ids[10])
     assert rec is None  # matured records are released
+    assert (again.champion_version, again.data.rows) == (loop.champion_version, 340)  # restored from the store
+    again.close()
+    assert (tmp_path / "store" / "freshloop.db").exists() == (db_url is None)
 
 
 def test_the_prediction_log_reads_back_what_it_wrote(tmp_path: Path) -> None:

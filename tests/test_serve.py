@@ -114,7 +114,18 @@ def bootstrap(c: httpx.Client) -> None:
     assert (t["registered"], t["refit"], t["promoted"]) == (1, 2, 2), t
 
 
-def test_drift_retrain_canary_promotion_over_http(server: Server) -> None:
+def test_drift_retrain_canary_promotion_over_http(tmp_path: Path, db_url: str | None) -> None:
+    """The whole loop served over HTTP, on the embedded store and on a PostgreSQL server."""
+    server = Server(write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url}))
+    try:
+        _drift_retrain_canary_promotion(server)
+    finally:
+        if server.proc.poll() is None:
+            server.stop()
+    assert (tmp_path / "store" / "freshloop.db").exists() == (db_url is None)  # the metadata went where asked
+
+
+def _drift_retrain_canary_promotion(server: Server) -> None:
     c = server.client
     bootstrap(c)
     drifted = make_frame(1500, seed=4, shift=2.0, flip=True)

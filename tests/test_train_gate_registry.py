@@ -189,8 +189,8 @@ def test_gate_rejects_a_worse_candidate_and_passes_a_better_one() -> None:
     assert not tiny.passed and tiny.checks[0].detail == "400 holdout rows (need >= 500)"
 
 
-def test_registry_verifies_hashes_and_moves_aliases_by_compare_and_set(tmp_path: Path) -> None:
-    meta, blobs = open_stores(tmp_path, durable=False)
+def test_registry_verifies_hashes_and_moves_aliases_by_compare_and_set(tmp_path: Path, db_url: str | None) -> None:
+    meta, blobs = open_stores(tmp_path, db_url, durable=False)
     reg = Registry(meta, blobs)
     f = make_frame(100)
     bundle = train_candidate(request(f)).bundle
@@ -212,12 +212,14 @@ def test_registry_verifies_hashes_and_moves_aliases_by_compare_and_set(tmp_path:
     reg.set_alias("champion", 2, actor="c", reason="second", now=5.0)
     hist = reg.history("champion")
     assert [(m.old_version, m.new_version, m.actor) for m in hist] == [(None, 1, "a"), (1, 2, "c")]
+    meta.close()
 
 
-def test_migrations_match_the_tables(tmp_path: Path) -> None:
-    meta, _ = open_stores(tmp_path, durable=False)
+def test_migrations_match_the_tables(tmp_path: Path, db_url: str | None) -> None:
+    meta, _ = open_stores(tmp_path, db_url, durable=False)
     with meta.engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    meta.close()
     assert diff == []
 
 
@@ -230,3 +232,39 @@ def test_the_registry_keeps_only_recent_models_in_memory(tmp_path: Path) -> None
     assert len(reg._loaded) == 8 and 1 not in reg._loaded
     assert reg.load(1) == {"model": 0}  # read back from the store, its checksum verified
     assert 1 in reg._loaded and len(reg._loaded) == 8
+
+
+def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_collide(tmp_path: Path,
+                                                                                   db_url: str | None) -> None:
+    """Two writers (two stores on one database, as two servers would open it) register versions and move
+    one alias at once: every version gets its own number, and each revision of the alias has one winner."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    stores = [open_stores(tmp_path, db_url, durable=False)[0] for _ in range(2)]
+    row = dict(run_id="r", verdict_id="v", artifact_sha256="0" * 64, artifact_path="p", lineage={}, created_at=1.0)
+
+    def register(meta: Any) -> list[int]:
+        return [meta.add_version(row) for _ in range(25)]
+
+    with ThreadPoolExecutor(2) as pool:
+        numbers = [v for got in pool.map(register, stores) for v in got]
+    assert sorted(numbers) == list(range(1, 51))
+
+    def move(meta: Any, version: int) -> int:
+        won = 0
+        for _ in range(25):
+            rev = meta.get_alias("champion")[1]
+            try:
+                meta.move_alias("champion", version, expected_revision=rev, actor="a", reason="race", at=2.0)
+                won += 1
+            except ConflictError:
+                pass
+        return won
+
+    with ThreadPoolExecutor(2) as pool:
+        wins = sum(pool.map(move, stores, [1, 2]))
+    history = stores[0].alias_history("champion")
+    assert len(history) == wins and stores[0].get_alias("champion")[1] == wins
+    assert [m.old_version for m in history[1:]] == [m.new_version for m in history[:-1]]  # one unbroken chain
+    for meta in stores:
+        meta.close()

@@ -6,6 +6,7 @@ statements. The schema is created and upgraded by Alembic on open.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -16,6 +17,7 @@ from typing import Any
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConflictError, NotFoundError
 from . import tables as t
@@ -23,6 +25,7 @@ from . import tables as t
 __all__ = ["AliasMove", "MetadataStore", "migrate"]
 
 _MIGRATIONS = Path(__file__).parent / "migrations"
+_RACE_RETRIES = 20  # a writer that loses a race for the next number reads again, this many times at most
 
 
 @dataclass(frozen=True)
@@ -191,11 +194,18 @@ class MetadataStore:
             return [dict(r._mapping) for r in c.execute(select(t.verdicts).order_by(t.verdicts.c.created_at))]
 
     def add_version(self, row: dict[str, Any]) -> int:
-        """Insert a version with the next number; retried by callers on a lost race."""
-        with self.tx() as c:
-            nxt = (c.execute(select(func.max(t.versions.c.version))).scalar() or 0) + 1
-            c.execute(t.versions.insert(), dict(version=nxt, **row))
-        return int(nxt)
+        """Insert a version with the next number. Two writers sharing the database (two servers on one
+        PostgreSQL) can both read the same last number: the loser's insert breaks the key, and it reads again."""
+        for attempt in itertools.count():
+            try:
+                with self.tx() as c:
+                    nxt = (c.execute(select(func.max(t.versions.c.version))).scalar() or 0) + 1
+                    c.execute(t.versions.insert(), dict(version=nxt, **row))
+                return int(nxt)
+            except IntegrityError:
+                if attempt >= _RACE_RETRIES:
+                    raise
+        raise AssertionError("unreachable")
 
     def get_version(self, version: int) -> dict[str, Any]:
         with self.tx() as c:
@@ -237,7 +247,13 @@ class MetadataStore:
                     raise ConflictError(f"alias {name!r} moved concurrently.", field="alias",
                                         rule="compare-and-set", value=name)
             else:
-                c.execute(t.aliases.insert(), dict(name=name, version=new_version, revision=1, updated_at=at))
+                try:
+                    with c.begin_nested():  # a savepoint: the other writer may have created it first
+                        c.execute(t.aliases.insert(), dict(name=name, version=new_version, revision=1,
+                                                           updated_at=at))
+                except IntegrityError:
+                    raise ConflictError(f"alias {name!r} moved concurrently (created by another writer).",
+                                        field="alias", rule="compare-and-set", value=name) from None
             c.execute(t.alias_history.insert(), dict(name=name, old_version=old, new_version=new_version,
                                                      actor=actor, reason=reason, at=at))
         return AliasMove(name, old, new_version, actor, reason, at)
