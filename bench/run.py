@@ -35,7 +35,8 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     pkgs = {}
-    for p in ("freshloop", "scikit-learn", "river", "numpy", "pandas", "pyarrow", "fastapi", "uvicorn", "sqlalchemy"):
+    for p in ("freshloop", "scikit-learn", "river", "numpy", "pandas", "pyarrow", "fastapi", "uvicorn", "sqlalchemy",
+              "treelite"):
         try:
             pkgs[p] = importlib.metadata.version(p)
         except importlib.metadata.PackageNotFoundError:
