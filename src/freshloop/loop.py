@@ -31,7 +31,7 @@ from .registry import Registry
 from .rollout import Rollout, analyze_step, route_to_candidate
 from .spec import LoopSpec, WindowSpec
 from .store import open_stores
-from .train import Candidate, Executor, InlineExecutor, ModelBundle, TrainingFailed, TrainRequest, train_candidate
+from .train import Candidate, Executor, ModelBundle, TrainingFailed, TrainRequest, make_executor, train_candidate
 from .train.model import Rows
 
 __all__ = ["Loop", "LoopStats", "PredictResult", "TickReport"]
@@ -97,7 +97,8 @@ class Loop:
                             field="store.root")
         self.spec = spec
         self.clock = clock
-        self.executor = executor or InlineExecutor()
+        self._own_executor = executor is None  # made from the spec here, so shut down with the loop
+        self.executor = executor or make_executor(spec.model.executor)
         self.actor = actor
         # With gate.refit: serve the gated fit at once and promote its refit when that is done (a server on the
         # wall clock), or serve the refit alone (a replay or a one-shot tick: no request would see the interim)
@@ -829,3 +830,5 @@ class Loop:
     def close(self) -> None:
         self.predictions.flush()
         self.meta.close()
+        if self._own_executor:
+            self.executor.shutdown()

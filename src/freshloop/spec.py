@@ -108,6 +108,8 @@ class ModelSpec(_Strict):
     window: WindowSpec = WindowSpec()
     scale: bool | None = Field(None, description="standardise numeric features (sklearn estimators); default: "
                                "yes, except for trees (sklearn.ensemble, sklearn.tree), which split on order alone")
+    executor: str = Field("inline", description="where training runs: inline, process[:N] (a local process pool), "
+                          "dask://HOST:PORT (a running Dask scheduler) or dask:local[:N] (N local Dask workers)")
 
 
 class DriftTriggerSpec(_Strict):

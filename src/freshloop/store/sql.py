@@ -16,7 +16,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, update
+from sqlalchemy import Connection, Engine, bindparam, create_engine, event, func, select, text, update
 from sqlalchemy.exc import IntegrityError
 
 from ..errors import ConflictError, NotFoundError
@@ -47,6 +47,7 @@ _HAS_SNAPSHOT = select(t.snapshots.c.id).where(t.snapshots.c.id == bindparam("id
 _GET_SNAPSHOT = select(t.snapshots).where(t.snapshots.c.id == bindparam("id"))
 _FIND_RUN = select(t.runs).where(t.runs.c.run_key == bindparam("key"))
 _GET_VERSION = select(t.versions).where(t.versions.c.version == bindparam("version"))
+_LOCK_VERSIONS = text("LOCK TABLE versions IN SHARE ROW EXCLUSIVE MODE")  # conflicts with itself only
 _GET_ALIAS = select(t.aliases.c.version, t.aliases.c.revision).where(t.aliases.c.name == bindparam("name"))
 
 
@@ -194,11 +195,14 @@ class MetadataStore:
             return [dict(r._mapping) for r in c.execute(select(t.verdicts).order_by(t.verdicts.c.created_at))]
 
     def add_version(self, row: dict[str, Any]) -> int:
-        """Insert a version with the next number. Two writers sharing the database (two servers on one
-        PostgreSQL) can both read the same last number: the loser's insert breaks the key, and it reads again."""
+        """Insert a version with the next number. Two writers sharing one database could both read the same
+        last number: on PostgreSQL they take turns on a table lock; elsewhere the loser's insert breaks the key
+        and it reads again."""
         for attempt in itertools.count():
             try:
                 with self.tx() as c:
+                    if c.dialect.name == "postgresql":  # writers take turns (readers are not held up)
+                        c.execute(_LOCK_VERSIONS)
                     nxt = (c.execute(select(func.max(t.versions.c.version))).scalar() or 0) + 1
                     c.execute(t.versions.insert(), dict(version=nxt, **row))
                 return int(nxt)

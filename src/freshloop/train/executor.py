@@ -1,4 +1,9 @@
-"""Executors run training jobs: inline (the default), a local process pool; Dask comes next.
+"""Executors run training jobs: inline (the default), a local process pool, or a Dask cluster.
+
+The spec names one by URL (``model.executor``): ``inline``, ``process[:N]``, ``dask://HOST:PORT`` (a running
+Dask scheduler, whose workers have freshloop installed) or ``dask:local[:N]`` (a cluster of N worker
+processes on this machine, started with the loop). A job is a plain function of picklable inputs
+(:func:`~freshloop.train.trainer.train_candidate`), so every executor runs the same code.
 
 Examples
 --------
@@ -12,7 +17,7 @@ from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor
 from typing import Any, Protocol, TypeVar
 
-__all__ = ["Executor", "InlineExecutor", "ProcessExecutor", "make_executor"]
+__all__ = ["DaskExecutor", "Executor", "InlineExecutor", "ProcessExecutor", "make_executor"]
 
 T = TypeVar("T")
 
@@ -57,13 +62,76 @@ class ProcessExecutor:
         return f"ProcessExecutor(max_workers={self.max_workers})"
 
 
-def make_executor(url: str | None) -> Executor:
-    """``inline`` (default) or ``process[:N]``."""
-    if not url or url == "inline":
-        return InlineExecutor()
-    if url.startswith("process"):
-        n = url.split(":", 1)[1] if ":" in url else None
-        return ProcessExecutor(int(n) if n else None)
+class DaskExecutor:
+    """Jobs on a Dask cluster: ``n_workers`` worker processes on this machine, or a running scheduler at
+    ``address`` (``tcp://HOST:PORT``).
+
+    Dask's futures are handed back as :class:`concurrent.futures.Future`, so the loop waits on them as on a
+    pool's; an exception raised in a worker (a :class:`TrainingFailed`) is raised again here."""
+
+    def __init__(self, n_workers: int = 1, address: str | None = None) -> None:
+        from distributed import Client, LocalCluster
+
+        self.address = address
+        self._cluster = None
+        if address is None:
+            self._cluster = LocalCluster(n_workers=n_workers, threads_per_worker=1, processes=True,
+                                         host="127.0.0.1", dashboard_address="127.0.0.1:0")  # any free port
+            self.client = Client(self._cluster, set_as_default=False)
+        else:
+            self.client = Client(address, timeout=30, set_as_default=False)
+        self._running: set[Any] = set()  # Dask cancels a task whose future is no longer referenced
+
+    def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
+        out: Future[T] = Future()
+        job = self.client.submit(fn, *args, pure=False)
+        self._running.add(job)
+
+        def done(finished: Any) -> None:
+            self._running.discard(finished)
+            try:
+                out.set_result(finished.result())
+            except BaseException as e:  # delivered through the future, like a pool would
+                out.set_exception(e)
+
+        job.add_done_callback(done)
+        return out
+
+    def workers(self) -> list[str]:
+        """The addresses of the cluster's workers."""
+        return sorted(self.client.scheduler_info()["workers"])
+
+    def shutdown(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+    def __repr__(self) -> str:
+        return f"DaskExecutor({self.address or 'local'!r})"
+
+
+_FORMS = "'inline', 'process[:N]', 'dask://HOST:PORT' or 'dask:local[:N]'"
+
+
+def make_executor(url: str | None, field: str = "model.executor") -> Executor:
+    """The executor a URL names (see the module's documentation); ``inline`` when it is empty."""
     from ..errors import SpecError, param_message
 
-    raise SpecError(param_message("executor", "loop", "'inline' or 'process[:N]'", url), field="executor", value=url)
+    def bad(rule: str = _FORMS) -> SpecError:
+        return SpecError(param_message(field.rpartition(".")[2], field.rpartition(".")[0] or "loop", rule, url),
+                         field=field, value=url)
+
+    if not url or url == "inline":
+        return InlineExecutor()
+    kind, _, rest = url.partition(":")
+    if kind == "process" and (not rest or rest.isdigit() and int(rest) > 0):
+        return ProcessExecutor(int(rest) if rest else None)
+    local = rest == "local" or rest.startswith("local:") and rest[6:].isdigit() and int(rest[6:]) > 0
+    if kind != "dask" or not (local or rest.startswith("//") and len(rest) > 2):
+        raise bad()
+    try:
+        import distributed  # noqa: F401
+    except ImportError:
+        raise bad("an installed Dask (pip install 'freshloop[dask]')") from None
+    return DaskExecutor(int(rest[6:]) if rest.startswith("local:") else 1) if local else \
+        DaskExecutor(address="tcp:" + rest)

@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import os
 import pickle
+import socket
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -113,5 +115,6 @@ def train_candidate(req: TrainRequest) -> Candidate:
         "base": getattr(req.base, "version_", None),
         "packages": package_versions(),
         "code_version": _CODE,
+        "trained_in": f"{socket.gethostname()}/{os.getpid()}",  # host/process: the executor's worker
     }
     return Candidate(bundle, lineage, len(req.frame), seconds)
