@@ -215,6 +215,7 @@ class ModelBundle:
 
     def _fitted(self, xs: np.ndarray) -> None:
         """The model changed: forget its compiled form, keep rows to check the next one against."""
+        self._generation = getattr(self, "_generation", 0) + 1
         self._compiled, self.serving = None, None
         if len(xs):
             at = np.unique(np.linspace(0, len(xs) - 1, min(_CHECK_ROWS, len(xs))).astype(np.int64))
@@ -225,14 +226,19 @@ class ModelBundle:
 
         Returns how small batches will be predicted; :meth:`predict` calls it on its first small batch,
         and the loop calls it before a version starts to serve so no request waits for it."""
-        if self.serving is None:
+        serving = self.serving
+        if serving is None:
             if is_river(self.estimator):
-                self.serving = "river"
+                serving = self.serving = "river"
             elif self._check_rows is None:
-                self.serving = "scikit-learn (no fitted rows to check a compiled form against)"
+                serving = self.serving = "scikit-learn (no fitted rows to check a compiled form against)"
             else:
-                self._compiled, self.serving = compile_pipeline(self.model_, self._check_rows)
-        return self.serving
+                # an online model may learn while a request compiles it: keep only a form of the model as it is
+                generation = getattr(self, "_generation", 0)
+                compiled, serving = compile_pipeline(self.model_, self._check_rows)
+                if generation == getattr(self, "_generation", 0):
+                    self._compiled, self.serving = compiled, serving
+        return serving
 
     def learn(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
         """Incremental update: River ``learn_one`` per row, or sklearn ``partial_fit``."""
