@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from freshloop.api import free_port
@@ -97,4 +98,7 @@ def test_executor_urls_are_checked_and_a_local_dask_cluster_runs_jobs() -> None:
     local = make_executor("dask:local:1")
     assert isinstance(local, DaskExecutor) and len(local.workers()) == 1
     assert local.submit(pow, 2, 10).result() == 1024
+    # a snapshot's worth of rows reaches the worker without Dask's large-graph warning (an error here)
+    rows = pd.DataFrame(np.random.default_rng(0).normal(size=(300_000, 10)))
+    assert local.submit(len, rows).result() == 300_000
     local.shutdown()

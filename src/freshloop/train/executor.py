@@ -80,15 +80,20 @@ class DaskExecutor:
             self.client = Client(self._cluster, set_as_default=False)
         else:
             self.client = Client(address, timeout=30, set_as_default=False)
-        self._running: set[Any] = set()  # Dask cancels a task whose future is no longer referenced
+        # Dask forgets a task, or data, whose future is no longer referenced: kept until the job is done
+        self._running: dict[Any, list[Any]] = {}
 
     def submit(self, fn: Callable[..., T], /, *args: Any) -> Future[T]:
         out: Future[T] = Future()
-        job = self.client.submit(fn, *args, pure=False)
-        self._running.add(job)
+        # the arguments (a snapshot's rows) go to a worker directly, not inside the task through the
+        # scheduler, which warns about a large graph from ~10 MB (a 300k x 10 frame) and slows down
+        shipped = [a if isinstance(a, (bool, int, float, str, type(None))) else self.client.scatter(a, hash=False)
+                   for a in args]
+        job = self.client.submit(fn, *shipped, pure=False)
+        self._running[job] = shipped
 
         def done(finished: Any) -> None:
-            self._running.discard(finished)
+            self._running.pop(finished, None)
             try:
                 out.set_result(finished.result())
             except BaseException as e:  # delivered through the future, like a pool would
