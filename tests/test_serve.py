@@ -138,6 +138,7 @@ def _drift_retrain_canary_promotion(server: Server) -> None:
     assert len(versions) >= 2  # the canary answered some requests during the switch
     status = c.get("/v1/status", headers=auth(READ)).json()
     assert status["champion"] > 1
+    assert status["serving"] == "coefficients, every batch"  # the default logistic regression, compiled
     metrics = c.get("/metrics").text
     assert "freshloop_retrains_total" in metrics and "freshloop_request_seconds_bucket" in metrics
     # counted per route template and status; latency per serving version

@@ -182,6 +182,8 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
             loop = s.loop
             r = loop.rollout
             return {"name": loop.spec.name, "champion": loop.champion_version, "schema_locked": loop.schema is not None,
+                    # how the champion predicts a request's rows: its compiled form, or why scikit-learn does
+                    "serving": loop.champion().serving if loop.champion_version is not None else None,
                     "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
                     "rollout": None if r is None or not r.active else
                     {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
