@@ -169,6 +169,21 @@ def test_a_model_its_compiled_form_cannot_reproduce_is_served_by_scikit_learn() 
     assert not np.allclose(trees.predict(rows)[0], before)
 
 
+def test_a_model_registered_before_compiled_serving_still_serves_through_scikit_learn() -> None:
+    frame = make_frame(300)
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+    bundle = ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 20}).fit(
+        frame, frame["y"])
+    state = bundle.__getstate__()
+    for newer in ("_check_rows", "_compiled", "serving", "_generation"):  # what an older bundle's pickle lacks
+        state.pop(newer, None)
+    old = ModelBundle.__new__(ModelBundle)
+    old.__setstate__(state)
+    assert old.prepare() == "scikit-learn (no fitted rows to check a compiled form against)"
+    rows = frame.drop(columns="y").iloc[:5]
+    np.testing.assert_array_equal(old.predict(rows)[1], bundle.model_.predict_proba(bundle.encode(rows)))
+
+
 def test_gate_rejects_a_worse_candidate_and_passes_a_better_one() -> None:
     metric = get_metric("accuracy")
     rng = np.random.default_rng(0)
