@@ -245,8 +245,7 @@ def shortfalls(r: dict[str, Any]) -> list[str]:
         first, last = reps[0], reps[-1]
         growth = last["seconds"] / last["rows"] / (first["seconds"] / first["rows"])
         if growth > 1.2:
-            m = last["marks"]  # (batch, seconds, monitor MB, RSS MB) every tenth of the replay
-            per = [(m[i][1] - m[i - 1][1]) / (m[i][0] - m[i - 1][0]) * 1000 for i in range(1, len(m))]
+            per = _per_batch_ms(last["marks"])
             out.append(f"- Scaling: replay time per row grows {growth:.2f}× from {first['rows']:,} to "
                        f"{last['rows']:,} rows; within the {last['rows']:,}-row replay a batch takes "
                        f"{per[0]:.0f} ms in the first tenth and {per[-1]:.0f} ms in the last"
@@ -309,6 +308,12 @@ def render_tools(r: dict[str, Any]) -> list[str]:
     return lines
 
 
+def _per_batch_ms(marks: list[list[float]]) -> list[float]:
+    """Mean milliseconds per batch between the replay's marks: (batch, seconds, monitor MB, RSS MB) every
+    tenth of the replay."""
+    return [(marks[i][1] - marks[i - 1][1]) / (marks[i][0] - marks[i - 1][0]) * 1000 for i in range(1, len(marks))]
+
+
 def _rss(x: dict[str, Any], workers: float | None = None) -> str:
     """A speed row's peak RSS cell: freshloop's process (and its workers) / the baseline's."""
     if "freshloop_peak_rss_mb" not in x:
@@ -326,13 +331,17 @@ def render_scaling(r: dict[str, Any]) -> list[str]:
              "noise, the concept changing every 250,000 rows; batches of 5,000 rows, labels 2,500 rows late, a "
              "20,000-row training window; `bench/scale.py`), each in a fresh process. Linear time means the same "
              "seconds per million rows at every size. Monitor = what the drift and quality monitor holds (its "
-             "windows and the champion's reference), weighed every tenth of the replay; its maximum is shown.", "",
-             "| rows | replay | s per 1M rows | retrains | prequential accuracy | monitor (max) | peak RSS |",
-             "|---|---|---|---|---|---|---|"]
+             "windows and the champion's reference), weighed every tenth of the replay; its maximum is shown. "
+             "Per batch: the mean time of a batch in the replay's first and last tenth, one process's own "
+             "measure of whether work grows with the history (across sizes, processes differ on this VM).", "",
+             "| rows | replay | s per 1M rows | per batch, first → last tenth | retrains | prequential accuracy | "
+             "monitor (max) | peak RSS |",
+             "|---|---|---|---|---|---|---|---|"]
     for x in sc["replay"]:
+        per = _per_batch_ms(x["marks"])
         lines.append(f"| {x['rows']:,} | {x['seconds']:.1f} s | {1e6 * x['seconds'] / x['rows']:.1f} s | "
-                     f"{x['retrains']} | {x['metric']:.4f} | {x['monitor_mb_max']:.2f} MB | "
-                     f"{x['peak_rss_mb']:.0f} MB |")
+                     f"{per[0]:.0f} → {per[-1]:.0f} ms | {x['retrains']} | {x['metric']:.4f} | "
+                     f"{x['monitor_mb_max']:.2f} MB | {x['peak_rss_mb']:.0f} MB |")
     lines += ["", "`freshloop.monitor.drift_report` over a reference and a current frame of each size (10 columns, "
               "one of them categorical; every row, no sampling), best of two, in a fresh process:", "",
               "| rows per frame | drift report | s per 1M rows | both frames in memory | peak RSS |",
