@@ -306,3 +306,25 @@ def test_predict_applies_back_pressure(tmp_path: Path) -> None:
             assert c.post("/v1/predict", json={"rows": rows}).status_code == 200
     finally:
         server.stop()
+
+
+def test_a_second_server_on_the_same_store_is_refused(tmp_path: Path, db_url: str | None) -> None:
+    """Each server keeps its own view of the batches: a second one on the same folder or the same PostgreSQL
+    database would train on half the rows. It is refused with a message; the first keeps serving."""
+    first = Server(write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url}))
+    try:
+        # the second server: the same spec, or (on PostgreSQL) another folder with the same database
+        other = tmp_path / "other"
+        other.mkdir()
+        spec = write_spec(other, store={"root": str((other if db_url else tmp_path) / "store"), "url": db_url})
+        second = subprocess.run([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
+                                 str(free_port())], capture_output=True, text=True, timeout=120)
+        assert second.returncode == 1, second.stderr
+        assert "another `freshloop serve` is serving loop 'svc'" in second.stderr
+        assert "rule: one server per store" in second.stderr
+        assert first.client.get("/v1/status", headers=auth(READ)).status_code == 200
+    finally:
+        first.stop()
+    # once the first has stopped, the store is free again
+    again = Server(write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url}))
+    again.stop()

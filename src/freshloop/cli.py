@@ -388,9 +388,12 @@ def serve(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
     import uvicorn
 
     from .api import Settings, create_app
+    from .store import serving_claim
 
     settings = Settings.build(spec_path, host=host, port=port, tick_every=tick_every, tokens_file=tokens_file)
-    uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    spec = load_spec(spec_path)
+    with serving_claim(spec.name, spec.store.root or ".", spec.store.url):  # one server per store
+        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
 
 
 @app.command()
