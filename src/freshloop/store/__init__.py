@@ -56,14 +56,16 @@ def serving_claim(name: str, root: str | Path, url: str | None = None) -> Iterat
         if url and url.startswith("postgresql"):
             engine = create_engine(url, poolclass=NullPool)  # the lock lives with this one session
             key = int.from_bytes(hashlib.sha256(f"freshloop serve {name}".encode()).digest()[:8], "big", signed=True)
-            with engine.connect() as conn:
-                if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
-                    raise refused(engine.url.render_as_string(hide_password=True))
-                try:
-                    yield
-                finally:
-                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
-            engine.dispose()
+            try:
+                with engine.connect() as conn:
+                    if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
+                        raise refused(engine.url.render_as_string(hide_password=True))
+                    try:
+                        yield
+                    finally:
+                        conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+            finally:
+                engine.dispose()
         else:
             yield
     finally:

@@ -100,6 +100,7 @@ class ModelBundle:
         self.rows_seen_ = 0
         self._check_rows: np.ndarray | None = None
         self._compiled: Compiled | None = None
+        self._generation = 0  # counts the model's changes: a compile that raced one is not kept
         self.serving: str | None = None  # how small batches are predicted, once :meth:`prepare` has run
 
     def __getstate__(self) -> dict[str, Any]:
@@ -108,7 +109,7 @@ class ModelBundle:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_check_rows": None, "_compiled": None, "serving": None, **state})
+        self.__dict__.update({"_check_rows": None, "_compiled": None, "_generation": 0, "serving": None, **state})
 
     # -- construction -------------------------------------------------------------------------
     def _encoded_columns(self) -> list[str]:
@@ -215,7 +216,7 @@ class ModelBundle:
 
     def _fitted(self, xs: np.ndarray) -> None:
         """The model changed: forget its compiled form, keep rows to check the next one against."""
-        self._generation = getattr(self, "_generation", 0) + 1
+        self._generation += 1
         self._compiled, self.serving = None, None
         if len(xs):
             at = np.unique(np.linspace(0, len(xs) - 1, min(_CHECK_ROWS, len(xs))).astype(np.int64))
@@ -234,9 +235,9 @@ class ModelBundle:
                 serving = self.serving = "scikit-learn (no fitted rows to check a compiled form against)"
             else:
                 # an online model may learn while a request compiles it: keep only a form of the model as it is
-                generation = getattr(self, "_generation", 0)
+                generation = self._generation
                 compiled, serving = compile_pipeline(self.model_, self._check_rows)
-                if generation == getattr(self, "_generation", 0):
+                if generation == self._generation:
                     self._compiled, self.serving = compiled, serving
         return serving
 
@@ -288,7 +289,8 @@ class ModelBundle:
             proba /= proba.sum(axis=1, keepdims=True)
             return np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(type(classes[0])), proba
         xs = self.encode(frame)
-        compiled = self._compiled if self.prepare() and self._compiled else None
+        self.prepare()
+        compiled = self._compiled
         if compiled is not None and compiled.max_rows is not None and len(xs) > compiled.max_rows:
             compiled = None  # a large batch: scikit-learn's parallel loop over the trees is faster
         if self.schema.task == "regression" or not hasattr(self.model_, "predict_proba"):
