@@ -90,6 +90,11 @@ def _run_compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: Path, policies: l
     report = write_report(results, out_dir / "report.html", title=title)
     _print_results(results)
     out.print(f"wrote {out_dir / 'summary.json'} and {report}")
+    failed = [name for name, s in results.items() if s.get("error")]
+    if failed:
+        err.print(f"[red]error[/red]: {len(failed)} of {len(results)} policies failed: {', '.join(failed)}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
     return results
 
 
@@ -103,8 +108,14 @@ def _print_results(results: dict[str, dict[str, Any]]) -> None:
     for k in rows[0]:
         table.add_column(k, justify="left" if k == "policy" else "right")
     for r in rows:
-        table.add_row(*["" if v is None else (f"{v:.4f}" if k == "metric" else str(v)) for k, v in r.items()])
+        table.add_row(*["" if v is None else (f"{v:.4f}" if k == "metric" and isinstance(v, float) else str(v))
+                        for k, v in r.items()])
     out.print(table)
+    from .replay.report import failure_lines
+
+    for name, s in results.items():
+        for line in failure_lines(s):
+            out.print(f"[yellow]{name}[/yellow]: {line}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -212,19 +223,30 @@ def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 
 @app.command()
 @_errors
-def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
-    """Run one pass of the loop on the wall clock (what the serve worker does periodically)."""
+def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+         json_out: Annotated[bool, typer.Option("--json", help="print the tick's report as JSON")] = False) -> None:
+    """Run one pass of the loop on the wall clock (what the serve worker does periodically).
+
+    Exit code 1 when the tick's training run failed, with the reason on stderr, so an orchestrator sees it."""
     loop = _open(spec_path)
     try:
         rep = loop.tick()
     finally:
         loop.close()
-    out.print(f"{rep.decision.kind if rep.decision else 'none'}: "
-              f"{'; '.join(rep.decision.reasons) if rep.decision else ''}", highlight=False)
-    if rep.verdict:
-        out.print(f"verdict: {'passed' if rep.verdict.passed else 'rejected'}: {rep.verdict.reason}", highlight=False)
-    if rep.promoted:
-        out.print(f"promoted version {rep.promoted}")
+    if json_out:
+        out.print_json(json.dumps(rep.to_dict()))
+    else:
+        out.print(f"{rep.decision.kind if rep.decision else 'none'}: "
+                  f"{'; '.join(rep.decision.reasons) if rep.decision else ''}", highlight=False)
+        if rep.verdict:
+            out.print(f"verdict: {'passed' if rep.verdict.passed else 'rejected'}: {rep.verdict.reason}",
+                      highlight=False)
+        if rep.promoted:
+            out.print(f"promoted version {rep.promoted}")
+    if rep.run_error is not None:
+        err.print(f"[red]error[/red] (run_failed): training run {rep.run_id} failed: {rep.run_error}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 @app.command()

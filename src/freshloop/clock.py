@@ -23,7 +23,7 @@ from typing import Protocol
 __all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "parse_duration"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdwy]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([smhdwy]?)\s*$")
 
 
 class Clock(Protocol):
@@ -102,4 +102,4 @@ def format_duration(seconds: float) -> str:
         if seconds >= size and (seconds / size) == round(seconds / size, 1):
             n = seconds / size
             return f"{n:g}{unit}"
-    return f"{seconds:g}s"
+    return f"{seconds:.6g}s" if seconds < 1e6 else f"{round(seconds)}s"

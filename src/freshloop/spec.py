@@ -68,7 +68,9 @@ class DataSpec(_Strict):
     task: Literal["classification", "regression"] | None = None
     classes: list[int | str] | None = Field(None, description="label classes; learned from the first batch if unset")
     time: str | None = None
-    time_unit: Literal["s", "m", "h", "d"] = "s"
+    time_unit: Literal["ns", "us", "ms", "s", "m", "h", "d"] = Field(
+        "s", description="what a number in the time column counts (epoch seconds: s, epoch milliseconds: ms, ...); "
+        "dates and datetimes need none")
     entity: str | None = None
     features: list[FeatureSpec] | None = None
     quality: QualitySpec = QualitySpec()
@@ -89,7 +91,7 @@ class WindowSpec(_Strict):
     """Which accepted rows a snapshot holds: all, the last N rows, or the last period."""
 
     rows: int | None = Field(None, gt=0)
-    period: str | None = None
+    period: str | float | None = Field(None, description="a duration ('90d') or a number of seconds")
 
     _check_period = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
 
@@ -245,7 +247,7 @@ class RolloutSpec(_Strict):
 
 class BatchingSpec(_Strict):
     rows: int | None = Field(None, gt=0)
-    period: str | None = None
+    period: str | float | None = Field(None, description="a duration ('90d') or a number of seconds")
 
     _check = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
 

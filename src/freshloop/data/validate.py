@@ -32,7 +32,9 @@ from .schema import Schema
 
 __all__ = ["ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds", "validate_frame"]
 
-_UNIT_SECONDS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+#: what one unit of a numeric time column is worth in seconds (``data.time_unit``)
+_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_EPOCH = pd.Timestamp(0, tz="UTC")
 
 
 @dataclass
@@ -108,12 +110,32 @@ def _duplicated(frame: pd.DataFrame, narrow: str | None = None) -> np.ndarray:
 
 
 def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
-    """Times as POSIX seconds and a mask of unreadable values: numbers are in ``unit``; text is a date."""
+    """Times as POSIX seconds and a mask of unreadable values.
+
+    Numbers are in ``unit`` (``data.time_unit``: ``"s"``, ``"ms"``, ...). Dates and datetimes, as text (ISO
+    forms, with or without a time zone) or as a ``datetime64`` column of any resolution, are read whatever
+    unit pandas holds them in (pandas 3 parses text to microseconds, pandas 2 to nanoseconds); a time without
+    a zone is taken as UTC.
+
+    >>> import pandas as pd
+    >>> to_seconds(pd.Series(["2024-01-05", "2024-01-06 12:00:00+01:00", "soon"]), "s")[0].tolist()
+    [1704412800.0, 1704538800.0, nan]
+    >>> to_seconds(pd.Series([1704412800000]), "ms")[0].tolist()
+    [1704412800.0]
+    """
+    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
+        return _datetime_seconds(pd.to_datetime(s, utc=True), s.index)
     num, present, bad = _numbers(s)
     if not bad.any():
         return pd.Series(num * _UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
-    dt = pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed")
-    secs = pd.Series(dt.astype("int64") / 1e9, index=s.index).where(dt.notna())
+    return _datetime_seconds(pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed"),
+                             s.index)
+
+
+def _datetime_seconds(dt: pd.Series, index: pd.Index) -> tuple[pd.Series, pd.Series]:
+    # a difference of timestamps divided by a timedelta is unit-aware; ``astype("int64")`` is not (its integers
+    # are in whatever resolution the column has)
+    secs = pd.Series(((dt - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=float, na_value=np.nan), index=index)
     return secs, secs.isna()
 
 

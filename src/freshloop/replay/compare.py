@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from ..spec import LoopSpec, preset_period
-from .driver import replay_together, resolve_policy
+from .driver import failed_summary, replay_together, resolve_policy
 
 __all__ = ["compare"]
 
@@ -128,7 +128,12 @@ def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: 
                 finished = [f for f in pending if f.done()]
                 for f in finished:
                     pending.discard(f)
-                    results.update(f.result())
+                    try:
+                        results.update(f.result())
+                    except Exception as e:  # noqa: BLE001 - a worker that died loses its policies, not the rest
+                        for name in groups[1 + futures.index(f)]:
+                            results[name] = failed_summary(resolve_policy(spec, name), name,
+                                                           f"{type(e).__name__}: {e}")
                 if pending:
                     wait(pending, timeout=0.1, return_when=FIRST_COMPLETED)
         _relay(queue, on_progress)

@@ -177,6 +177,19 @@ class _Run:
     drift_series: list[dict[str, float]] = field(default_factory=list)
     scored_at: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
+    #: why this policy's replay stopped early (the first error its loop raised), or None; the policies replayed
+    #: beside it go on
+    error: str | None = None
+
+    def guard(self, now: float, step: Callable[..., Any], *args: Any, **kwargs: Any) -> None:
+        """Run one step of this policy's loop; an error ends this policy's replay, not the others'."""
+        if self.error is not None:
+            return
+        try:
+            step(*args, **kwargs)
+        except Exception as e:  # noqa: BLE001 - any failure of one policy is reported in its row
+            self.error = f"at t={now:g}: {type(e).__name__}: {e}"
+            self.loop.events.record("replay_failed", self.error, {"policy": self.spec.policy.name})
 
 
 def _drive(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.DataFrame, times: np.ndarray,
@@ -204,8 +217,8 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
     # long replay's memory is its data, not a map of ids. ``firsts``/``keys`` find a row's batch.
     ingested = data.ingest(frame.iloc[:warm], now=clock.now(), source="replay", batch_id="warmup")
     for r in runs:
-        r.loop.observe_ingest(ingested)
-        r.loop.tick()
+        r.guard(clock.now(), r.loop.observe_ingest, ingested)
+        r.guard(clock.now(), r.loop.tick)
 
     # batches of the rest, by rows or by period: batch k is the sorted rows firsts[k] .. ends[k] - 1
     if spec.replay.batch.rows:
@@ -239,9 +252,7 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
             res = data.ingest_labels(ids, labels[next_label:hi].tolist(), now=now, source="replay",
                                      batch_id=f"labels-{next_label}")
             for r in runs:
-                fb = r.loop.observe_labels(ids, res)
-                r.scored_at.append(np.asarray(fb.at, dtype=float))
-                r.scores.append(np.asarray(fb.scores, dtype=float))
+                r.guard(now, _observe_labels, r, ids, res)
             next_label = hi
 
     total = len(firsts)
@@ -254,27 +265,17 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
         ids = data.row_ids_for("replay", keys[k], hi - lo)
         routing = [f"r{o}" for o in order[lo:hi].tolist()]  # rollouts route by the original row
         for r in runs:
-            if r.loop.champion_version is not None:
-                r.loop.predict(batch, row_ids=ids, keys=routing)
-            else:
+            if r.error is not None or r.loop.champion_version is None:
                 r.unserved += hi - lo
+            else:
+                r.guard(now, r.loop.predict, batch, row_ids=ids, keys=routing)
         ingested = data.ingest(batch, now=clock.now(), source="replay", batch_id=keys[k])
         for r in runs:
-            r.loop.observe_ingest(ingested)
+            r.guard(now, r.loop.observe_ingest, ingested)
         batch_end = hi
         mature(clock.now())
         for r in runs:
-            loop = r.loop
-            rep = loop.tick()
-            if loop.rollout is not None and loop.rollout.status == "awaiting_approval":
-                loop.approve(loop.rollout.id, actor="replay", reason="replay approves manual steps automatically")
-            if rep.staleness is not None:
-                r.staleness.append(rep.staleness)
-            if rep.run_id:
-                r.retrain_at.append(rep.now)
-            if rep.signals is not None and rep.signals.drift and k % max(1, total // _SERIES_POINTS) == 0:
-                r.drift_at.append(rep.now)
-                r.drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
+            r.guard(now, _tick, r, k, total)
             if r.progress and (k % every == 0 or k == total - 1):
                 r.progress(k + 1, total)
     # let the last labels mature so every served prediction is scored
@@ -283,9 +284,32 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
         mature(clock.now())
     summaries = []
     for r in runs:
-        r.loop.close()
-        summaries.append(_summarise(r, times))
+        r.guard(clock.now(), r.loop.close)
+        try:
+            summaries.append(_summarise(r, times))
+        except Exception as e:  # noqa: BLE001 - a loop that failed before it had a schema has nothing to sum up
+            summaries.append(failed_summary(r.spec, r.spec.policy.name, r.error or f"{type(e).__name__}: {e}"))
     return summaries
+
+
+def _observe_labels(r: _Run, ids: list[str], res: Any) -> None:
+    fb = r.loop.observe_labels(ids, res)
+    r.scored_at.append(np.asarray(fb.at, dtype=float))
+    r.scores.append(np.asarray(fb.scores, dtype=float))
+
+
+def _tick(r: _Run, k: int, total: int) -> None:
+    loop = r.loop
+    rep = loop.tick()
+    if loop.rollout is not None and loop.rollout.status == "awaiting_approval":
+        loop.approve(loop.rollout.id, actor="replay", reason="replay approves manual steps automatically")
+    if rep.staleness is not None:
+        r.staleness.append(rep.staleness)
+    if rep.run_id:
+        r.retrain_at.append(rep.now)
+    if rep.signals is not None and rep.signals.drift and k % max(1, total // _SERIES_POINTS) == 0:
+        r.drift_at.append(rep.now)
+        r.drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
 
 
 def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
@@ -331,6 +355,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "rows_unserved": int(run.unserved),
         "retrains": st.retrains,
         "failed_runs": st.failed_runs,
+        "first_failure": st.first_failure,
+        "error": run.error,
         "gate_passed": st.gate_passed,
         "gate_rejected": st.gate_failed,
         "promotions": st.promotions,
@@ -354,6 +380,21 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     (out / "timings.json").write_text(json.dumps({"training_seconds": st.train_seconds}, indent=2))
     summary["training_seconds"] = st.train_seconds
     return summary
+
+
+def failed_summary(spec: LoopSpec, name: str, error: str) -> dict[str, Any]:
+    """The row of a policy (``spec`` holds its policy) whose replay produced nothing: the error, no figures."""
+    from ..evaluate.metrics import default_metric, get_metric
+
+    metric = get_metric(spec.gate.metric or default_metric(spec.data.task or "classification"))
+    return {"policy": name, "metric_name": metric.name, "bigger_is_better": metric.bigger_is_better, "metric": None,
+            "predictions_scored": 0, "rows_unserved": 0, "retrains": 0, "failed_runs": 0, "first_failure": None,
+            "error": error, "gate_passed": 0, "gate_rejected": 0, "promotions": 0, "rollbacks": 0,
+            "training_rows": 0, "online_rows": 0, "time_unit": spec.data.time_unit if spec.data.time else "s",
+            "max_staleness": None, "mean_staleness": None, "mean_data_to_deploy": None, "labels_never_deployed": 0,
+            "decisions": {"retrain": [], "retrain_counts": {}, "skip_counts": {}}, "verdicts": [], "series": [],
+            "retrain_times": [], "drift": {"t": [], "values": []}, "stream": {},
+            "spec": spec.model_dump(mode="json", exclude={"store"}), "training_seconds": 0.0}
 
 
 def policy_dir(out_dir: str | Path, name: str) -> Path:

@@ -12,7 +12,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-__all__ = ["summary_rows", "write_report"]
+__all__ = ["failure_lines", "summary_rows", "write_report"]
 
 _UNIT_DAYS = {"s": 1 / 86400, "m": 1 / 1440, "h": 1 / 24, "d": 1.0}
 
@@ -33,12 +33,23 @@ def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
     rows = []
     for name, s in results.items():
         rows.append({
-            "policy": name, "metric": s["metric"], "retrains": s["retrains"], "promoted": s["promotions"],
+            "policy": name, "metric": "failed" if s.get("error") else s["metric"], "retrains": s["retrains"],
+            "failed_runs": s["failed_runs"], "promoted": s["promotions"],
             "rejected": s["gate_rejected"], "training_rows": s["training_rows"],
             "training_s": round(s.get("training_seconds", 0.0), 2), "max_staleness": s["max_staleness"],
             "mean_staleness": s["mean_staleness"], "data_to_deploy": s["mean_data_to_deploy"],
         })
     return rows
+
+
+def failure_lines(summary: dict[str, Any]) -> list[str]:
+    """What went wrong in one policy's replay, in words: the error that stopped it, failed training runs."""
+    lines = []
+    if summary.get("error"):
+        lines.append(f"replay stopped {summary['error']}")
+    if summary.get("failed_runs"):
+        lines.append(f"{summary['failed_runs']} training run(s) failed; the first: {summary.get('first_failure')}")
+    return lines
 
 
 def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
@@ -50,7 +61,8 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
     for i, (name, s) in enumerate(results.items()):
         xs = [_x(p["t"], unit) for p in s["series"]]
         color = f"C{i}"
-        ax.plot(xs, [p["metric"] for p in s["series"]], label=f"{name} ({s['metric']:.4f})", color=color, lw=1.4)
+        score = "failed" if s.get("error") else ("no score" if s["metric"] is None else f"{s['metric']:.4f}")
+        ax.plot(xs, [p["metric"] for p in s["series"]], label=f"{name} ({score})", color=color, lw=1.4)
         marks = [_x(t, unit) for t in s["retrain_times"]]
         strip.plot(marks, [i] * len(marks), "|", color=color, ms=9)
     ax.set_ylabel(f"{metric} (prequential, per window)")
@@ -92,6 +104,10 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
         reasons += (f"<details><summary>{html.escape(name)}: {len(s['decisions']['retrain'])} retrain decisions, "
                     f"skips {html.escape(str(s['decisions']['skip_counts']))}</summary><ul>{items}"
                     f"{f'<li>… {more} more in summary.json</li>' if more > 0 else ''}</ul></details>")
+    problems = "".join(
+        f"<li>{html.escape(name)}: {html.escape(line)}</li>" for name, s in results.items()
+        for line in failure_lines(s))
+    failures = f"<h2>Failures</h2><ul>{problems}</ul>" if problems else ""
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
 <style>body{{font-family:system-ui,sans-serif;margin:2em;max-width:1200px}}table{{border-collapse:collapse}}
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head><body>
@@ -102,6 +118,7 @@ td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f
 <h2>Quality over time</h2>{chart_metric}
 <h2>Drift</h2>{chart_drift or '<p>No drift scores recorded.</p>'}
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
+{failures}
 <h2>Decisions</h2>{reasons}
 </body></html>"""
     out = Path(path)

@@ -1,0 +1,23 @@
+"""A user's own estimator, for tests of what the loop does when training breaks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sklearn.linear_model import LogisticRegression
+
+
+class FragileClassifier(LogisticRegression):
+    """A logistic regression whose ``fit`` breaks on more than ``max_rows`` rows, with a ``ValueError`` (the
+    bad-data error scikit-learn estimators raise) or a ``RuntimeError`` (a bug in the estimator)."""
+
+    def __init__(self, max_rows: int = 500, error: str = "value", C: float = 1.0) -> None:
+        super().__init__(C=C)
+        self.max_rows = max_rows
+        self.error = error
+
+    def fit(self, X: Any, y: Any, sample_weight: Any = None) -> FragileClassifier:
+        if len(X) > self.max_rows:
+            exc = ValueError if self.error == "value" else RuntimeError
+            raise exc(f"fragile: {len(X)} rows > max_rows={self.max_rows}")
+        return super().fit(X, y, sample_weight)
