@@ -87,6 +87,13 @@ def test_canary_rolls_back_a_bad_candidate(make_loop) -> None:
     assert not loop.auto_promotion
     assert loop.events.list("auto_promotion_stopped")
     assert loop.registry.alias("canary") is None
+    loop.close()
+    again = Loop(loop.spec, clock=clock, durable=False)  # a restart: the stop holds
+    assert not again.auto_promotion
+    again.promote(1, actor="operator", reason="checked by hand")  # what the stop asks for
+    assert again.auto_promotion and again.events.list("auto_promotion_resumed")
+    again.close()
+    assert Loop(loop.spec, clock=clock, durable=False).auto_promotion
 
 
 def test_online_policy_learns_from_every_matured_label(make_loop) -> None:

@@ -195,10 +195,27 @@ def replay(spec_path: Annotated[Path, typer.Argument(help="loop spec (YAML)")],
     _run_compare(spec, frame, out_dir, policies, workers, f"freshloop replay: {spec.name}")
 
 
-def _open(spec_path: Path) -> Any:
+NowOpt = Annotated[str | None, typer.Option(
+    "--now", help="the time this call acts at, as epoch seconds or an ISO datetime (default: the wall clock); "
+    "for an orchestrator's logical date or a backfill")]
+
+
+def _open(spec_path: Path, now: str | None = None) -> Any:
+    from .clock import SimulatedClock
     from .loop import Loop
 
-    return Loop(load_spec(spec_path), clock=WallClock(), actor="cli")
+    return Loop(load_spec(spec_path), clock=WallClock() if now is None else SimulatedClock(_parse_now(now)),
+                actor="cli")
+
+
+def _parse_now(value: str) -> float:
+    from .data.validate import to_seconds
+
+    secs, bad = to_seconds(pd.Series([value]), "s")
+    if bad.iloc[0]:
+        raise SpecError(f"--now: must be epoch seconds or an ISO datetime (rule: a time). Got {value!r} instead.",
+                        field="now", rule="time", value=value)
+    return float(secs.iloc[0])
 
 
 @app.command()
@@ -207,9 +224,9 @@ def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
            file: Annotated[Path, typer.Argument(help="CSV, Parquet or JSON file")],
            source: Annotated[str, typer.Option(help="source name")] = "cli",
            batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None,
-           ) -> None:
+           now: NowOpt = None) -> None:
     """Validate and store a batch; bad rows are quarantined with reasons (exit code 3 if any)."""
-    loop = _open(spec_path)
+    loop = _open(spec_path, now)
     try:
         res = loop.ingest_file(str(file), source=source, batch_id=batch_id)
     finally:
@@ -224,11 +241,12 @@ def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @app.command()
 @_errors
 def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
-         json_out: Annotated[bool, typer.Option("--json", help="print the tick's report as JSON")] = False) -> None:
+         json_out: Annotated[bool, typer.Option("--json", help="print the tick's report as JSON")] = False,
+         now: NowOpt = None) -> None:
     """Run one pass of the loop on the wall clock (what the serve worker does periodically).
 
     Exit code 1 when the tick's training run failed, with the reason on stderr, so an orchestrator sees it."""
-    loop = _open(spec_path)
+    loop = _open(spec_path, now)
     try:
         rep = loop.tick()
     finally:

@@ -183,7 +183,8 @@ class Loop:
     def _restore(self) -> None:
         version = self.registry.alias("champion")
         if version is not None:
-            self._set_champion(version)
+            moves = [m for m in self.meta.alias_history("champion") if m.new_version == version]
+            self._set_champion(version, promoted_at=moves[-1].at if moves else None)
         if self.schema is not None:  # predictions served before a restart still meet their labels
             self.predictions.restore(lambda ids: ~self.data.has_label(ids), self._typed_predictions)
         self._follow_up = self._pending_follow_up()
@@ -199,6 +200,43 @@ class Loop:
                                        row["status"], list(row["evidence"]))
                 self._candidate = (row["version"], self.registry.load(row["version"]))
                 self._candidate[1].prepare()
+        self._restore_policy_memory()
+
+    def _policy_memory(self) -> dict[str, Any]:
+        """What the policy needs from this tick at the next one, kept with the decision: its streaks and the
+        drift it saw (a training run remembers it, so drift a retrain cannot remove is not re-alarmed)."""
+        drift = self._monitor.last_drift if self._monitor is not None else {}
+        return {"streaks": [list(s) for s in self.state.streaks], "drift": drift}
+
+    def _restore_policy_memory(self) -> None:
+        """Rebuild from the store what the monitor and the policy held in memory, so a loop opened by each
+        CLI call, a restarted server and one long replay decide alike: the window of recent rows (drift), the
+        labels since the last training run (volume and the min_new_labels guard), the streaks (hysteresis),
+        the drift the last run was trained under, and the consecutive automatic rollbacks."""
+        if self.schema is not None:
+            mon = self._ensure_monitor()
+            for frame in self.data.recent_batches(mon.drift_window):
+                mon.observe_rows(frame)
+            lt = self.data.label_times()
+            since = self._last_trained_at
+            mon.new_labels = int(np.count_nonzero(np.isfinite(lt) & (lt > (-np.inf if since is None else since))))
+            promoted_at = self._champion[2].get("promoted_at") if self._champion else None
+            if since is not None and (promoted_at is None or since > promoted_at):  # trained, not yet promoted
+                mon.drift_at_training = next(
+                    (dict(d["state"].get("drift", {})) for d in reversed(self.meta.list_decisions("retrain"))
+                     if d["at"] == since and d.get("state")), {})
+        last = self.meta.last_decision()
+        if last is not None and last.get("state"):
+            self.state = PolicyState(self.state.retrain_times,
+                                     tuple((str(k), int(v)) for k, v in last["state"].get("streaks", [])))
+        events = sorted((e for kind in ("rollout_rolled_back", "alias_moved", "auto_promotion_resumed")
+                         for e in self.meta.list_events(kind)), key=lambda e: e["id"])
+        for e in events:
+            if e["kind"] == "rollout_rolled_back":
+                self._auto_rollbacks += bool(e["payload"].get("automatic"))
+            elif e["kind"] == "auto_promotion_resumed" or e["payload"].get("automatic", True):
+                self._auto_rollbacks = 0  # an automatic promotion, or the operator's that resumed them
+        self.auto_promotion = self._auto_rollbacks < self.spec.rollout.max_auto_rollbacks
 
     def _typed_predictions(self, text: pd.Series) -> np.ndarray:
         """Predictions as the log's text gives them back, typed as the model returns them."""
@@ -427,7 +465,8 @@ class Loop:
         with self._serving:  # the decision reads what requests write; training runs after, outside the lock
             decision = self._decide(now, report)
         report.decision = decision
-        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons))
+        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
+                               self._policy_memory())
         if isinstance(decision, Retrain):
             self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
             self._retrain(decision, now, report)
@@ -726,7 +765,8 @@ class Loop:
         r.evidence.append({"step": r.step, "share": r.share, "action": out.action, "detail": out.detail,
                            **out.evidence, "at": now})
         if out.action == "abort":
-            self._end_rollout(r, "rolled_back", now, f"rollout {r.id} aborted at {r.share:g}%: {out.detail}")
+            self._end_rollout(r, "rolled_back", now, f"rollout {r.id} aborted at {r.share:g}%: {out.detail}",
+                              automatic=True)
             report.rolled_back = r.version
             self.stats.rollbacks += 1
             self._auto_rollbacks += 1
@@ -747,14 +787,15 @@ class Loop:
         self._end_rollout(r, "promoted", now, f"rollout {r.id} promoted version {r.version}")
         report.promoted = r.version
 
-    def _end_rollout(self, r: Rollout, status: str, now: float, reason: str) -> None:
+    def _end_rollout(self, r: Rollout, status: str, now: float, reason: str, *, automatic: bool = False) -> None:
         with self._serving:
             r.status = status
             self._candidate = None
         self.meta.save_rollout(r.to_row(now))
         if self.registry.alias(r.strategy) == r.version:
             self.registry.set_alias(r.strategy, None, actor=self.actor, reason=reason, now=now)
-        self.events.record("rollout_" + status, reason, {"rollout_id": r.id, "version": r.version})
+        self.events.record("rollout_" + status, reason, {"rollout_id": r.id, "version": r.version,
+                                                         "automatic": automatic})
         if status == "rolled_back":
             self.registry.forget(r.version)
 
@@ -776,13 +817,19 @@ class Loop:
         self.registry.set_alias("champion", version, actor=actor, reason=reason, now=now, expected_revision=rev)
         self._set_champion(version, bundle)
         self.stats.promotions += 1
-        if actor == self.actor:
+        automatic = actor == self.actor
+        if automatic:
             self._auto_rollbacks = 0
+        elif not self.auto_promotion:  # the operator's promotion the stop asked for: the loop may promote again
+            self.auto_promotion, self._auto_rollbacks = True, 0
+            self.events.record("auto_promotion_resumed", f"{actor} promoted version {version}; automatic "
+                               "promotion resumes", {"version": version}, actor=actor)
         lineage = self._champion[2] if self._champion else {}
         if lineage.get("cutoff") is not None:
             self.stats.deployments.append((now, float(lineage["cutoff"])))
         self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version,
-                                                        "serving": bundle.serving}, actor=actor)
+                                                        "serving": bundle.serving, "automatic": automatic},
+                           actor=actor)
         if self.on_promote is not None:
             self.on_promote(version, actor)
 
@@ -811,12 +858,14 @@ class Loop:
         previous = [m.old_version for m in self.registry.history("champion") if m.new_version == version]
         return previous[-1] if version is not None and previous else None
 
-    def _set_champion(self, version: int, bundle: ModelBundle | None = None) -> None:
+    def _set_champion(self, version: int, bundle: ModelBundle | None = None, *,
+                      promoted_at: float | None = None) -> None:
         bundle = bundle or self.registry.load(version)
         bundle.prepare()  # compiled before it takes traffic, so no request waits for it
         mv = self.registry.get(version)
         lineage = dict(mv.lineage)
-        lineage["promoted_at"] = self.clock.now()
+        # a loop opened later reads when its champion was promoted from the alias history, not its own clock
+        lineage["promoted_at"] = self.clock.now() if promoted_at is None else promoted_at
         if self.schema is None:
             with self._serving:
                 self._champion = (version, bundle, lineage)

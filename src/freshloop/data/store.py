@@ -475,6 +475,17 @@ class DataStore:
             out[~stored] = [r in self._pending for r in np.asarray(row_ids, dtype=object)[~stored]]
         return out
 
+    def recent_batches(self, rows: int) -> list[pd.DataFrame]:
+        """The newest feature batches that together hold at least ``rows`` rows (all of them when there are
+        fewer), oldest first: what a monitor's window of recent rows holds after observing every batch."""
+        starts = self._starts
+        ends = starts[1:] + [self.rows]
+        k, total = len(starts), 0
+        while k > 0 and total < rows:
+            k -= 1
+            total += ends[k] - starts[k]
+        return [self._rows_at(np.arange(starts[i], ends[i])) for i in range(k, len(starts))]
+
     def label_times(self) -> np.ndarray:
         """When each accepted row's label matured (inf: not yet), in ingest order."""
         return self._label_time[: self.rows]

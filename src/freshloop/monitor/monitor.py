@@ -152,6 +152,11 @@ class Monitor:
                 if self._detector.drift_detected:
                     self.detector_fired = True
 
+    @property
+    def last_drift(self) -> dict[str, float]:
+        """Each feature's drift value at the last :meth:`signals`."""
+        return dict(self._last_drift)
+
     def signals(self, now: float, *, last_trained_at: float | None, champion_since: float | None) -> Signals:
         drift: dict[str, DriftScore] = {}
         if self._rows and self._refs:

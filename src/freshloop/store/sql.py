@@ -270,9 +270,15 @@ class MetadataStore:
             return [AliasMove(r.name, r.old_version, r.new_version, r.actor, r.reason, r.at) for r in c.execute(q)]
 
     # -- decisions, events, rollouts ----------------------------------------------------------
-    def add_decision(self, at: float, kind: str, run_key: str | None, reasons: list[str]) -> None:
+    def add_decision(self, at: float, kind: str, run_key: str | None, reasons: list[str],
+                     state: dict[str, Any] | None = None) -> None:
         with self.tx() as c:
-            c.execute(t.decisions.insert(), dict(at=at, kind=kind, run_key=run_key, reasons=reasons))
+            c.execute(t.decisions.insert(), dict(at=at, kind=kind, run_key=run_key, reasons=reasons, state=state))
+
+    def last_decision(self) -> dict[str, Any] | None:
+        with self.tx() as c:
+            r = c.execute(select(t.decisions).order_by(t.decisions.c.id.desc()).limit(1)).first()
+        return dict(r._mapping) if r is not None else None
 
     def list_decisions(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
         q = select(t.decisions).order_by(t.decisions.c.id)

@@ -124,6 +124,8 @@ decisions = Table(
     Column("kind", String(16), nullable=False),  # retrain | skip
     Column("run_key", String(200)),
     Column("reasons", JSON, nullable=False),
+    # what the policy remembers after this decision (streaks, the drift it saw), so a loop opened later goes on
+    Column("state", JSON),
 )
 
 events = Table(
