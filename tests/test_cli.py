@@ -103,3 +103,29 @@ def test_drift_report_on_two_files(tmp_path: Path) -> None:
     assert moved_report["x1"]["value"] > 10 * report["x1"]["value"]
     bad = run("drift", "ref.csv", "moved.csv", "--numeric", "median", cwd=tmp_path)
     assert bad.returncode == 2 and "--numeric: unknown statistic 'median'" in bad.stderr
+
+
+def test_check_refuses_what_replay_would(tmp_path: Path) -> None:
+    cases = {
+        "sklearn.ensemble.NoSuchForest": ({}, "model.estimator", "must be an importable class"),
+        "os.system": ({}, "model.estimator", "must be an import path under sklearn."),
+        "sklearn.linear_model.LogisticRegression": ({"max_iters": 100}, "model.params.max_iters",
+                                                    "takes no parameter 'max_iters'"),
+    }
+    for estimator, (params, field, words) in cases.items():
+        (tmp_path / "loop.yaml").write_text(yaml.safe_dump(
+            {"name": "x", "data": {"label": "y"}, "model": {"estimator": estimator, "params": params}}))
+        res = run("check", "loop.yaml", cwd=tmp_path)
+        assert res.returncode == 2, (estimator, res.stdout)
+        lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and words in lines[0], lines
+        assert field.split(".")[0] in lines[0]
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(
+        {"name": "x", "data": {"label": "y", "task": "regression"}, "gate": {"metric": "log_loss"}}))
+    res = run("check", "loop.yaml", cwd=tmp_path)
+    assert res.returncode == 2 and "does not score a regression" in res.stderr
+    (tmp_path / "loop.yaml").write_text(yaml.safe_dump(
+        {"name": "x", "data": {"label": "y"}, "model": {"estimator": "sklearn.linear_model.LogisticRegression",
+                                                        "params": {"max_iter": 100}}}))
+    ok = run("check", "loop.yaml", cwd=tmp_path)
+    assert ok.returncode == 0, ok.stderr

@@ -52,7 +52,7 @@ def test_load_spec_reports_file_and_yaml_errors(tmp_path: Path) -> None:
         load_spec(bad)
     typo = tmp_path / "typo.yaml"
     typo.write_text("name: demo\ndata:\n  lable: y\n")
-    with pytest.raises(SpecError, match=r"typo.yaml: data.label"):
+    with pytest.raises(SpecError, match=r"typo.yaml: 2 errors: data.lable: unknown field .* Did you mean .label."):
         load_spec(typo)
 
 
@@ -62,3 +62,34 @@ def test_policy_presets() -> None:
     assert policy_preset("online").online
     with pytest.raises(SpecError, match="periodic:soon"):
         policy_preset("periodic:soon")
+
+
+def test_a_misspelled_key_names_the_closest_valid_one() -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({"name": "x", "data": {"lable": "y"}})
+    assert e.value.field == "data.lable"
+    assert "data.lable: unknown field" in str(e.value) and "Did you mean 'label'?" in str(e.value)
+    with pytest.raises(SpecError, match="Did you mean 'cooldown'"):
+        load_spec_dict({**base(), "policy": {"coldown": "3d"}})
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({**base(), "policy": {"triggers": {"drfit": {}}}})
+    assert "Did you mean 'drift'?" in str(e.value)
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({**base(), "zzz": 1})
+    assert "Did you mean" not in str(e.value)
+
+
+def test_every_error_of_a_spec_is_listed() -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({**base(), "policy": {"coldown": "3d", "hysteresis": 0}, "gate": {"holdout": 2}})
+    text = str(e.value)
+    assert text.startswith("3 errors: policy.coldown: unknown field")
+    assert "policy.hysteresis" in text and "gate.holdout" in text and "\n" not in text
+
+
+def test_a_metric_that_does_not_score_the_task_is_refused() -> None:
+    with pytest.raises(SpecError, match=r"gate.metric: 'accuracy' does not score a regression") as e:
+        load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"}, "gate": {"metric": "accuracy"}})
+    assert e.value.field == "gate.metric"
+    with pytest.raises(SpecError, match="gate.metric"):
+        load_spec_dict({**base(), "gate": {"metric": "balanced_accuracy"}})  # not a metric the gate can compute

@@ -439,8 +439,14 @@ def serve(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @app.command()
 @_errors
 def check(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
-    """Validate a spec file and print it with every default filled in."""
+    """Validate a spec file and print it with every default filled in.
+
+    Refuses what a replay or a loop would: unknown keys (with the closest valid one), the estimator (allowed,
+    importable, the parameters it takes) and a metric that does not score the task."""
+    from .train.model import check_model
+
     spec = load_spec(spec_path)
+    check_model(spec.model)
     out.print(yaml.safe_dump(spec.model_dump(mode="json", exclude_none=True), sort_keys=False))
 
 

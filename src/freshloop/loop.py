@@ -161,7 +161,7 @@ class Loop:
         if self._metric is None:
             if self.schema is None:
                 raise NotFoundError("no schema yet: ingest a first batch.", field="schema")
-            self._metric = get_metric(self.spec.gate.metric or default_metric(self.schema.task))
+            self._metric = get_metric(self.spec.gate.metric or default_metric(self.schema.task), self.schema.task)
             self.policy = Policy.from_spec(self.spec.policy, bigger_is_better=self._metric.bigger_is_better)
         return self._metric
 

@@ -8,14 +8,15 @@ Examples
 >>> spec = LoopSpec.model_validate({"name": "demo", "data": {"label": "y"}})
 >>> spec.policy.cooldown, spec.gate.holdout, spec.model.mode
 ('7d', 0.2, 'full')
->>> load_spec_dict({"name": "demo", "data": {"label": "y"}, "polcy": {}})
+>>> load_spec_dict({"name": "demo", "data": {"label": "y"}, "polcy": {}})  # doctest: +ELLIPSIS
 Traceback (most recent call last):
 ...
-freshloop.errors.SpecError: polcy: unknown field (rule: extra fields are not permitted). Got {} instead.
+freshloop.errors.SpecError: polcy: unknown field (rule: extra fields ...). Got {} instead. Did you mean 'policy'?
 """
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -201,7 +202,8 @@ def preset_period(name: str) -> float | None:
 
 
 class GateSpec(_Strict):
-    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "brier", "mae", "rmse"] | None = None
+    metric: Literal["accuracy", "log_loss", "brier", "mae", "rmse"] | None = Field(
+        None, description="accuracy, log_loss or brier for a classification; mae or rmse for a regression")
     holdout: float = Field(0.2, gt=0, lt=1, description="most recent share of labeled rows kept for judging")
     min_holdout_rows: int = Field(30, gt=0)
     max_holdout_rows: int = Field(500, gt=0)
@@ -288,26 +290,58 @@ class LoopSpec(_Strict):
         return self.model_copy(update={"policy": policy})
 
 
-def _format_error(err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(spec)"
-    msg = first["msg"].removeprefix("Value error, ")
-    if first["type"] == "extra_forbidden":
-        return f"{loc}: unknown field (rule: extra fields are not permitted). Got {first['input']!r} instead."
-    if first["type"] == "missing":
+_TASK_METRICS = {"classification": ("accuracy", "log_loss", "brier"), "regression": ("mae", "rmse")}
+
+
+def _fields_at(loc: tuple[Any, ...]) -> list[str]:
+    """The valid keys of the section at ``loc`` (empty when it is not a section of the spec)."""
+    model: Any = LoopSpec
+    for part in loc:
+        field = getattr(model, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        ann = field.annotation
+        model = next((a for a in getattr(ann, "__args__", (ann,)) if isinstance(a, type) and
+                      issubclass(a, BaseModel)), None)
+        if model is None:
+            return []
+    return list(getattr(model, "model_fields", {}))
+
+
+def _describe(e: Any) -> str:
+    loc = ".".join(str(p) for p in e["loc"]) or "(spec)"
+    msg = e["msg"].removeprefix("Value error, ")
+    if e["type"] == "extra_forbidden":
+        close = difflib.get_close_matches(str(e["loc"][-1]), _fields_at(tuple(e["loc"][:-1])), n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"{loc}: unknown field (rule: extra fields are not permitted). Got {e['input']!r} instead.{hint}"
+    if e["type"] == "missing":
         return f"{loc}: field required (rule: the field must be present)."
-    return f"{loc}: {msg}. Got {first['input']!r} instead." if "Got" not in msg else f"{loc}: {msg}"
+    return f"{loc}: {msg}. Got {e['input']!r} instead." if "Got" not in msg else f"{loc}: {msg}"
+
+
+def _format_error(err: ValidationError) -> str:
+    """Every error of the spec on one line, the first first: a user fixes them in one go."""
+    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a "missing"
+    lines = [_describe(e) for e in errors]
+    return lines[0] if len(lines) == 1 else f"{len(lines)} errors: " + " | ".join(lines)
 
 
 def load_spec_dict(raw: Any) -> LoopSpec:
     if not isinstance(raw, dict):
         raise SpecError(f"(spec): must be a mapping of sections. Got {type(raw).__name__} instead.")
     try:
-        return LoopSpec.model_validate(raw)
+        spec = LoopSpec.model_validate(raw)
     except ValidationError as e:
-        first = e.errors()[0]
+        first = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
         raise SpecError(_format_error(e), field=".".join(str(p) for p in first["loc"]),
                         rule=first["type"], value=first.get("input")) from None
+    task, metric = spec.data.task, spec.gate.metric
+    if task and metric and metric not in _TASK_METRICS[task]:
+        raise SpecError(f"gate.metric: {metric!r} does not score a {task} (rule: one of "
+                        f"{list(_TASK_METRICS[task])} for data.task {task!r}).", field="gate.metric",
+                        rule="metric for the task", value=metric)
+    return spec
 
 
 def load_spec(path: str | Path) -> LoopSpec:

@@ -22,7 +22,7 @@ import numpy as np
 
 from ..errors import SpecError, param_message
 
-__all__ = ["METRICS", "Metric", "default_metric", "get_metric", "mean_ci"]
+__all__ = ["METRICS", "TASK_METRICS", "Metric", "default_metric", "get_metric", "mean_ci"]
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,26 @@ METRICS: dict[str, Metric] = {
 }
 
 
-def get_metric(name: str) -> Metric:
-    try:
-        return METRICS[name]
-    except KeyError:
+#: which metrics score which task
+TASK_METRICS = {"classification": ("accuracy", "log_loss", "brier"), "regression": ("mae", "rmse")}
+
+
+def get_metric(name: str, task: str | None = None) -> Metric:
+    """The metric called ``name``; with ``task``, refused unless it scores that task.
+
+    >>> try:
+    ...     get_metric("accuracy", task="regression")
+    ... except SpecError as e:
+    ...     print(e.field, e.rule)
+    gate.metric metric for the task
+    """
+    if name not in METRICS:
         raise SpecError(param_message("metric", "gate", f"one of {sorted(METRICS)}", name),
-                        field="gate.metric", value=name) from None
+                        field="gate.metric", value=name)
+    if task is not None and name not in TASK_METRICS[task]:
+        raise SpecError(param_message("metric", "gate", f"one of {list(TASK_METRICS[task])} for a {task}", name),
+                        field="gate.metric", rule="metric for the task", value=name)
+    return METRICS[name]
 
 
 def default_metric(task: str) -> str:

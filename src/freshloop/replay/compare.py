@@ -96,8 +96,11 @@ def compare(spec: LoopSpec, frame: pd.DataFrame, out_dir: str | Path, policies: 
     ``workers`` processes at most: the costliest policies alone (the first in this process), the rest in
     step in one more, sharing one data store (see :func:`~freshloop.replay.driver.replay_together`). Each
     policy's results are what it would give replayed alone."""
+    from ..train.model import check_model
+
+    check_model(spec.model)  # fail fast on a model that cannot be built, before any work
     for name in policies:
-        resolve_policy(spec, name)  # fail fast on a bad name, before any work
+        resolve_policy(spec, name)  # and on a bad policy name
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}

@@ -30,9 +30,10 @@ import pandas as pd
 
 from ..data.schema import Schema
 from ..errors import SpecError, param_message
+from ..spec import ModelSpec
 from .compiled import Compiled, compile_pipeline
 
-__all__ = ["ModelBundle", "import_estimator", "is_river"]
+__all__ = ["ModelBundle", "check_model", "import_estimator", "is_river"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 _TREES = ("sklearn.ensemble.", "sklearn.tree.")
@@ -72,6 +73,20 @@ def import_estimator(path: str) -> type:
     if not inspect.isclass(cls):
         raise SpecError(param_message("estimator", "model", "a class", path), field="model.estimator", value=path)
     return cls
+
+
+def check_model(model: ModelSpec) -> None:
+    """Refuse, before any work, a model the loop could not build: an estimator outside the allow-list or not
+    importable, or a parameter its constructor does not take (named with the ones it does)."""
+    cls = import_estimator(model.estimator)
+    sig = inspect.signature(cls)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
+        return
+    unknown = sorted(set(model.params) - set(sig.parameters))
+    if unknown:
+        raise SpecError(f"model.params.{unknown[0]}: {model.estimator} takes no parameter {unknown[0]!r} (rule: "
+                        f"parameters of the estimator: {', '.join(sorted(sig.parameters))}).",
+                        field=f"model.params.{unknown[0]}", rule="estimator parameter", value=unknown[0])
 
 
 @functools.lru_cache(maxsize=256)
