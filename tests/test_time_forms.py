@@ -121,3 +121,22 @@ def test_a_follow_up_over_months_of_daily_rows_trains(tmp_path: Path) -> None:
     assert follow
     since = [float(r.split("found at ")[1].split(" ")[0]) for r in follow[0]["reasons"] if "found at" in r][0]
     assert follow[0]["at"] - since > 1e6
+
+
+def test_a_replay_on_epoch_milliseconds_decides_as_on_seconds(tmp_path: Path) -> None:
+    from freshloop.replay.driver import resolve_policy
+
+    seconds = make_frame(1200, seed=4)
+    millis = seconds.assign(t=seconds["t"] * 1000)
+    results = {}
+    for name, frame, unit in (("s", seconds, "s"), ("ms", millis, "ms")):
+        spec = resolve_policy(load_spec_dict({
+            "name": "epoch", "data": {"label": "y", "time": "t", "time_unit": unit},
+            "store": {"root": str(tmp_path / name)},
+            "replay": {"batch": {"rows": 100}, "label_delay": "10s", "warmup": 300}}), "periodic:200s")
+        results[name] = replay(spec, frame, tmp_path / name)
+    assert results["ms"]["error"] is None
+    assert results["ms"]["retrains"] == results["s"]["retrains"] >= 4
+    # summary.json states staleness in the time column's unit
+    assert results["ms"]["time_unit"] == "ms"
+    assert results["ms"]["mean_staleness"] == pytest.approx(results["s"]["mean_staleness"] * 1000)

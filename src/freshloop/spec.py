@@ -290,9 +290,6 @@ class LoopSpec(_Strict):
         return self.model_copy(update={"policy": policy})
 
 
-_TASK_METRICS = {"classification": ("accuracy", "log_loss", "brier"), "regression": ("mae", "rmse")}
-
-
 def _fields_at(loc: tuple[Any, ...]) -> list[str]:
     """The valid keys of the section at ``loc`` (empty when it is not a section of the spec)."""
     model: Any = LoopSpec
@@ -320,9 +317,13 @@ def _describe(e: Any) -> str:
     return f"{loc}: {msg}. Got {e['input']!r} instead." if "Got" not in msg else f"{loc}: {msg}"
 
 
-def _format_error(err: ValidationError) -> str:
+def _ordered(err: ValidationError) -> list[Any]:
+    """The errors of a spec, unknown keys first: a typo explains the "field required" beside it."""
+    return sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")
+
+
+def _format_error(errors: list[Any]) -> str:
     """Every error of the spec on one line, the first first: a user fixes them in one go."""
-    errors = sorted(err.errors(), key=lambda e: e["type"] != "extra_forbidden")  # a typo explains a "missing"
     lines = [_describe(e) for e in errors]
     return lines[0] if len(lines) == 1 else f"{len(lines)} errors: " + " | ".join(lines)
 
@@ -333,13 +334,16 @@ def load_spec_dict(raw: Any) -> LoopSpec:
     try:
         spec = LoopSpec.model_validate(raw)
     except ValidationError as e:
-        first = sorted(e.errors(), key=lambda x: x["type"] != "extra_forbidden")[0]
-        raise SpecError(_format_error(e), field=".".join(str(p) for p in first["loc"]),
+        errors = _ordered(e)
+        first = errors[0]
+        raise SpecError(_format_error(errors), field=".".join(str(p) for p in first["loc"]),
                         rule=first["type"], value=first.get("input")) from None
+    from .evaluate.metrics import TASK_METRICS  # here, not at the top: the evaluate package imports this module
+
     task, metric = spec.data.task, spec.gate.metric
-    if task and metric and metric not in _TASK_METRICS[task]:
+    if task and metric and metric not in TASK_METRICS[task]:
         raise SpecError(f"gate.metric: {metric!r} does not score a {task} (rule: one of "
-                        f"{list(_TASK_METRICS[task])} for data.task {task!r}).", field="gate.metric",
+                        f"{list(TASK_METRICS[task])} for data.task {task!r}).", field="gate.metric",
                         rule="metric for the task", value=metric)
     return spec
 

@@ -30,10 +30,11 @@ import pandas as pd
 from ..spec import QualitySpec
 from .schema import Schema
 
-__all__ = ["ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds", "validate_frame"]
+__all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
+           "validate_frame"]
 
 #: what one unit of a numeric time column is worth in seconds (``data.time_unit``)
-_UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _EPOCH = pd.Timestamp(0, tz="UTC")
 
 
@@ -127,7 +128,7 @@ def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
         return _datetime_seconds(pd.to_datetime(s, utc=True), s.index)
     num, present, bad = _numbers(s)
     if not bad.any():
-        return pd.Series(num * _UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
+        return pd.Series(num * UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
     return _datetime_seconds(pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed"),
                              s.index)
 

@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..clock import SimulatedClock, parse_duration
 from ..data.store import DataStore
-from ..data.validate import to_seconds
+from ..data.validate import UNIT_SECONDS, to_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset
@@ -344,7 +344,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         ok = j < len(cut)
         lags = at_d[j[ok]] - later[ok]
         never_deployed = int((~ok).sum())
-    unit = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[spec.data.time_unit if spec.data.time else "s"]
+    unit = UNIT_SECONDS[spec.data.time_unit if spec.data.time else "s"]
     st = loop.stats
     summary = {
         "policy": spec.policy.name,

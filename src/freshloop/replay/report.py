@@ -9,12 +9,13 @@ from typing import Any
 
 import matplotlib
 
+from ..data.validate import UNIT_SECONDS
+
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 __all__ = ["failure_lines", "summary_rows", "write_report"]
 
-_UNIT_DAYS = {"s": 1 / 86400, "m": 1 / 1440, "h": 1 / 24, "d": 1.0}
 
 
 def _svg(fig: Any) -> str:
@@ -26,7 +27,7 @@ def _svg(fig: Any) -> str:
 
 
 def _x(t: float, unit: str) -> float:
-    return t / {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}[unit]
+    return t / UNIT_SECONDS[unit]
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
