@@ -566,3 +566,28 @@ def test_a_promoted_tree_ensemble_serves_compiled_and_says_so(make_loop) -> None
     pred, proba = loop.champion().predict(rows)
     want = loop.champion().model_.predict_proba(loop.champion().encode(rows))
     np.testing.assert_allclose(proba, want, rtol=0, atol=1e-9)
+
+
+def test_the_gate_never_scores_the_champion_on_rows_it_was_fitted_on(make_loop) -> None:
+    # the first model is refitted on all 300 rows; a retrain 40 rows later would hold out the newest 68,
+    # 28 of which the champion learned: the holdout is the 40 rows neither model has seen instead
+    loop, clock = bootstrap(make_loop, policy={"triggers": {"schedule": "1s"}, "cooldown": "0s",
+                                               "min_new_labels": 0})
+    assert loop.champion_lineage["t_last"] == 299.0
+    loop.ingest(make_frame(40, seed=1, t0=300), source="test", batch_id="b1", row_ids=[f"b{i}" for i in range(40)])
+    clock.advance_to(339.0)
+    rep = loop.tick()
+    assert rep.verdict is not None and rep.verdict.holdout_rows == 40
+    rows = rep.verdict.checks[0]
+    assert rows.name == "holdout_rows" and rows.evidence["champion_seen_rows"] == 28
+    assert "28 newer rows the champion was fitted on left out" in rows.detail
+    # 10 more rows: too few unseen ones to judge on, so the retrain is not trained at all, and says why
+    loop.ingest(make_frame(10, seed=2, t0=340), source="test", batch_id="b2", row_ids=[f"c{i}" for i in range(10)])
+    clock.advance_to(349.0)
+    before = loop.stats.retrains
+    rep = loop.tick()
+    assert rep.verdict is None and rep.run_error is None and rep.deferred is not None
+    assert "all but 10 of the 350 labeled rows" in rep.deferred and "30 rows neither model has seen" in rep.deferred
+    assert loop.stats.retrains == before and loop.stats.deferred_runs == 1
+    assert loop.events.list("run_deferred")[-1]["reason"] == rep.deferred
+    assert rep.to_dict()["deferred"] == rep.deferred

@@ -204,8 +204,10 @@ def _open(spec_path: Path, now: str | None = None) -> Any:
     from .clock import SimulatedClock
     from .loop import Loop
 
-    return Loop(load_spec(spec_path), clock=WallClock() if now is None else SimulatedClock(_parse_now(now)),
-                actor="cli")
+    spec = load_spec(spec_path)
+    # a one-shot call serves no request while it trains: the refit alone, unless the spec asks for both
+    return Loop(spec, clock=WallClock() if now is None else SimulatedClock(_parse_now(now)), actor="cli",
+                serve_before_refit=bool(spec.gate.serve_before_refit))
 
 
 def _parse_now(value: str) -> float:

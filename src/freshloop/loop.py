@@ -24,7 +24,7 @@ from .errors import ConflictError, NotFoundError, SpecError
 from .evaluate.gate import Verdict, judge
 from .evaluate.metrics import Metric, default_metric, get_metric
 from .events import EventLog
-from .labels import PredictionLog
+from .labels import OutcomeLog, PredictionLog
 from .monitor import Monitor, Signals
 from .policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
 from .registry import Registry
@@ -53,6 +53,7 @@ class LoopStats:
     train_rows: int = 0
     train_seconds: float = 0.0
     online_rows: int = 0
+    deferred_runs: int = 0  # retrains not trained: too few rows the champion was not fitted on to judge them
     first_failure: str | None = None  # the reason the first failed training run gave
     deployments: list[tuple[float, float]] = field(default_factory=list)  # (promoted at, snapshot cutoff)
 
@@ -87,12 +88,14 @@ class TickReport:
     rollout_action: str | None = None
     staleness: float | None = None
     run_error: str | None = None  # why this tick's training run failed
+    deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
 
     def to_dict(self) -> dict[str, Any]:
         """What an orchestrator reads of one tick (``freshloop tick --json``)."""
         d = self.decision
         return {"now": self.now, "decision": None if d is None else {"kind": d.kind, "reasons": list(d.reasons)},
                 "run_id": self.run_id, "run_failed": self.run_error is not None, "run_error": self.run_error,
+                "deferred": self.deferred,
                 "verdict": None if self.verdict is None else {"passed": self.verdict.passed,
                                                               "reason": self.verdict.reason},
                 "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
@@ -103,7 +106,7 @@ class Loop:
     """Ingest → validate → version → monitor → decide → train → gate → register → roll out."""
 
     def __init__(self, spec: LoopSpec, *, clock: Clock, executor: Executor | None = None, durable: bool = True,
-                 actor: str = "loop", serve_before_refit: bool = False, data: DataStore | None = None) -> None:
+                 actor: str = "loop", serve_before_refit: bool | None = None, data: DataStore | None = None) -> None:
         if spec.store.root is None:
             raise SpecError("store.root: required to open a loop (rule: a folder for data and artifacts).",
                             field="store.root")
@@ -113,8 +116,11 @@ class Loop:
         self.executor = executor or make_executor(spec.model.executor)
         self.actor = actor
         # With gate.refit: serve the gated fit at once and promote its refit when that is done (a server on the
-        # wall clock), or serve the refit alone (a replay or a one-shot tick: no request would see the interim)
-        self.serve_before_refit = serve_before_refit
+        # wall clock), or serve the refit alone (a replay or a one-shot tick: no request would see the interim).
+        # The caller says, or gate.serve_before_refit; unset, a clock that moves while the loop trains does.
+        if serve_before_refit is None:
+            serve_before_refit = spec.gate.serve_before_refit
+        self.serve_before_refit = clock.moves_while_working if serve_before_refit is None else serve_before_refit
         self.on_promote: Callable[[int, str], None] | None = None  # (version, actor), after each alias move
         self._refit_due: tuple[int, Candidate, Retrain, Snapshot, pd.DataFrame, str, str] | None = None
         self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
@@ -126,6 +132,7 @@ class Loop:
         self.events = EventLog(self.meta, clock)
         horizon = spec.data.label_horizon
         self.predictions = PredictionLog(self.blobs, horizon=parse_duration(horizon) if horizon else None)
+        self.outcomes = OutcomeLog(self.blobs)  # what the monitor was fed of live quality, for a loop opened later
         self.stats = LoopStats()
         self.state = PolicyState()
         self.rollout: Rollout | None = None
@@ -198,6 +205,8 @@ class Loop:
                 self.rollout = Rollout(row["id"], row["version"], row["champion_version"], row["strategy"],
                                        tuple(spec.steps), row["started_at"], row["step"], row["step_started_at"],
                                        row["status"], list(row["evidence"]))
+                for k, v in self.outcomes.step_evidence(row["version"]).items():  # what the step gathered so far
+                    setattr(self.rollout, k, v)
                 self._candidate = (row["version"], self.registry.load(row["version"]))
                 self._candidate[1].prepare()
         self._restore_policy_memory()
@@ -217,6 +226,8 @@ class Loop:
             mon = self._ensure_monitor()
             for frame in self.data.recent_batches(mon.drift_window):
                 mon.observe_rows(frame)
+            if self._champion is not None:  # its live quality, reference and detector, from the outcome log
+                mon.restore_outcomes(*self.outcomes.current())
             lt = self.data.label_times()
             since = self._last_trained_at
             mon.new_labels = int(np.count_nonzero(np.isfinite(lt) & (lt > (-np.inf if since is None else since))))
@@ -334,9 +345,12 @@ class Loop:
                                                         for i in both], classes) for v in (cv, hv))
                         for c_, h_ in zip(cs, hs, strict=True):
                             r.observe(float(c_), float(h_))
+                        self.outcomes.step_pairs(r.version, self.clock.now(), cs, hs)
                         if hv == champ:  # rows the candidate served still tell how the champion does
                             champ_scores[both], keep[both] = hs, True
                 mon.observe_outcomes(champ_scores[keep], 0)
+                if champ is not None:
+                    self.outcomes.append(champ, self.clock.now(), champ_scores[keep])
         scored = set(served_ok)
         out.unmatched = [r for r in row_ids if r not in scored]
         if self.policy.online and served_ok:
@@ -362,7 +376,7 @@ class Loop:
         with self._serving:
             out = self._predict(frame, row_ids, keys, defer_shadow)
         if self.predictions.due:
-            self.predictions.flush()
+            self.flush()
         return out
 
     def _predict(self, frame: Rows, row_ids: list[str] | None, keys: list[str] | None,
@@ -392,11 +406,12 @@ class Loop:
         try:
             c_preds, c_proba = cand.predict(frame)
         except Exception as e:  # a failing candidate never fails a request: the champion answers
-            r.errors += len(frame)
-            r.last_error = f"{type(e).__name__}: {e}"[:500]
+            self._candidate_failed(r, len(frame), e, now)
             self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
             return PredictResult(row_ids, preds, proba, versions)
-        r.observe_latency(time.perf_counter() - started, champ_seconds)
+        cand_seconds = time.perf_counter() - started
+        r.observe_latency(cand_seconds, champ_seconds)
+        self.outcomes.step_latency(r.version, now, cand_seconds, champ_seconds)
         routed = route_to_candidate(keys or row_ids, r.share)
         served = np.where(routed, c_preds, preds)
         served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)
@@ -405,6 +420,11 @@ class Loop:
         self.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
                              {cand_v: (c_preds, c_proba), champ_v: (preds, proba)})
         return PredictResult(row_ids, served, served_proba, versions)
+
+    def _candidate_failed(self, r: Rollout, rows: int, error: Exception, now: float) -> None:
+        r.errors += rows
+        r.last_error = f"{type(error).__name__}: {error}"[:500]
+        self.outcomes.step_errors(r.version, now, rows, r.last_error)
 
     def score_shadow(self) -> int:
         """Score deferred shadow rows with the candidate and attach its answers to the log; returns rows.
@@ -423,8 +443,7 @@ class Loop:
                 answers.append((ids, *cand.predict(frame)))
             except Exception as e:
                 with self._serving:
-                    r.errors += len(frame)
-                    r.last_error = f"{type(e).__name__}: {e}"[:500]
+                    self._candidate_failed(r, len(frame), e, self.clock.now())
         with self._serving:
             if self._candidate is None or self._candidate[0] != cand_v:
                 return 0  # the rollout ended meanwhile
@@ -562,6 +581,7 @@ class Loop:
         self._champion[2]["t_last"] = max(float(frames["_time"].max()), float(self._champion[2].get("t_last") or 0))
         labeled_at = frames["_label_time"].max() if "_label_time" in frames else np.nan
         cutoff = float(labeled_at) if np.isfinite(labeled_at) else now
+        self._champion[2]["cutoff"] = max(cutoff, float(self._champion[2].get("cutoff") or cutoff))
         self.stats.deployments.append((now, cutoff))
         self.stats.online_rows += len(y)
         self.stats.train_rows += len(y)
@@ -588,11 +608,24 @@ class Loop:
         self.state = PolicyState(self.state.retrain_times + (now,), self.state.streaks)
         with self._serving:
             self._ensure_monitor().trained()
+            self.outcomes.detector_restarted(now)
         if n - n_hold < spec.gate.min_holdout_rows:
             self._fail_run(run_id, decision, snap, now, f"snapshot {snap.id} has {n} labeled rows; need "
                            f"{n_hold} to judge and {spec.gate.min_holdout_rows} to train", report)
             return
-        train, hold = frame.iloc[: n - n_hold], frame.iloc[n - n_hold:].reset_index(drop=True)
+        # The holdout is the newest rows the champion was not fitted on: a model scored on rows it learned
+        # is scored in-sample, and a fresher candidate would lose to it for that alone.
+        unseen = np.flatnonzero(~self._champion_saw(frame))
+        in_hold = np.zeros(n, dtype=bool)
+        in_hold[unseen[-n_hold:]] = True
+        seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
+        if in_hold.sum() < spec.gate.min_holdout_rows:
+            self._defer_run(run_id, decision, snap, now, f"not trained: the champion was fitted on all but "
+                            f"{len(unseen)} of the {n} labeled rows of snapshot {snap.id}, and the gate needs "
+                            f"{spec.gate.min_holdout_rows} rows neither model has seen to compare them; the "
+                            "champion keeps serving until more labels arrive", report)
+            return
+        train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
         mode = spec.model.mode
         base = None
         if mode in ("warm_start", "online") and self._champion is not None:
@@ -619,7 +652,7 @@ class Loop:
                                train_seconds=cand.train_seconds, created_at=now))
         self.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}",
                            {"run_id": run_id, "snapshot_id": snap.id, "mode": mode})
-        verdict = self._judge(cand.bundle, train, hold)
+        verdict = self._judge(cand.bundle, train, hold, seen_newest)
         report.verdict = verdict
         verdict_id = "v-" + run_id[4:]
         self.meta.add_verdict(verdict_id, run_id, verdict.passed, {**verdict.to_dict(), "snapshot_id": snap.id}, now)
@@ -705,7 +738,29 @@ class Loop:
                                created_at=now))
         self.events.record("run_failed", why, {"run_id": run_id, "snapshot_id": snap.id})
 
-    def _judge(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame) -> Verdict:
+    def _champion_saw(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rows of ``frame`` the champion may have been fitted on: those no later than its newest
+        training row and labeled by its training cutoff (its lineage; a row labeled after the cutoff was not in
+        its snapshot, however old). Without that lineage, none are taken as seen."""
+        seen = np.zeros(len(frame), dtype=bool)
+        lineage = self._champion[2] if self._champion is not None else {}
+        if lineage.get("t_last") is None:
+            return seen
+        seen = frame["_time"].to_numpy(dtype=float) <= float(lineage["t_last"])
+        if lineage.get("cutoff") is not None and "_label_time" in frame:
+            seen &= frame["_label_time"].to_numpy(dtype=float) <= float(lineage["cutoff"])
+        return seen
+
+    def _defer_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str,
+                   report: TickReport) -> None:
+        report.deferred = why
+        self.stats.deferred_runs += 1
+        self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=self.spec.model.mode,
+                               status="deferred", lineage={"reason": why}, train_rows=0, train_seconds=0.0,
+                               created_at=now))
+        self.events.record("run_deferred", why, {"run_id": run_id, "snapshot_id": snap.id})
+
+    def _judge(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame, seen: int = 0) -> Verdict:
         assert self.schema is not None
         metric = self.metric
         classes = list(self.schema.classes or [])
@@ -713,12 +768,9 @@ class Loop:
         p, pr = cand.predict(hold)
         cand_rows = metric.per_row(y, p, pr, classes)
         champ_rows = None
-        seen = 0
         if self._champion is not None:
             hp, hpr = self._champion[1].predict(hold)
             champ_rows = metric.per_row(y, hp, hpr, classes)
-            t_last = self._champion[2].get("t_last")
-            seen = int((hold["_time"] <= t_last).sum()) if t_last is not None else 0
         base_rows = None
         if champ_rows is None:  # a first model must beat a constant: the majority class, or the mean
             ytrain = cand._target(train["_label"]) if len(train) else pd.Series(y)
@@ -748,6 +800,7 @@ class Loop:
         with self._serving:
             self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
             self._candidate = (version, bundle)
+            self.outcomes.step_started(version, now)
         self.registry.set_alias(strategy, version, actor=self.actor, reason=f"rollout {rid} started", now=now)
         self.meta.save_rollout(self.rollout.to_row(now))
         self.events.record("rollout_started", f"{strategy} of version {version} against champion "
@@ -777,6 +830,7 @@ class Loop:
             return
         if out.action == "continue":
             r.next_step(now)
+            self.outcomes.step_started(r.version, now)
             if self.spec.rollout.manual_approval and r.step == len(r.steps) - 1:
                 r.status = "awaiting_approval"
             self.meta.save_rollout(r.to_row(now))
@@ -891,9 +945,16 @@ class Loop:
         with self._serving:
             self._champion = (version, bundle, lineage)
             self._ensure_monitor().reset(ref, ref_pred)
+            if promoted_at is None:  # a new champion, not one a loop opening again reloads
+                self.outcomes.champion_changed(version, lineage["promoted_at"])
+
+    def flush(self) -> None:
+        """Write the buffered prediction and outcome logs (a server does it off the request path)."""
+        self.predictions.flush()
+        self.outcomes.flush()
 
     def close(self) -> None:
-        self.predictions.flush()
+        self.flush()
         self.meta.close()
         if self._own_executor:
             self.executor.shutdown()

@@ -217,6 +217,11 @@ class GateSpec(_Strict):
                                           "(the holdout) are not left out of the served model; a server serves "
                                           "the gated fit until the refit replaces it. Not for a retrain that a "
                                           "follow-up will replace")
+    serve_before_refit: bool | None = Field(
+        None, description="with refit, promote the gated fit as soon as it passes and the refit when it is done "
+                          "(two versions per run), so the newest model serves without waiting for a second fit; "
+                          "only for an immediate promotion. Unset: on for freshloop serve, off for a replay and "
+                          "CLI calls, where no request waits")
     slices: list[str] = Field(default_factory=list, description="categorical features checked per value")
 
 

@@ -133,7 +133,7 @@ class LoopService:
         clock = clock or WallClock()
         # requests are answered while the loop trains: where that takes time on the clock, the gated fit serves
         # until its refit is ready (on a simulated clock nothing could see the interim version)
-        self.loop = Loop(self.spec, clock=clock, actor="serve", serve_before_refit=clock.moves_while_working)
+        self.loop = Loop(self.spec, clock=clock, actor="serve")
         self.loop.on_promote = self._promoted
         self.lock = threading.RLock()  # the control path: ingest, feedback, ticks, operator actions
         self._qlock = threading.Lock()  # the queue of predicted rows waiting to be ingested
@@ -183,7 +183,7 @@ class LoopService:
         res = self.loop.ingest(frames, source="predict", batch_id=f"predict-{ids[0]}", row_ids=ids)
         self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
         self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
-        self.loop.predictions.flush()
+        self.loop.flush()
         self.metrics.queue.set(self._queued())
 
     def _queued(self) -> int:

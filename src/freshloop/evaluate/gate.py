@@ -88,11 +88,14 @@ def judge(spec: GateSpec, metric: Metric, holdout: pd.DataFrame, y: np.ndarray, 
           champ_rows: np.ndarray | None, baseline_rows: np.ndarray | None, *, seed: int,
           champion_seen: int = 0) -> Verdict:
     """Apply the gate's checks to per-row scores already computed on ``holdout``: against the champion's,
-    or without a champion against a constant baseline's (``baseline_rows``, needed only then)."""
+    or without a champion against a constant baseline's (``baseline_rows``, needed only then).
+    ``champion_seen`` counts the newest rows kept out of the holdout because the champion was fitted on them."""
     checks: list[Check] = []
     n = len(y)
     enough = n >= spec.min_holdout_rows
-    checks.append(Check("holdout_rows", enough, f"{n} holdout rows (need >= {spec.min_holdout_rows})",
+    left_out = (f"; {champion_seen} newer rows the champion was fitted on left out, so neither model is scored "
+                "on rows it learned") if champion_seen else ""
+    checks.append(Check("holdout_rows", enough, f"{n} holdout rows (need >= {spec.min_holdout_rows}){left_out}",
                         {"rows": n, "min": spec.min_holdout_rows, "champion_seen_rows": champion_seen}))
     cand_score = float(metric.aggregate(cand_rows)) if n else float("nan")
     if champ_rows is None:

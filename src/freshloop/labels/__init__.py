@@ -1,5 +1,6 @@
-"""Labels: the prediction log and the delayed-label join (active learning comes next)."""
+"""Labels: the prediction log, the delayed-label join and the outcome log (active learning comes next)."""
 
+from .outcomes import OutcomeLog
 from .predlog import PredictionLog, Served
 
-__all__ = ["PredictionLog", "Served"]
+__all__ = ["OutcomeLog", "PredictionLog", "Served"]

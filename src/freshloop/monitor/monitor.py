@@ -82,6 +82,7 @@ class Monitor:
         self._n_rows: deque[int] = deque()
         self._preds: deque[float] = deque(maxlen=self.drift_window)
         self._scores: deque[float] = deque(maxlen=self.quality_window)
+        self._seen = 0  # matured scores since the champion took over (the window holds the last of them)
         self._detector = _make_detector(triggers.detector)
         self.detector_fired = False
         self.new_labels = 0
@@ -106,6 +107,7 @@ class Monitor:
         self.reference_metric = None
         self.reference_ci = None
         self._scores.clear()
+        self._seen = 0
         self._preds.clear()
         self._detector = _make_detector(self.triggers.detector)
         self.detector_fired = False
@@ -116,8 +118,36 @@ class Monitor:
         and remember the drift it was trained under, so drift a retrain could not remove is not re-alarmed."""
         self.drift_at_training = dict(self._last_drift)
         self.new_labels = 0
+        self.restart_detector()
+
+    def restart_detector(self) -> None:
         self.detector_fired = False
         self._detector = _make_detector(self.triggers.detector)
+
+    def _reference_needs(self) -> int:
+        # the reference takes a full window, so it is as precise as the live figure it is compared with
+        return max(self.triggers.quality.min_labels, self.quality_window) if self.triggers.quality else 100
+
+    def restore_outcomes(self, scores: np.ndarray, detector_from: int) -> None:
+        """Rebuild, right after :meth:`reset`, what :meth:`observe_outcomes` would hold had it been fed
+        ``scores`` (the champion's, oldest first) with the detector restarted before ``scores[detector_from]``:
+        the reference from the first full window, the live window from the last, the detector from the rest."""
+        need = self._reference_needs()
+        if len(scores) >= need:
+            ref, low, high = mean_ci(np.asarray(scores[max(0, need - self.quality_window):need]), self.metric,
+                                     self.confidence)
+            self.reference_metric, self.reference_ci = float(ref), (low, high)
+        self._scores.extend(float(s) for s in scores[-self.quality_window:])
+        self._seen = len(scores)
+        self._feed_detector(scores[detector_from:])
+
+    def _feed_detector(self, scores: np.ndarray) -> None:
+        if self._detector is None:
+            return
+        for s in scores:
+            self._detector.update(float(s) if not self.metric.bigger_is_better else 1.0 - float(s))
+            if self._detector.drift_detected:
+                self.detector_fired = True
 
     def observe_rows(self, frame: pd.DataFrame, prediction_scores: np.ndarray | None = None) -> None:
         if len(frame):
@@ -139,18 +169,14 @@ class Monitor:
     def observe_outcomes(self, per_row_scores: np.ndarray, labeled_rows: int) -> None:
         """Per-row metric scores of the champion's served predictions whose labels just matured."""
         self.new_labels += labeled_rows
-        # the reference takes a full window, so it is as precise as the live figure it is compared with
-        need = max(self.triggers.quality.min_labels, self.quality_window) if self.triggers.quality else 100
+        need = self._reference_needs()
         for s in per_row_scores:
             self._scores.append(float(s))
-            if self.reference_metric is None and len(self._scores) >= need:
+            self._seen += 1
+            if self.reference_metric is None and self._seen >= need:
                 ref, low, high = mean_ci(np.array(self._scores), self.metric, self.confidence)
                 self.reference_metric, self.reference_ci = float(ref), (low, high)
-            if self._detector is not None:
-                err = float(s) if not self.metric.bigger_is_better else 1.0 - float(s)
-                self._detector.update(err)
-                if self._detector.drift_detected:
-                    self.detector_fired = True
+        self._feed_detector(np.asarray(per_row_scores))
 
     @property
     def last_drift(self) -> dict[str, float]:

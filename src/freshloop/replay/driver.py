@@ -355,6 +355,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "rows_unserved": int(run.unserved),
         "retrains": st.retrains,
         "failed_runs": st.failed_runs,
+        "deferred_runs": st.deferred_runs,
         "first_failure": st.first_failure,
         "error": run.error,
         "gate_passed": st.gate_passed,
@@ -388,7 +389,8 @@ def failed_summary(spec: LoopSpec, name: str, error: str) -> dict[str, Any]:
 
     metric = get_metric(spec.gate.metric or default_metric(spec.data.task or "classification"))
     return {"policy": name, "metric_name": metric.name, "bigger_is_better": metric.bigger_is_better, "metric": None,
-            "predictions_scored": 0, "rows_unserved": 0, "retrains": 0, "failed_runs": 0, "first_failure": None,
+            "predictions_scored": 0, "rows_unserved": 0, "retrains": 0, "failed_runs": 0, "deferred_runs": 0,
+            "first_failure": None,
             "error": error, "gate_passed": 0, "gate_rejected": 0, "promotions": 0, "rollbacks": 0,
             "training_rows": 0, "online_rows": 0, "time_unit": spec.data.time_unit if spec.data.time else "s",
             "max_staleness": None, "mean_staleness": None, "mean_data_to_deploy": None, "labels_never_deployed": 0,
