@@ -113,3 +113,45 @@ def test_cli_processes_decide_as_one_long_lived_loop(tmp_path: Path) -> None:
     assert v_cli == v_one
     assert m_cli == m_one
     assert np.isfinite([d[0] for d in d_cli]).all()
+
+
+def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> None:
+    """A batch-scoring job: `freshloop predict` logs each batch's predictions, `freshloop feedback` sends their
+    labels later, `freshloop tick` decides, each its own process. The champion's matured scores (its live
+    window and the reference it set) come back from the store in every call, so the flipped concept raises a
+    quality alarm, not only the drift of its inputs."""
+    spec = write_spec(tmp_path / "loop.yaml", tmp_path / "store",
+                      policy={"cooldown": "0s", "min_new_labels": 50,
+                              "triggers": {"quality": {"window": 100, "min_labels": 100, "max_drop": 0.05}}})
+    before = make_frame(500, seed=1)
+    after = make_frame(200, seed=2, flip=True, t0=500)
+    frame = pd.concat([before, after], ignore_index=True)
+    frame.iloc[:300].to_csv(tmp_path / "warm.csv", index=False)
+    assert run("ingest", str(spec), "warm.csv", "--now", "299", cwd=tmp_path).returncode == 0
+    assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
+    reasons = []
+    for k, lo in enumerate(range(300, 700, 100)):
+        b = frame.iloc[lo:lo + 100]
+        now = str(float(b["t"].iloc[-1]))
+        b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
+        pred = run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now, cwd=tmp_path)
+        assert pred.returncode == 0, pred.stderr
+        served = pd.read_csv(tmp_path / f"pred{k}.csv")
+        assert len(served) == 100 and set(served["version"]) == {1}
+        served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
+                                                                                   index=False)
+        fb = run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path)
+        assert fb.returncode == 0, fb.stderr
+        assert json.loads(fb.stdout)["scored"] == 100  # joined to predictions an earlier process logged
+        tick = run("tick", str(spec), "--json", "--now", now, cwd=tmp_path)
+        assert tick.returncode == 0, tick.stderr
+        reasons.append(json.loads(tick.stdout)["decision"]["reasons"][0])
+    assert [r.split(":")[0] for r in reasons[:3]] == ["no trigger fired"] * 3, reasons
+    # the first flipped batch: its live window against the reference an earlier process set; hysteresis 2
+    # (the default) waits for the second, whose process remembers the streak
+    assert "live 0.2200 vs 0.8600 on 100 labels" in reasons[2]
+    assert reasons[3].startswith("quality: live metric"), reasons
+    meta, _ = open_stores(tmp_path / "store")
+    kinds = [e["kind"] for e in meta.list_events()]
+    meta.close()
+    assert kinds.count("labels_accepted") == 4

@@ -591,3 +591,28 @@ def test_the_gate_never_scores_the_champion_on_rows_it_was_fitted_on(make_loop) 
     assert loop.stats.retrains == before and loop.stats.deferred_runs == 1
     assert loop.events.list("run_deferred")[-1]["reason"] == rep.deferred
     assert rep.to_dict()["deferred"] == rep.deferred
+
+
+def test_labels_go_to_the_event_log_and_a_relabel_keeps_the_history(make_loop) -> None:
+    loop, clock = bootstrap(make_loop)
+    rows = make_frame(20, seed=4, t0=300)
+    ids = [f"n{i}" for i in range(20)]
+    clock.advance_to(319.0)
+    loop.predict(rows.drop(columns="y"), row_ids=ids)
+    loop.ingest(rows.drop(columns="y"), source="test", batch_id="n", row_ids=ids)
+    first = loop.feedback(ids, rows["y"].tolist(), batch_id="l1")
+    assert first.ingest.relabeled == 0 and len(first.scores) == 20
+    ev = loop.events.list("labels_accepted")[-1]
+    assert ev["payload"]["accepted"] == 20 and ev["payload"]["scored"] == 20
+    # five rows labeled again with the other class, and a warm-up row whose label came with its features
+    flipped = [1 - int(y) for y in rows["y"].iloc[:5]]
+    clock.advance_to(330.0)
+    again = loop.feedback(ids[:5] + ["w0"], flipped + [1 - int(make_frame(300)["y"].iloc[0])], batch_id="l2")
+    assert again.ingest.relabeled == 6 and again.ingest.relabel_examples[0] == {
+        "row_id": "n0", "before": int(rows["y"].iloc[0]), "after": flipped[0]}
+    relabeled = loop.events.list("labels_relabeled")[-1]
+    assert relabeled["payload"]["relabeled"] == 6 and "n0: " in relabeled["reason"]
+    history = loop.data.label_history("n0")
+    assert [(h["label"], h["at"]) for h in history] == [(int(rows["y"].iloc[0]), 319.0), (flipped[0], 330.0)]
+    assert [h["source"] for h in loop.data.label_history("w0")] == ["features", "feedback"]
+    assert loop.data.labeled_rows(["n0"])["_label"].tolist() == [flipped[0]]  # training reads the newest

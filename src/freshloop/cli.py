@@ -271,6 +271,79 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 
 @app.command()
 @_errors
+def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+            file: Annotated[Path, typer.Argument(help="rows to predict (CSV, Parquet or JSON)")],
+            out_path: Annotated[Path | None, typer.Option("--out", help="write the predictions here (CSV, "
+                                                          "Parquet or JSON by suffix) instead of stdout")] = None,
+            id_column: Annotated[str | None, typer.Option(help="column holding each row's id (default: new "
+                                                           "prediction ids)")] = None,
+            now: NowOpt = None) -> None:
+    """Batch predictions from the champion, as a scheduled scoring job makes them: logged, so labels sent
+    later with `freshloop feedback` are joined and scored, and the rows stored as the server stores them."""
+    loop = _open(spec_path, now)
+    try:
+        frame = _read_table(file)
+        ids: list[str] | None = None
+        if id_column is not None:
+            if id_column not in frame.columns:
+                raise SpecError(f"--id-column: column {id_column!r} is not in {file} (rule: name a column). "
+                                f"Columns are {list(frame.columns)!r}.", field="id_column", value=id_column)
+            ids = frame.pop(id_column).astype(str).tolist()
+        res = loop.predict(frame, row_ids=ids)
+        loop.ingest(frame, source="predict", batch_id=f"predict-{res.row_ids[0]}" if res.row_ids else None,
+                    row_ids=res.row_ids)
+    finally:
+        loop.close()
+    table = pd.DataFrame({"prediction_id": res.row_ids, "prediction": res.predictions, "version": res.versions})
+    if res.proba is not None and loop.schema is not None:
+        for j, c in enumerate(loop.schema.classes or ()):
+            table[f"proba_{c}"] = res.proba[:, j]
+    if out_path is None:
+        sys.stdout.write(table.to_csv(index=False))
+        return
+    suffix = out_path.suffix.lower()
+    if suffix == ".parquet":
+        table.to_parquet(out_path, index=False)
+    elif suffix in (".json", ".jsonl"):
+        table.to_json(out_path, orient="records", lines=suffix == ".jsonl")
+    else:
+        table.to_csv(out_path, index=False)
+    err.print(f"{len(table)} predictions from version {int(res.versions[0]) if len(table) else '-'} -> {out_path}",
+              highlight=False)
+
+
+@app.command()
+@_errors
+def feedback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
+             file: Annotated[Path, typer.Argument(help="a table with prediction_id and label columns")],
+             id_column: Annotated[str, typer.Option(help="column holding the ids predictions were made "
+                                                    "under")] = "prediction_id",
+             batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None,
+             now: NowOpt = None) -> None:
+    """Labels for earlier predictions: stored as training data and joined to the logged predictions, which
+    are scored for the monitor; ids with no logged prediction are reported (exit code 3 if any label was
+    quarantined)."""
+    frame = _read_table(file)
+    for col in (id_column, "label"):
+        if col not in frame.columns:
+            raise SpecError(f"{file}: column {col!r} is missing (rule: feedback needs {id_column!r} and 'label'). "
+                            f"Columns are {list(frame.columns)!r}.", field=col, value=str(file))
+    loop = _open(spec_path, now)
+    try:
+        fb = loop.feedback(frame[id_column].astype(str).tolist(), frame["label"].tolist(), source="cli",
+                           batch_id=batch_id)
+    finally:
+        loop.close()
+    res = fb.ingest
+    out.print_json(json.dumps({"batch_id": res.batch_id, "accepted": res.accepted, "quarantined": res.quarantined,
+                               "reasons": res.reasons[:5], "scored": len(fb.scores),
+                               "unmatched": len(fb.unmatched), "unmatched_ids": fb.unmatched[:5]}))
+    if res.quarantined:
+        raise typer.Exit(3)
+
+
+@app.command()
+@_errors
 def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet or JSON file")],
           current: Annotated[Path, typer.Argument(help="current CSV, Parquet or JSON file")],
           numeric: Annotated[str, typer.Option(help="statistic for numeric columns")] = "wasserstein",

@@ -353,6 +353,17 @@ class Loop:
                     self.outcomes.append(champ, self.clock.now(), champ_scores[keep])
         scored = set(served_ok)
         out.unmatched = [r for r in row_ids if r not in scored]
+        if res.accepted:
+            self.events.record("labels_accepted", f"{res.accepted}/{res.submitted} labels accepted; "
+                               f"{len(served_ok)} joined to served predictions and scored",
+                               {"batch_id": res.batch_id, "accepted": res.accepted, "scored": len(served_ok),
+                                "relabeled": res.relabeled})
+        if res.relabeled:
+            ex = ", ".join(f"{e['row_id']}: {e['before']!r} -> {e['after']!r}" for e in res.relabel_examples)
+            self.events.record("labels_relabeled", f"{res.relabeled} rows had a label already; the newest counts "
+                               f"and the earlier stay stored (e.g. {ex})",
+                               {"batch_id": res.batch_id, "relabeled": res.relabeled,
+                                "examples": res.relabel_examples})
         if self.policy.online and served_ok:
             rows = self.data.labeled_rows(served_ok)
             if len(rows):

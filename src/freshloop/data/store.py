@@ -24,7 +24,7 @@ from ..errors import ConflictError, DataError, NotFoundError
 from ..spec import DataSpec, WindowSpec
 from ..store import BlobStore, MetadataStore
 from .files import MalformedRow, read_submission
-from .schema import Schema, infer_schema
+from .schema import Schema, _plain, infer_schema
 from .snapshot import Snapshot, snapshot_id, window_start
 from .validate import coerce_label, validate_frame
 
@@ -32,6 +32,7 @@ __all__ = ["DataStore", "IngestResult"]
 
 SEGMENT_ROWS = 65_536  # small batches are merged into view segments up to this many rows
 VIEW_BYTES = 256 * 2**20  # feature rows held in memory; older segments are read back from their batches' files
+_EXAMPLES = 5  # relabeled rows a result names
 _SNAPSHOTS_KEPT = 16  # snapshots whose rows are kept for reading; older ones are rebuilt
 
 
@@ -49,6 +50,8 @@ class IngestResult:
     quarantine_id: str | None = None
     replayed: bool = False  # True when this key was seen before and the first answer is returned
     unknown_row_ids: int = 0
+    relabeled: int = 0  # accepted labels for rows that had one: the newest counts, the earlier stay stored
+    relabel_examples: list[dict[str, Any]] = field(default_factory=list)  # the first few: id, before, after
     warnings: list[str] = field(default_factory=list)
     accepted_frame: pd.DataFrame | None = field(default=None, repr=False)
 
@@ -235,9 +238,41 @@ class DataStore:
             reasons[missing] = f"field {self.schema.label!r}: required (got a missing value)"
             rej["_row"] = np.flatnonzero(~ok)
             rej["_reason"] = reasons[~ok]
+        # labels for rows that already have one: the newest wins, the earlier ones stay in their stored
+        # batches (label_history), and the result says which changed
+        rids = acc["_row_id"].to_numpy(dtype=object)
+        pos = self._positions(rids)
+        known = pos >= 0
+        had = np.zeros(len(rids), dtype=bool)
+        had[known] = np.isfinite(self._label_time[pos[known]])
+        had[~known] = [r in self._pending for r in rids[~known]]
+        before = [self._label[p] if p >= 0 else self._pending[r][0] for r, p in zip(rids[had], pos[had], strict=True)]
         result = self._commit("labels", bid, source, key, content, len(frame), acc, rej, [], None, now)
-        result.unknown_row_ids = int((self._positions(acc["_row_id"].to_numpy(dtype=object)) < 0).sum())
+        result.unknown_row_ids = int((~known).sum())
+        result.relabeled = int(had.sum())
+        result.relabel_examples = [{"row_id": str(r), "before": _plain(b), "after": _plain(a)} for r, b, a in
+                                   zip(rids[had][:_EXAMPLES], before, acc["_label"].to_numpy(dtype=object)[had],
+                                       strict=False)]
         return result
+
+    def label_history(self, row_id: str) -> list[dict[str, Any]]:
+        """Every accepted label of ``row_id``, oldest first: its batch, source, value and when it came
+        (a label in the row's own feature batch first). Reads the stored label batches."""
+        out: list[dict[str, Any]] = []
+        p = self._position(row_id)
+        label = self.schema.label if self.schema else None
+        if p is not None and label is not None:
+            row = self._rows_at(np.array([p]))
+            if label in row and row[label].notna().iloc[0]:
+                k = int(np.searchsorted(np.asarray(self._starts), p, side="right")) - 1
+                out.append({"batch_id": self._batches[k], "source": "features", "label": _plain(row[label].iloc[0]),
+                            "at": float(row["_arrived"].iloc[0])})
+        for b in sorted(self.meta.list_batches("labels", accepted_only=True), key=lambda b: b["created_at"]):
+            frame = _from_parquet(self.blobs.get_bytes(b["path"]))
+            for lab, t in zip(frame.loc[frame["_row_id"] == row_id, "_label"],
+                              frame.loc[frame["_row_id"] == row_id, "_label_time"], strict=True):
+                out.append({"batch_id": b["id"], "source": b["source"], "label": _plain(lab), "at": float(t)})
+        return out
 
     def _batch_id(self, kind: str, source: str, key: str) -> str:
         return "b-" + hashlib.sha256(f"{kind}\0{source}\0{key}".encode()).hexdigest()[:16]
