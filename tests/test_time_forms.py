@@ -3,6 +3,7 @@ and a replay on ISO dates decides what it decides on integer days."""
 
 from __future__ import annotations
 
+from datetime import UTC
 from pathlib import Path
 
 import numpy as np
@@ -140,3 +141,17 @@ def test_a_replay_on_epoch_milliseconds_decides_as_on_seconds(tmp_path: Path) ->
     # summary.json states staleness in the time column's unit
     assert results["ms"]["time_unit"] == "ms"
     assert results["ms"]["mean_staleness"] == pytest.approx(results["s"]["mean_staleness"] * 1000)
+
+
+def test_a_time_outside_the_nanosecond_range_is_read_not_a_crash() -> None:
+    # pandas 3 parses years like 1041 (microseconds reach that far; nanoseconds end in 1677), pandas 2 cannot
+    from datetime import datetime
+
+    secs, bad = to_seconds(pd.Series(["1041-01-01", "2024-01-05", "$12"]), "s")
+    assert secs.iloc[1] == 1704412800.0
+    if int(pd.__version__.split(".")[0]) >= 3:
+        assert bad.tolist() == [False, False, True]
+        assert secs.iloc[0] == (datetime(1041, 1, 1, tzinfo=UTC)
+                                - datetime(1970, 1, 1, tzinfo=UTC)).total_seconds()
+    else:
+        assert bad.tolist() == [True, False, True]

@@ -54,7 +54,7 @@ def _errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+def _read_table(path: Path, *, typed: bool = True) -> pd.DataFrame:
     from .data.files import read_submission
 
     sub = read_submission(path)
@@ -62,13 +62,11 @@ def _read_table(path: Path) -> pd.DataFrame:
         first = sub.malformed[0]
         raise SpecError(f"{path}: line {first.line}: {first.reason}; fix the file or ingest it "
                         f"(malformed rows are quarantined there).", field="data", value=str(path))
-    frame = sub.frame
-    if sub.fmt == "csv":
-        for c in frame.columns:  # numbers read as text are typed again here; the loop re-validates
-            num = pd.to_numeric(frame[c].replace("", None), errors="coerce")
-            if num.notna().sum() >= 0.98 * frame[c].replace("", None).notna().sum() and num.notna().any():
-                frame[c] = num
-    return frame
+    from .data.numbers import type_numbers
+
+    # CSV cells arrive as text: columns of numbers are typed by the rule ingest and init share; the loop
+    # re-validates every cell
+    return type_numbers(sub.frame)[0] if sub.fmt == "csv" and typed else sub.frame
 
 
 def _progress() -> Progress:
@@ -145,9 +143,13 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
          time_unit: Annotated[str, typer.Option(help="unit of a numeric time column: s, m, h, d")] = "s",
          name: Annotated[str | None, typer.Option(help="loop name")] = None) -> None:
     """Write a loop spec for a data file: features and task inferred, schema locked at first ingest."""
+    from .data.numbers import type_numbers
+    from .data.schema import infer_schema
+    from .spec import DataSpec
     from .suggest import suggest_spec
 
-    frame = _read_table(data)
+    raw = _read_table(data, typed=False)
+    frame = type_numbers(raw)[0]
     if len(frame) == 0:
         raise SpecError(f"{data}: no rows (rule: init needs rows to infer features).", field="data")
     if time_col and time_col not in frame.columns:
@@ -157,8 +159,10 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
     spec, schema, choice = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit)
     n = len(frame)
     header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
-    if schema.excluded:
-        header += f"# Left out as features (row counters or id-like): {', '.join(schema.excluded)}\n"
+    # columns left out or left categorical, and cells that are not numbers, as the file has them
+    notes = infer_schema(raw, DataSpec(label=label, time=time_col, time_unit=time_unit)).notes
+    for note in notes:
+        header += f"# {note}\n"
     if choice["scores"]:
         header += (f"# Model chosen on the first {choice['rows']:,} rows (fit on 3/4, scored on the last 1/4): "
                    + ", ".join(f"{k.rsplit('.', 1)[1]} {v:.4f}" for k, v in choice["scores"].items()) + "\n")
@@ -167,6 +171,8 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
               f"({sum(f.kind == 'numeric' for f in schema.features)} numeric, "
               f"{sum(f.kind == 'categorical' for f in schema.features)} categorical), task {schema.task}, "
               f"model {choice['chosen'].rsplit('.', 1)[1]}")
+    for note in notes:
+        err.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -348,25 +354,56 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
           current: Annotated[Path, typer.Argument(help="current CSV, Parquet or JSON file")],
           numeric: Annotated[str, typer.Option(help="statistic for numeric columns")] = "wasserstein",
           categorical: Annotated[str, typer.Option(help="statistic for other columns")] = "jensen_shannon",
+          spec_path: Annotated[Path | None, typer.Option("--spec", help="a loop spec: its label, time and entity "
+                                                         "columns are left out")] = None,
+          label: Annotated[str | None, typer.Option(help="label column (left out)")] = None,
+          time_col: Annotated[str | None, typer.Option("--time", help="time column (left out)")] = None,
+          columns: Annotated[list[str] | None, typer.Option("--column", help="score only this column (repeat "
+                                                            "for more), even a label or time column")] = None,
           json_out: Annotated[Path | None, typer.Option("--json", help="also write the report here")] = None) -> None:
-    """Drift of every column of CURRENT against REFERENCE, on all rows (exit code 1 if any column drifted)."""
+    """Drift of every column of CURRENT against REFERENCE, on all rows (exit code 1 if any column drifted).
+
+    The label, time and entity columns (from --spec, --label, --time) are left out, as are columns that
+    look like a row counter or hold times; --column asks for columns by name instead."""
     from .data.files import read_submission
+    from .data.numbers import type_numbers
+    from .data.schema import looks_like_index
+    from .data.validate import to_seconds
     from .monitor import DEFAULT_THRESHOLDS, drift_report
 
     for name, value in (("numeric", numeric), ("categorical", categorical)):
         if value not in DEFAULT_THRESHOLDS:
             raise SpecError(f"--{name}: unknown statistic {value!r} (rule: one of {sorted(DEFAULT_THRESHOLDS)}).",
                             field=name, rule="statistic", value=value)
-    frames = []
-    for path in (reference, current):
-        frame = read_submission(path).frame
-        for c in frame.columns:  # CSV cells arrive as text: numbers where every present cell is one
-            if frame[c].dtype == object:
-                as_num = pd.to_numeric(frame[c], errors="coerce")
-                if as_num.notna().sum() == frame[c].notna().sum():
-                    frame[c] = as_num
-        frames.append(frame)
-    report = drift_report(frames[0], frames[1], numeric=numeric, categorical=categorical)
+    # CSV cells arrive as text: columns of numbers are typed by the rule init and ingest use
+    frames = [type_numbers(read_submission(path).frame)[0] for path in (reference, current)]
+    shared = [c for c in frames[1].columns if c in frames[0].columns]
+    left_out: dict[str, str] = {}
+    if columns:
+        missing = [c for c in columns if c not in shared]
+        if missing:
+            raise SpecError(f"--column: {missing!r} not in both files (rule: name shared columns). Shared columns "
+                            f"are {shared!r}.", field="column", value=missing[0])
+        names = list(columns)
+    else:
+        data = load_spec(spec_path).data if spec_path is not None else None
+        roles = {label: "label", time_col: "time"}
+        if data is not None:
+            roles.update({data.label: "label", data.time: "time", data.entity: "entity"})
+        for c in shared:
+            ref = frames[0][c]
+            if c in roles:
+                left_out[c] = f"the {roles[c]} column"
+            elif looks_like_index(ref):
+                left_out[c] = "a row counter"
+            elif pd.api.types.is_datetime64_any_dtype(ref) or (  # text: its first 1,000 cells are all times
+                    ref.dtype == object and ref.notna().any() and not to_seconds(ref.dropna()[:1000], "s")[1].any()):
+                left_out[c] = "holds times"
+        names = [c for c in shared if c not in left_out]
+    report = drift_report(frames[0], frames[1], columns=names, numeric=numeric, categorical=categorical)
+    if left_out:
+        err.print("left out: " + "; ".join(f"{c} ({why})" for c, why in left_out.items())
+                  + " (--column asks for a column by name)", highlight=False, soft_wrap=True)
     table = Table(title=f"drift of {current.name} against {reference.name} ({len(frames[0])} / {len(frames[1])} rows)")
     for c in ("column", "statistic", "value", "threshold", "drifted"):
         table.add_column(c)

@@ -25,6 +25,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..spec import DataSpec
+from .numbers import NUMERIC_SHARE, check_numbers
 
 __all__ = ["Feature", "Schema", "infer_schema", "looks_like_index"]
 
@@ -50,6 +51,8 @@ class Schema:
     time_unit: str = "s"
     entity: str | None = None
     excluded: tuple[str, ...] = field(default=())
+    #: what inference decided about a column and why: left out, left categorical, cells that are not numbers
+    notes: tuple[str, ...] = field(default=())
 
     @property
     def feature_names(self) -> list[str]:
@@ -73,7 +76,7 @@ class Schema:
         classes = None if d.get("classes") is None else tuple(d["classes"])
         return cls(label=d["label"], task=d["task"], features=feats, classes=classes, time=d.get("time"),
                    time_unit=d.get("time_unit", "s"), entity=d.get("entity"),
-                   excluded=tuple(d.get("excluded") or ()))
+                   excluded=tuple(d.get("excluded") or ()), notes=tuple(d.get("notes") or ()))
 
 
 def _plain(v: Any) -> Any:
@@ -81,19 +84,9 @@ def _plain(v: Any) -> Any:
 
 
 def _as_numeric(s: pd.Series) -> pd.Series | None:
-    """The column as floats if it is numeric (or numeric text), else None."""
-    if pd.api.types.is_bool_dtype(s):
-        return None
-    if pd.api.types.is_numeric_dtype(s):
-        return s.astype(float)
-    text = s.astype("string").str.strip()
-    present = text.notna() & (text != "")
-    if not present.any():
-        return None
-    num = pd.to_numeric(text.where(present), errors="coerce")
-    if num[present].notna().mean() >= 0.98:
-        return num.astype(float)
-    return None
+    """The column as floats if it is numeric by the shared rule (:mod:`freshloop.data.numbers`), else None."""
+    chk = check_numbers(s)
+    return pd.Series(chk.values, index=s.index) if chk.numeric else None
 
 
 def looks_like_index(s: pd.Series) -> bool:
@@ -130,6 +123,7 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
                             value=list(classes))
     reserved = {spec.label, spec.time, spec.entity}
     excluded: list[str] = []
+    notes: list[str] = []
     feats: list[Feature] = []
     declared = {f.name: f.kind for f in spec.features} if spec.features else None
     names = list(declared) if declared is not None else [c for c in df.columns if c not in reserved]
@@ -139,16 +133,25 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
                             field="data.features", value=name)
         s = df[name]
         kind = declared.get(name) if declared else None
-        num = _as_numeric(s)
+        chk = check_numbers(s)
+        num = pd.Series(chk.values, index=s.index) if chk.numeric else None
         if kind is None:
-            if not str(name).strip() or str(name).startswith("Unnamed:") or looks_like_index(s):
+            why = _leave_out(str(name), s)
+            if why:
                 excluded.append(str(name))
+                notes.append(f"column {name!r}: left out, {why}")
                 continue
             kind = "numeric" if num is not None else "categorical"
+        # mostly numbers, but too many cells that are not for the column to be numeric: say which
+        mostly = num is None and chk.bad > 0 and chk.present - chk.bad >= 0.5 * chk.present
+        fix = "clean those cells, or declare it numeric in data.features (rows with them are then quarantined)"
         if kind == "numeric":
             if num is None:
-                raise DataError(f"column {name!r}: declared numeric but its values are not numbers.",
+                raise DataError(f"{chk.describe(str(name))}: declared numeric, and fewer than "
+                                f"{NUMERIC_SHARE:.0%} of its cells are numbers (rule: numeric).",
                                 field=f"data.features.{name}", rule="numeric", value=name)
+            if chk.bad:
+                notes.append(f"{chk.describe(str(name))}: numeric; rows with such cells are quarantined at ingest")
             finite = num[np.isfinite(num)]
             feats.append(Feature(str(name), "numeric", float(finite.min()) if len(finite) else None,
                                  float(finite.max()) if len(finite) else None))
@@ -157,10 +160,27 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
             counts = cats.value_counts()
             if declared is None and len(counts) > max(_MAX_CATEGORIES, 0.5 * len(s)):
                 excluded.append(str(name))  # an id-like column: every value new
+                notes.append(f"{chk.describe(str(name))}: left out, since as text it has {len(counts):,} "
+                             f"distinct values in {len(s):,} rows, like an id; {fix}" if mostly else
+                             f"column {name!r}: left out, an id ({len(counts):,} distinct values in {len(s):,} "
+                             "rows): a model cannot learn from values it will not see again")
                 continue
+            if mostly:
+                notes.append(f"{chk.describe(str(name))}: taken as categorical; {fix}")
             feats.append(Feature(str(name), "categorical", categories=tuple(sorted(counts.index[:_MAX_CATEGORIES]))))
     if not feats:
         raise DataError("no usable feature columns (rule: at least one feature besides label, time and entity).",
                         field="data.features")
     return Schema(label=spec.label, task=task, features=tuple(feats), classes=classes, time=spec.time,
-                  time_unit=spec.time_unit, entity=spec.entity, excluded=tuple(excluded))
+                  time_unit=spec.time_unit, entity=spec.entity, excluded=tuple(excluded), notes=tuple(notes))
+
+
+def _leave_out(name: str, s: pd.Series) -> str | None:
+    """Why a column is not a feature, if it is not one."""
+    if not name.strip() or name.startswith("Unnamed:"):
+        return "it has no name (an index written with the file)"
+    if looks_like_index(s):
+        return "a row counter (0, 1, 2, …): it would teach the model the row's position"
+    if not s.notna().any() or not s.astype("string").str.strip().fillna("").ne("").any():
+        return "every cell is empty"
+    return None

@@ -28,6 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import QualitySpec
+from .numbers import number_cells
 from .schema import Schema
 
 __all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
@@ -49,18 +50,6 @@ class ValidationResult:
 
 def _text(s: pd.Series) -> pd.Series:
     return s.astype("string").str.strip()
-
-
-def _numbers(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(values as float, present-mask, unparseable-mask) as numpy arrays."""
-    if pd.api.types.is_numeric_dtype(s) and not pd.api.types.is_bool_dtype(s):
-        num = s.to_numpy(dtype=float, na_value=np.nan)
-        present = ~np.isnan(num)
-        return num, present, np.zeros(len(s), dtype=bool)
-    text = _text(s)
-    present = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
-    num = pd.to_numeric(text.where(present), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
-    return num, present, present & np.isnan(num)
 
 
 def _categories(s: pd.Series, categories: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -126,7 +115,7 @@ def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
     """
     if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
         return _datetime_seconds(pd.to_datetime(s, utc=True), s.index)
-    num, present, bad = _numbers(s)
+    num, present, bad = number_cells(s)
     if not bad.any():
         return pd.Series(num * UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
     return _datetime_seconds(pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed"),
@@ -134,16 +123,21 @@ def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
 
 
 def _datetime_seconds(dt: pd.Series, index: pd.Index) -> tuple[pd.Series, pd.Series]:
-    # a difference of timestamps divided by a timedelta is unit-aware; ``astype("int64")`` is not (its integers
-    # are in whatever resolution the column has)
-    secs = pd.Series(((dt - _EPOCH) / pd.Timedelta(seconds=1)).to_numpy(dtype=float, na_value=np.nan), index=index)
-    return secs, secs.isna()
+    # numpy converts between resolutions exactly (``astype("int64")`` on the column is not unit-aware: its
+    # integers are in whatever resolution pandas holds), and in microseconds a year like 1041, which pandas 3
+    # can parse, does not overflow as it would in nanoseconds
+    arr = dt.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
+    nat = np.isnat(arr)
+    secs = arr.astype("datetime64[us]").astype(np.int64) / 1e6
+    secs[nat] = np.nan
+    out = pd.Series(secs, index=index)
+    return out, out.isna()
 
 
 def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, list[str]]:
     """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
     if schema.task == "regression":
-        num, present, bad = _numbers(s)
+        num, present, bad = number_cells(s)
         inf = present & ~bad & ~np.isfinite(np.nan_to_num(num, nan=0.0))
         msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" for v in s[bad | inf]]
         return (pd.Series(np.where(bad | inf, np.nan, num), index=s.index), pd.Series(bad | inf, index=s.index),
@@ -225,7 +219,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
                 bad = np.zeros(n, dtype=bool)
             else:
                 s = raw[f.name]
-                num, present, bad = _numbers(s)
+                num, present, bad = number_cells(s)
             if bad.any():
                 flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
             inf = present & ~bad & np.isinf(num)

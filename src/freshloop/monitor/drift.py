@@ -30,6 +30,8 @@ import pandas as pd
 from scipy import stats
 from scipy.spatial.distance import jensenshannon
 
+from ..data.numbers import check_numbers, number_cells
+
 __all__ = ["DEFAULT_THRESHOLDS", "DriftScore", "Reference", "drift_report", "drift_score", "psi"]
 
 # Conventional cut-offs: PSI 0.2 ("significant shift" in credit-risk practice), KS/chi-square p < 0.05,
@@ -156,8 +158,8 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, *, columns: lis
                  threshold: float | None = None) -> dict[str, DriftScore]:
     """Drift of every column of ``current`` against ``reference``, on all rows (nothing sampled).
 
-    Numeric columns (numbers, not booleans) use ``numeric``; the others ``categorical``. Missing values are
-    left out of both sides.
+    Numeric columns (by :mod:`freshloop.data.numbers`: numbers or numeric text, not booleans) use ``numeric``;
+    the others ``categorical``. Missing values are left out of both sides.
 
     >>> rng = np.random.default_rng(1)
     >>> ref = pd.DataFrame({"x": rng.normal(0, 1, 5000), "c": rng.choice(["a", "b"], 5000)})
@@ -177,9 +179,11 @@ def drift_report(reference: pd.DataFrame, current: pd.DataFrame, *, columns: lis
 
 def _column_drift(ref: pd.Series, cur: pd.Series, numeric: str, categorical: str,
                   threshold: float | None) -> DriftScore:
-    if pd.api.types.is_numeric_dtype(ref.dtype) and not pd.api.types.is_bool_dtype(ref.dtype):
-        r = ref.to_numpy(dtype=float, na_value=np.nan)
-        c = cur.to_numpy(dtype=float, na_value=np.nan)
+    # numeric by the rule ingest and init use (text of numbers with blanks is numeric); cells of the current
+    # side that are not numbers are left out with the missing ones
+    chk = check_numbers(ref)
+    if chk.numeric:
+        r, c = chk.values, number_cells(cur)[0]
         r, c = r[np.isfinite(r)], c[np.isfinite(c)]
         if numeric == "wasserstein":  # straight from the sorted columns: no bins, no sample
             thr = threshold if threshold is not None else DEFAULT_THRESHOLDS["wasserstein"]
