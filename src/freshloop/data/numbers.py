@@ -39,7 +39,13 @@ def number_cells(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     if pd.api.types.is_bool_dtype(s):
         present = s.notna().to_numpy(dtype=bool)
         return np.full(len(s), np.nan), present, present.copy()
-    # each distinct cell is parsed once (a text column repeats its values), then mapped back to the rows
+    if pd.api.types.infer_dtype(s, skipna=True) not in ("string", "empty"):
+        # mixed cells (a bool among numbers is not a number, though False == 0): each one as its text
+        text = s.astype("string").str.strip()
+        present = (text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool)
+        num = pd.to_numeric(text.where(present), errors="coerce").to_numpy(dtype=float, na_value=np.nan)
+        return num, present, present & np.isnan(num)
+    # text: each distinct cell is parsed once (a text column repeats its values), then mapped back to the rows
     codes, uniques = pd.factorize(s, use_na_sentinel=True)
     text = pd.Series(uniques, dtype=object).astype("string").str.strip()
     u_present = np.r_[(text.notna() & (text != "")).fillna(False).to_numpy(dtype=bool), False]

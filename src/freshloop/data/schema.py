@@ -113,6 +113,8 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
     classes: tuple[Any, ...] | None = None
     if task == "classification" and spec.classes:
         classes = tuple(sorted(spec.classes, key=str))
+    elif task == "classification" and _is_bool(label):
+        classes = (False, True)  # a bool label, or true/false text: served as bools
     elif task == "classification":
         values = label_num.dropna().astype(int) if label_num is not None and label_num.dropna().mod(1).eq(0).all() \
             else label.dropna().astype(str)
@@ -173,6 +175,14 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
                         field="data.features")
     return Schema(label=spec.label, task=task, features=tuple(feats), classes=classes, time=spec.time,
                   time_unit=spec.time_unit, entity=spec.entity, excluded=tuple(excluded), notes=tuple(notes))
+
+
+def _is_bool(s: pd.Series) -> bool:
+    if pd.api.types.is_bool_dtype(s):
+        return True
+    text = s.dropna().astype(str).str.strip().str.lower()
+    text = text[text != ""]
+    return len(text) > 0 and set(text.unique()) <= {"true", "false"}
 
 
 def _leave_out(name: str, s: pd.Series) -> str | None:

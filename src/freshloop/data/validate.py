@@ -134,6 +134,17 @@ def _datetime_seconds(dt: pd.Series, index: pd.Index) -> tuple[pd.Series, pd.Ser
     return out, out.isna()
 
 
+def bool_cells(s: pd.Series) -> pd.Series:
+    """Each cell as True or False (bools, or the text true/false in any case), else None."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(object).where(s.notna(), None)
+    return s.map(lambda v: v if isinstance(v, bool | np.bool_) else _BOOL_TEXT.get(str(v).strip().lower())
+                 if isinstance(v, str) else None).astype(object)
+
+
+_BOOL_TEXT = {"true": True, "false": False}
+
+
 def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, list[str]]:
     """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
     if schema.task == "regression":
@@ -143,6 +154,13 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         return (pd.Series(np.where(bad | inf, np.nan, num), index=s.index), pd.Series(bad | inf, index=s.index),
                 msgs)  # type: ignore[return-value]
     classes = list(schema.classes or ())
+    if classes and all(isinstance(c, bool) for c in classes):  # true/false, as bools or as text of any case
+        flags = bool_cells(s)
+        present_b = flags.notna().to_numpy(dtype=bool) | _text(s).fillna("").ne("").to_numpy(dtype=bool)
+        ok_b = flags.isin(classes).to_numpy(dtype=bool)
+        bad_b = present_b & ~ok_b
+        msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_b]]
+        return flags.where(ok_b, None).astype(object), pd.Series(bad_b, index=s.index), msgs
     if classes and all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(s) \
             and not pd.api.types.is_bool_dtype(s):
         vals = s.to_numpy(dtype=float, na_value=np.nan)

@@ -51,6 +51,17 @@ _LOCK_VERSIONS = text("LOCK TABLE versions IN SHARE ROW EXCLUSIVE MODE")  # conf
 _GET_ALIAS = select(t.aliases.c.version, t.aliases.c.revision).where(t.aliases.c.name == bindparam("name"))
 
 
+def _insert_ignoring_conflict(dialect: str, table: Any) -> Any:
+    """INSERT that leaves an existing row with the same key alone (it returns no row) instead of failing."""
+    if dialect == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as pg_insert
+
+        return pg_insert(table).on_conflict_do_nothing()
+    from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+    return sqlite_insert(table).on_conflict_do_nothing()
+
+
 def _alembic_config() -> Config:
     cfg = Config()
     cfg.set_main_option("script_location", str(_MIGRATIONS))
@@ -251,13 +262,14 @@ class MetadataStore:
                     raise ConflictError(f"alias {name!r} moved concurrently.", field="alias",
                                         rule="compare-and-set", value=name)
             else:
-                try:
-                    with c.begin_nested():  # a savepoint: the other writer may have created it first
-                        c.execute(t.aliases.insert(), dict(name=name, version=new_version, revision=1,
-                                                           updated_at=at))
-                except IntegrityError:
+                # the other writer may have created it first: its row stays and this insert does nothing. (Not
+                # a savepoint: on SQLite through pysqlite, releasing one opened outside BEGIN commits the
+                # alias apart from its history row, so another writer's move could be logged before it.)
+                res = c.execute(_insert_ignoring_conflict(c.dialect.name, t.aliases).returning(t.aliases.c.name),
+                                dict(name=name, version=new_version, revision=1, updated_at=at))
+                if res.first() is None:
                     raise ConflictError(f"alias {name!r} moved concurrently (created by another writer).",
-                                        field="alias", rule="compare-and-set", value=name) from None
+                                        field="alias", rule="compare-and-set", value=name)
             c.execute(t.alias_history.insert(), dict(name=name, old_version=old, new_version=new_version,
                                                      actor=actor, reason=reason, at=at))
         return AliasMove(name, old, new_version, actor, reason, at)

@@ -117,6 +117,10 @@ class ModelBundle:
         self._compiled: Compiled | None = None
         self._generation = 0  # counts the model's changes: a compile that raced one is not kept
         self.serving: str | None = None  # how small batches are predicted, once :meth:`prepare` has run
+        # A classifier with the scikit-learn API learns the classes as their positions in schema.classes
+        # (0..k-1) and its answers are decoded back: every such estimator takes those (XGBoost takes nothing
+        # else), whatever the label's type (bool, text, numbers). River models learn the labels themselves.
+        self.label_codes = schema.task == "classification" and not is_river(estimator)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
@@ -124,7 +128,8 @@ class ModelBundle:
         return state
 
     def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__dict__.update({"_check_rows": None, "_compiled": None, "_generation": 0, "serving": None, **state})
+        self.__dict__.update({"_check_rows": None, "_compiled": None, "_generation": 0, "serving": None,
+                              "label_codes": False, **state})  # a bundle pickled before label codes: raw labels
 
     # -- construction -------------------------------------------------------------------------
     def _encoded_columns(self) -> list[str]:
@@ -224,7 +229,7 @@ class ModelBundle:
         if is_river(self.estimator):
             return self.learn(frame, y)
         xs = self.encode(frame)
-        self.model_.fit(xs, y)
+        self.model_.fit(xs, self._codes(y))
         self.rows_seen_ = len(y)
         self._fitted(xs)
         return self
@@ -270,8 +275,9 @@ class ModelBundle:
                     step.fit(xs)
             for _, step in pre:
                 xs = step.transform(xs)
-            kwargs = {"classes": np.array(self.schema.classes)} if self.schema.task == "classification" else {}
-            est.partial_fit(xs, y.to_numpy(), **kwargs)
+            kwargs = {"classes": np.arange(len(self.schema.classes or ())) if self.label_codes
+                      else np.array(self.schema.classes)} if self.schema.task == "classification" else {}
+            est.partial_fit(xs, self._codes(y), **kwargs)
             self._fitted(raw)
         self.rows_seen_ += len(y)
         return self
@@ -280,9 +286,27 @@ class ModelBundle:
         if self.schema.task == "regression":
             return y.astype(float).reset_index(drop=True)
         classes = self.schema.classes or ()
+        if classes and all(isinstance(c, bool) for c in classes):
+            from ..data.validate import bool_cells
+
+            return bool_cells(y).reset_index(drop=True)
         if classes and all(isinstance(c, int) for c in classes):
             return y.astype(int).reset_index(drop=True)
         return y.astype(str).reset_index(drop=True)
+
+    def _codes(self, y: pd.Series) -> np.ndarray:
+        """What the estimator learns: each label's position in schema.classes, or the label itself."""
+        if not self.label_codes:
+            return y.to_numpy()
+        codes = pd.Index(list(self.schema.classes or ())).get_indexer(y)
+        if (codes < 0).any():
+            bad = y[codes < 0].iloc[0]
+            raise ValueError(f"label {bad!r} is not one of the schema's classes {list(self.schema.classes or ())!r}")
+        return codes
+
+    def _decoded(self, codes: np.ndarray) -> np.ndarray:
+        classes = list(self.schema.classes or ())
+        return np.array(classes, dtype=object)[np.asarray(codes, dtype=np.int64)].astype(type(classes[0]))
 
     # -- prediction ---------------------------------------------------------------------------
     def predict(self, frame: Rows) -> tuple[np.ndarray, np.ndarray | None]:
@@ -309,14 +333,18 @@ class ModelBundle:
         if compiled is not None and compiled.max_rows is not None and len(xs) > compiled.max_rows:
             compiled = None  # a large batch: scikit-learn's parallel loop over the trees is faster
         if self.schema.task == "regression" or not hasattr(self.model_, "predict_proba"):
-            return (compiled.output(xs) if compiled else np.asarray(self.model_.predict(xs))), None
+            out = compiled.output(xs) if compiled else np.asarray(self.model_.predict(xs))
+            return (self._decoded(out) if self.label_codes else out), None
         raw = compiled.output(xs) if compiled else self.model_.predict_proba(xs)
         proba = np.zeros((len(xs), len(classes)))
-        for j, c in enumerate(self.model_.classes_):
-            if c in classes:
+        learned = np.asarray(self.model_.classes_)
+        for j, c in enumerate(learned):
+            if self.label_codes:
+                proba[:, int(c)] = raw[:, j]
+            elif c in classes:
                 proba[:, classes.index(c)] = raw[:, j]
-        pred = np.asarray(self.model_.classes_)[raw.argmax(axis=1)]
-        return pred, proba
+        pred = learned[raw.argmax(axis=1)]
+        return (self._decoded(pred) if self.label_codes else pred), proba
 
     def __repr__(self) -> str:
         return f"ModelBundle({self.estimator}, params={self.params}, seed={self.seed})"
