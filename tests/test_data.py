@@ -403,3 +403,25 @@ def test_a_snapshot_leaves_out_rows_that_arrived_after_its_cutoff_even_when_thei
     assert again.snapshot(WindowSpec(), cutoff=120.0, now=120.0).rows == 50
     assert again.snapshot(WindowSpec(rows=52), cutoff=135.0, now=135.0).label_batch_ids == \
         ds.snapshot(WindowSpec(rows=52), cutoff=135.0, now=135.0).label_batch_ids
+
+
+def test_quarantined_rows_are_kept_as_submitted_from_a_frame_and_from_json(tmp_path: Path) -> None:
+    """What "as submitted" means: a file's bytes byte for byte, and each quarantined row's cells as they
+    came (a column that mixes numbers and text keeps each cell's text)."""
+    ds = store(tmp_path)
+    ds.ingest(make_frame(40), now=1.0, source="s", batch_id="warm")
+    frame = make_frame(3, seed=2, t0=40).astype({"x1": object})
+    frame.loc[1, "x1"] = "abc"
+    res = ds.ingest(frame, now=2.0, source="s", batch_id="frame")
+    q = ds.read_quarantine(res.quarantine_id or "")
+    assert q["_row"].tolist() == [1] and q["x1"].iloc[0] == "abc"
+    assert q["x2"].iloc[0] == frame.loc[1, "x2"] and q["c"].iloc[0] == frame.loc[1, "c"]  # the other cells exact
+    path = tmp_path / "rows.jsonl"
+    raw = (b'{"t": 50, "x1": 0.25, "x2": 1.5, "c": "a", "y": 1}\n'
+           b'{"t": 51, "x1": "n/a", "x2": -0.5, "c": "b", "y": 0}\n')
+    path.write_bytes(raw)
+    res = ds.ingest_file(str(path), now=3.0)
+    assert (res.accepted, res.quarantined) == (1, 1)
+    assert ds.blobs.get_bytes(ds.meta.get_batch(res.batch_id)["raw_path"]) == raw
+    q = ds.read_quarantine(res.quarantine_id or "")
+    assert (q["x1"].iloc[0], q["x2"].iloc[0], q["c"].iloc[0]) == ("n/a", -0.5, "b")

@@ -328,3 +328,38 @@ def test_a_second_server_on_the_same_store_is_refused(tmp_path: Path, db_url: st
     # once the first has stopped, the store is free again
     again = Server(write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url}))
     again.stop()
+
+
+def test_remote_operates_the_server_loop(server: Server, tmp_path: Path) -> None:
+    """remote tick, models, events, decisions, approve and abort, each a CLI process against the server."""
+    env = {**os.environ, "FRESHLOOP_SERVER": f"http://127.0.0.1:{server.port}"}
+
+    def cli(*args: str, token: str = OP) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([sys.executable, "-m", "freshloop.cli", "remote", *args], capture_output=True,
+                              text=True, timeout=120, env={**env, "FRESHLOOP_TOKEN": token}, cwd=tmp_path)
+
+    make_frame(400).drop(columns="t").to_csv(tmp_path / "warm.csv", index=False)
+    assert cli("ingest", "warm.csv", "--batch-id", "w", token=LAB).returncode == 0
+    first = cli("tick")
+    assert first.returncode == 0, first.stderr
+    rep = json.loads(first.stdout)
+    assert rep["decision"] == "retrain" and rep["run_failed"] is False and rep["promoted"] is not None
+    assert cli("tick", token=READ).returncode == 1  # an operator's action
+    models = cli("models", token=READ)
+    assert models.returncode == 0 and "champion" in models.stdout, models.stdout
+    # every feature moves: the drift trigger retrains and a canary starts
+    make_frame(400, seed=7, shift=3.0).drop(columns="t").to_csv(tmp_path / "moved.csv", index=False)
+    assert cli("ingest", "moved.csv", "--batch-id", "m", token=LAB).returncode == 0
+    second = json.loads(cli("tick").stdout)
+    assert second["decision"] == "retrain" and second["reasons"][0].startswith("drift"), second
+    rollouts = server.client.get("/v1/rollouts", headers=auth(READ)).json()["data"]
+    active = [r for r in rollouts if r["status"] == "running"]
+    assert len(active) == 1, rollouts
+    no = cli("approve", "ro-999", "--reason", "x")
+    assert no.returncode == 1 and "no rollout 'ro-999' awaiting approval" in no.stderr
+    abort = cli("abort", active[0]["id"], "--reason", "not today")
+    assert abort.returncode == 0 and json.loads(abort.stdout)["status"] == "rolled_back", abort.stderr
+    events = cli("events", "--kind", "rollout_rolled_back", token=READ)
+    assert events.returncode == 0 and "not today" in events.stdout, events.stdout
+    decisions = json.loads(cli("decisions", "--kind", "retrain", "--json", token=READ).stdout)
+    assert decisions["count"] == 2 and decisions["data"][-1]["reasons"] == second["reasons"]

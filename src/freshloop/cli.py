@@ -643,6 +643,95 @@ def remote_rollback(reason: Annotated[str, typer.Option(help="why (recorded)")],
     out.print_json(json.dumps(_call("POST", server, "/v1/rollback", token, json={"reason": reason})))
 
 
+@remote_app.command("tick")
+def remote_tick(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """One pass of the server's loop now (exit 1 when its training run failed, with the reason)."""
+    rep = _call("POST", server, "/v1/tick", token)
+    out.print_json(json.dumps(rep))
+    if rep.get("run_failed"):
+        err.print(f"[red]error[/red] (run_failed): training run {rep.get('run_id')} failed: {rep.get('run_error')}",
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
+
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON the server answered")]
+KindOpt = Annotated[str | None, typer.Option(help="only this kind")]
+LimitOpt = Annotated[int, typer.Option(help="the newest this many")]
+
+
+def _when(at: float | None) -> str:
+    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(at)))
+
+
+@remote_app.command("models")
+def remote_models(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None,
+                  json_out: JsonOpt = False) -> None:
+    """The server's model versions and aliases."""
+    body = _call("GET", server, "/v1/models", token)
+    if json_out:
+        out.print_json(json.dumps(body))
+        return
+    table = Table(title=f"model versions on {server}")
+    for c in ("version", "aliases", "run", "snapshot", "rows", "created", "sha256"):
+        table.add_column(c)
+    for v in body["data"]:
+        table.add_row(str(v["version"]), ",".join(v["aliases"]), str(v["run_id"]), str(v["snapshot_id"]),
+                      str(v["train_rows"]), _when(v["created_at"]), str(v["sha256"])[:12])
+    out.print(table)
+
+
+@remote_app.command("events")
+def remote_events(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None, kind: KindOpt = None,
+                  limit: LimitOpt = 50, json_out: JsonOpt = False) -> None:
+    """The server's event log, newest last."""
+    params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
+    body = _call("GET", server, "/v1/events", token, params=params)
+    if json_out:
+        out.print_json(json.dumps(body))
+        return
+    table = Table(title=f"events on {server}")
+    for c in ("at", "kind", "actor", "reason"):
+        table.add_column(c)
+    for e in body["data"]:
+        table.add_row(_when(e["at"]), e["kind"], str(e.get("actor", "")), e["reason"])
+    out.print(table)
+
+
+@remote_app.command("decisions")
+def remote_decisions(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None, kind: KindOpt = None,
+                     limit: LimitOpt = 50, json_out: JsonOpt = False) -> None:
+    """The server's policy decisions with their reasons, newest last."""
+    params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
+    body = _call("GET", server, "/v1/decisions", token, params=params)
+    if json_out:
+        out.print_json(json.dumps(body))
+        return
+    table = Table(title=f"decisions on {server}")
+    for c in ("at", "decision", "reasons"):
+        table.add_column(c)
+    for d in body["data"]:
+        table.add_row(_when(d["at"]), d["kind"], "; ".join(d["reasons"]))
+    out.print(table)
+
+
+@remote_app.command("approve")
+def remote_approve(rollout_id: Annotated[str, typer.Argument(help="rollout id (ro-N)")],
+                   reason: Annotated[str, typer.Option(help="why (recorded)")],
+                   server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Let a rollout waiting for approval take its last step."""
+    out.print_json(json.dumps(_call("POST", server, f"/v1/rollouts/{rollout_id}/approve", token,
+                                    json={"reason": reason})))
+
+
+@remote_app.command("abort")
+def remote_abort(rollout_id: Annotated[str, typer.Argument(help="rollout id (ro-N)")],
+                 reason: Annotated[str, typer.Option(help="why (recorded)")],
+                 server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
+    """Stop an active rollout; the champion keeps serving."""
+    out.print_json(json.dumps(_call("POST", server, f"/v1/rollouts/{rollout_id}/abort", token,
+                                    json={"reason": reason})))
+
+
 def main() -> None:  # pragma: no cover - console entry
     app()
 

@@ -226,12 +226,9 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     @app.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])
     def tick() -> dict[str, Any]:
         rep = svc().tick()
-        return {"decision": rep.decision.kind if rep.decision else None,
+        return {**rep.to_dict(), "decision": rep.decision.kind if rep.decision else None,
                 "reasons": list(rep.decision.reasons) if rep.decision else [],
-                "verdict": None if rep.verdict is None else rep.verdict.to_dict(),
-                "registered": rep.registered, "promoted": rep.promoted, "refit": rep.refit,
-                "rolled_back": rep.rolled_back,
-                "rollout_action": rep.rollout_action}
+                "verdict": None if rep.verdict is None else rep.verdict.to_dict()}
 
     @app.post("/v1/models/{version}/promote", operation_id="promote_model",
               dependencies=[Depends(role("operator"))])
