@@ -101,8 +101,7 @@ def _print_results(results: dict[str, dict[str, Any]]) -> None:
 
     rows = summary_rows(results)
     first = next(iter(results.values()))
-    table = Table(title=f"{first['metric_name']} under a {first['spec']['replay']['label_delay']} label delay "
-                        f"(staleness in {first['time_unit']})")
+    table = Table(title=f"{first['metric_name']} under a {first['spec']['replay']['label_delay']} label delay")
     for k in rows[0]:
         table.add_column(k, justify="left" if k == "policy" else "right")
     for r in rows:
@@ -453,8 +452,7 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
     for c in ("id", "at", "kind", "actor", "reason"):
         table.add_column(c, overflow="fold")
     for e in events:
-        table.add_row(str(e["id"]), time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(e["at"])), e["kind"], e["actor"],
-                      e["reason"])
+        table.add_row(str(e["id"]), _when(e["at"]), e["kind"], e["actor"], e["reason"])
     out.print(table)
 
 
@@ -660,7 +658,11 @@ LimitOpt = Annotated[int, typer.Option(help="the newest this many")]
 
 
 def _when(at: float | None) -> str:
-    return "-" if at is None else time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(at)))
+    """A loop time for a table: a UTC date, or the number itself for a clock that counts rows or days from
+    zero (an epoch time is more than three years from 1970)."""
+    if at is None:
+        return "-"
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(at))) if abs(at) > 1e8 else f"{float(at):,.6g}"
 
 
 @remote_app.command("models")

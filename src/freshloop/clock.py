@@ -20,10 +20,12 @@ import re
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "parse_duration"]
+__all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "human_duration", "parse_duration"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*([smhdwy]?)\s*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(rows?|[smhdwy]?)\s*$")
+# with no time column the row number is the clock: one row is one tick of it, written "rows"
+_UNITS_ROWS = {"row": 1.0, "rows": 1.0}
 
 
 class Clock(Protocol):
@@ -88,18 +90,40 @@ def parse_duration(value: str | float | int) -> float:
     if not m:
         raise ValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
                          f"Got {value!r} instead.")
-    return float(m.group(1)) * _UNITS[m.group(2) or "s"]
+    return float(m.group(1)) * {**_UNITS, **_UNITS_ROWS}[m.group(2) or "s"]
 
 
-def format_duration(seconds: float) -> str:
-    """A short human form: ``format_duration(86400 * 3)`` is ``'3d'``.
+def format_duration(seconds: float, *, rows: bool = False) -> str:
+    """A short form that parses back: ``format_duration(86400 * 3)`` is ``'3d'``; with ``rows`` (no time
+    column: the row number is the clock) a count of rows.
 
-    >>> format_duration(5400), format_duration(86400 * 3), format_duration(30)
-    ('1.5h', '3d', '30s')
+    >>> format_duration(5400), format_duration(86400 * 3), format_duration(30), format_duration(2265, rows=True)
+    ('1.5h', '3d', '30s', '2265rows')
     """
+    if rows:
+        return f"{seconds:.0f}rows"
     for unit in ("y", "w", "d", "h", "m"):
         size = _UNITS[unit]
         if seconds >= size and (seconds / size) == round(seconds / size, 1):
             n = seconds / size
             return f"{n:g}{unit}"
     return f"{seconds:.6g}s" if seconds < 1e6 else f"{round(seconds)}s"
+
+
+_HUMAN = (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))
+
+
+def human_duration(seconds: float | None, *, rows: bool = False) -> str:
+    """A duration as people read it in a table: ``'3.2 d'``, ``'14 h'``, ``'4,531 rows'``.
+
+    >>> human_duration(3.2 * 86400), human_duration(50400), human_duration(4531, rows=True), human_duration(None)
+    ('3.2 d', '14 h', '4,531 rows', '-')
+    """
+    if seconds is None or seconds != seconds:
+        return "-"
+    if rows:
+        return f"{seconds:,.0f} rows"
+    for unit, size in _HUMAN:
+        if abs(seconds) >= size or unit == "s":
+            return f"{seconds / size:.3g} {unit}"
+    raise AssertionError("unreachable")

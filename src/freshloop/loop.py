@@ -153,7 +153,7 @@ class Loop:
         # by this lock alone, held briefly: ingest, training and the gate run outside it, so a server can
         # answer predictions while its worker ingests or retrains.
         self._serving = threading.RLock()
-        self.policy = Policy.from_spec(spec.policy)
+        self.policy = Policy.from_spec(spec.policy, rows=spec.data.time is None)
         if self.policy.online and spec.model.mode == "full":
             self.spec = spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": "online"})})
         self._restore()
@@ -169,7 +169,8 @@ class Loop:
             if self.schema is None:
                 raise NotFoundError("no schema yet: ingest a first batch.", field="schema")
             self._metric = get_metric(self.spec.gate.metric or default_metric(self.schema.task), self.schema.task)
-            self.policy = Policy.from_spec(self.spec.policy, bigger_is_better=self._metric.bigger_is_better)
+            self.policy = Policy.from_spec(self.spec.policy, bigger_is_better=self._metric.bigger_is_better,
+                                           rows=self.spec.data.time is None)
         return self._metric
 
     @property

@@ -13,7 +13,7 @@ Examples
 >>> frame = pd.DataFrame({"x": np.arange(1000) % 7, "y": np.arange(1000) % 2})
 >>> spec, schema, choice = suggest_spec(frame, label="y", name="demo")
 >>> spec["model"]["estimator"], spec["replay"]["batch"], spec["policy"]["cooldown"]
-('sklearn.ensemble.HistGradientBoostingClassifier', {'rows': 10}, '20s')
+('sklearn.ensemble.HistGradientBoostingClassifier', {'rows': 10}, '20rows')
 >>> choice["chosen"].rsplit(".", 1)[1], len(choice["scores"]), choice["rows"]
 ('HistGradientBoostingClassifier', 2, 200)
 """
@@ -99,8 +99,8 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
     if time is None:
         # no time column: the row number is the clock (1 row = 1 s), so durations are counted in rows
         spec["data"].pop("time")
-        spec["policy"] = {"cooldown": f"{2 * batch_rows}s",
+        spec["policy"] = {"cooldown": f"{2 * batch_rows}rows",
                           "triggers": {"drift": {}, "quality": {}, "detector": "adwin",
-                                       "staleness": f"{max(20 * batch_rows, n // 4)}s"}}
+                                       "staleness": f"{max(20 * batch_rows, n // 4)}rows"}}
     load_spec_dict(spec)  # what we suggest must itself be valid
     return spec, schema, choice

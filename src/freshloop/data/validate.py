@@ -32,11 +32,16 @@ from .numbers import number_cells
 from .schema import Schema
 
 __all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
-           "validate_frame"]
+           "unit_seconds", "validate_frame"]
 
 #: what one unit of a numeric time column is worth in seconds (``data.time_unit``)
 UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-_EPOCH = pd.Timestamp(0, tz="UTC")
+
+
+def unit_seconds(unit: str) -> float:
+    """Seconds in one unit a summary gives durations in: a ``data.time_unit``, or ``rows`` when there is no
+    time column and the row number is the clock (one row a second)."""
+    return 1.0 if unit == "rows" else UNIT_SECONDS[unit]
 
 
 @dataclass

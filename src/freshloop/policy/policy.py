@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..clock import format_duration, parse_duration
+from ..clock import format_duration, human_duration, parse_duration
 from ..monitor import Signals
 from ..spec import PolicySpec
 from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, Volume
@@ -78,13 +78,14 @@ class Policy:
     budget: tuple[int, float] | None = None
     online: bool = False
     extra: dict[str, str] = field(default_factory=dict)
+    rows: bool = False  # no time column: the clock is the row number, and durations are said in rows
 
     @classmethod
-    def from_spec(cls, spec: PolicySpec, *, bigger_is_better: bool = True) -> Policy:
+    def from_spec(cls, spec: PolicySpec, *, bigger_is_better: bool = True, rows: bool = False) -> Policy:
         t = spec.triggers
         trig: list[Trigger] = []
         if t.schedule:
-            trig.append(Schedule(parse_duration(t.schedule)))
+            trig.append(Schedule(parse_duration(t.schedule), rows))
         if t.volume:
             trig.append(Volume(t.volume))
         if t.drift:
@@ -94,10 +95,13 @@ class Policy:
         if t.detector:
             trig.append(DetectorTrigger(t.detector))
         if t.staleness:
-            trig.append(Staleness(parse_duration(t.staleness)))
+            trig.append(Staleness(parse_duration(t.staleness), rows))
         budget = (spec.budget.max_retrains, parse_duration(spec.budget.per)) if spec.budget else None
         return cls(spec.name, tuple(trig), spec.min_new_labels, parse_duration(spec.cooldown), spec.hysteresis,
-                   budget, spec.online)
+                   budget, spec.online, rows=rows)
+
+    def _d(self, seconds: float) -> str:
+        return human_duration(seconds, rows=True) if self.rows else format_duration(seconds)
 
     def decide(self, signals: Signals, state: PolicyState) -> Decision:
         if not self.triggers:
@@ -120,13 +124,13 @@ class Policy:
             return Skip(f"guard: {signals.new_labels} new labeled rows < min_new_labels {self.min_new_labels} "
                         f"(would retrain for {fired[0]})", new_streaks)
         if signals.last_trained_at is not None and signals.now - signals.last_trained_at < self.cooldown:
-            return Skip(f"cooldown: trained {format_duration(signals.now - signals.last_trained_at)} ago < "
-                        f"{format_duration(self.cooldown)} (would retrain for {fired[0]})", new_streaks)
+            return Skip(f"cooldown: trained {self._d(signals.now - signals.last_trained_at)} ago < "
+                        f"{self._d(self.cooldown)} (would retrain for {fired[0]})", new_streaks)
         if self.budget:
             n, per = self.budget
             recent = [t for t in state.retrain_times if signals.now - t < per]
             if len(recent) >= n:
-                return Skip(f"budget: {len(recent)} retrains in the last {format_duration(per)} >= {n} "
+                return Skip(f"budget: {len(recent)} retrains in the last {self._d(per)} >= {n} "
                             f"(would retrain for {fired[0]})", new_streaks)
         reset = tuple((k, 0) for k, _ in new_streaks)
         return Retrain(run_key(self.name, signals.now), tuple(fired), reset)
@@ -140,5 +144,5 @@ class Policy:
             ref = f" vs {s.reference_metric:.4f}" if s.reference_metric is not None else ""
             parts.append(f"live {s.live_metric:.4f}{ref} on {s.live_n} labels")
         if s.last_trained_at is not None:
-            parts.append(f"trained {format_duration(s.now - s.last_trained_at)} ago")
+            parts.append(f"trained {self._d(s.now - s.last_trained_at)} ago")
         return "; ".join(parts) or "no signals yet"

@@ -18,10 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..clock import format_duration
+from ..clock import format_duration, human_duration
 from ..monitor import Signals
 
 __all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "Volume"]
+
+
+def _d(seconds: float, rows: bool) -> str:
+    """A duration in a decision's reason: ``2.5m``, or ``4,531 rows`` when the row number is the clock."""
+    return human_duration(seconds, rows=True) if rows else format_duration(seconds)
 
 
 class Trigger:
@@ -35,6 +40,7 @@ class Trigger:
 @dataclass(frozen=True)
 class Schedule(Trigger):
     every: float
+    rows: bool = False  # no time column: the clock counts rows
     name = "schedule"
 
     def check(self, signals: Signals) -> str | None:
@@ -42,7 +48,8 @@ class Schedule(Trigger):
             return None
         age = signals.now - signals.last_trained_at
         if age >= self.every:
-            return f"schedule: {format_duration(age)} since the last training >= every {format_duration(self.every)}"
+            return (f"schedule: {_d(age, self.rows)} since the last training >= every "
+                    f"{_d(self.every, self.rows)}")
         return None
 
 
@@ -122,6 +129,7 @@ class DetectorTrigger(Trigger):
 @dataclass(frozen=True)
 class Staleness(Trigger):
     max_age: float
+    rows: bool = False
     name = "staleness"
 
     def check(self, signals: Signals) -> str | None:
@@ -129,5 +137,6 @@ class Staleness(Trigger):
             return None
         age = signals.now - signals.last_trained_at
         if age >= self.max_age:
-            return f"staleness: model trained {format_duration(age)} ago >= max {format_duration(self.max_age)}"
+            return (f"staleness: model trained {_d(age, self.rows)} ago >= max "
+                    f"{_d(self.max_age, self.rows)}")
         return None

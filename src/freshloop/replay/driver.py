@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..clock import SimulatedClock, parse_duration
 from ..data.store import DataStore
-from ..data.validate import UNIT_SECONDS, to_seconds
+from ..data.validate import to_seconds, unit_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset
@@ -44,7 +44,7 @@ def default_compare(spec: LoopSpec) -> list[str]:
     names = ["never", "periodic:30d", "periodic:90d", "periodic:365d", "default"]
     if spec.data.time is None:
         n = spec.replay.batch.rows or 100
-        names = ["never", f"periodic:{n * 5}s", f"periodic:{n * 20}s", "default"]
+        names = ["never", f"periodic:{n * 5}rows", f"periodic:{n * 20}rows", "default"]
     if supports_online(spec.model):
         names.append("online")
     return names
@@ -344,7 +344,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         ok = j < len(cut)
         lags = at_d[j[ok]] - later[ok]
         never_deployed = int((~ok).sum())
-    unit = UNIT_SECONDS[spec.data.time_unit if spec.data.time else "s"]
+    unit_name = _time_unit(spec)
+    unit = unit_seconds(unit_name)
     st = loop.stats
     summary = {
         "policy": spec.policy.name,
@@ -364,7 +365,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "rollbacks": st.rollbacks,
         "training_rows": st.train_rows,
         "online_rows": st.online_rows,
-        "time_unit": spec.data.time_unit if spec.data.time else "s",
+        "time_unit": unit_name,  # of the staleness and data-to-deploy figures: the time column's, or rows
+        "units": _units(unit_name),
         "max_staleness": round(max(staleness) / unit, 4) if staleness else None,
         "mean_staleness": round(float(np.mean(staleness)) / unit, 4) if staleness else None,
         "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
@@ -383,6 +385,16 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     return summary
 
 
+def _time_unit(spec: LoopSpec) -> str:
+    """The unit a summary gives durations in: the time column's, or rows when the row number is the clock."""
+    return spec.data.time_unit if spec.data.time else "rows"
+
+
+def _units(unit: str) -> dict[str, str]:
+    return {"max_staleness": unit, "mean_staleness": unit, "mean_data_to_deploy": unit, "training_rows": "rows",
+            "online_rows": "rows", "training_seconds": "s (wall clock, timings.json)"}
+
+
 def failed_summary(spec: LoopSpec, name: str, error: str) -> dict[str, Any]:
     """The row of a policy (``spec`` holds its policy) whose replay produced nothing: the error, no figures."""
     from ..evaluate.metrics import default_metric, get_metric
@@ -392,7 +404,8 @@ def failed_summary(spec: LoopSpec, name: str, error: str) -> dict[str, Any]:
             "predictions_scored": 0, "rows_unserved": 0, "retrains": 0, "failed_runs": 0, "deferred_runs": 0,
             "first_failure": None,
             "error": error, "gate_passed": 0, "gate_rejected": 0, "promotions": 0, "rollbacks": 0,
-            "training_rows": 0, "online_rows": 0, "time_unit": spec.data.time_unit if spec.data.time else "s",
+            "training_rows": 0, "online_rows": 0, "time_unit": _time_unit(spec),
+            "units": _units(_time_unit(spec)),
             "max_staleness": None, "mean_staleness": None, "mean_data_to_deploy": None, "labels_never_deployed": 0,
             "decisions": {"retrain": [], "retrain_counts": {}, "skip_counts": {}}, "verdicts": [], "series": [],
             "retrain_times": [], "drift": {"t": [], "values": []}, "stream": {},

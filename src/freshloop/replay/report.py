@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import html
 import io
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import matplotlib
 
-from ..data.validate import UNIT_SECONDS
+from ..clock import human_duration
+from ..data.validate import unit_seconds
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+
+# the charts' words as SVG text, not glyph outlines: smaller files, and a page that can be searched and read
+plt.rcParams["svg.fonttype"] = "none"
 
 __all__ = ["failure_lines", "summary_rows", "write_report"]
 
@@ -26,19 +31,41 @@ def _svg(fig: Any) -> str:
     return text[text.index("<svg"):]
 
 
-def _x(t: float, unit: str) -> float:
-    return t / UNIT_SECONDS[unit]
+def _calendar(results: dict[str, dict[str, Any]]) -> bool:
+    """Whether the replay's times are calendar times: epoch times (more than three years from 1970) in a unit
+    finer than a day, as ISO dates and datetimes become. Day or hour counts, and row numbers, stay numbers."""
+    first = next(iter(results.values()))
+    times = [p["t"] for s in results.values() for p in s["series"]]
+    return first["time_unit"] in ("ns", "us", "ms", "s") and bool(times) and max(map(abs, times)) > 1e8
+
+
+def _x(t: float, unit: str, calendar: bool = False) -> Any:
+    if calendar:
+        return datetime.fromtimestamp(t, tz=UTC)
+    return t / unit_seconds(unit)
+
+
+def _when(t: float, unit: str, calendar: bool) -> str:
+    if calendar:
+        return datetime.fromtimestamp(t, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    return f"{t:,.0f} rows" if unit == "rows" else f"t={t / unit_seconds(unit):g}{unit}"
 
 
 def summary_rows(results: dict[str, dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per policy for a table people read: durations as "3.2 d", "14 h" or "4,531 rows"."""
     rows = []
     for name, s in results.items():
+        unit = s["time_unit"]
+
+        def human(value: float | None, unit: str = unit) -> str:
+            return human_duration(None if value is None else value * unit_seconds(unit), rows=unit == "rows")
+
         rows.append({
             "policy": name, "metric": "failed" if s.get("error") else s["metric"], "retrains": s["retrains"],
             "failed_runs": s["failed_runs"], "promoted": s["promotions"],
             "rejected": s["gate_rejected"], "training_rows": s["training_rows"],
-            "training_s": round(s.get("training_seconds", 0.0), 2), "max_staleness": s["max_staleness"],
-            "mean_staleness": s["mean_staleness"], "data_to_deploy": s["mean_data_to_deploy"],
+            "training_s": round(s.get("training_seconds", 0.0), 2), "max_staleness": human(s["max_staleness"]),
+            "mean_staleness": human(s["mean_staleness"]), "data_to_deploy": human(s["mean_data_to_deploy"]),
         })
     return rows
 
@@ -56,15 +83,17 @@ def failure_lines(summary: dict[str, Any]) -> list[str]:
 def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
     first = next(iter(results.values()))
     unit = first["time_unit"]
+    calendar = _calendar(results)
+    axis = "date (UTC)" if calendar else ("row" if unit == "rows" else f"time ({unit})")
     metric = first["metric_name"]
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 5.4), sharex=True,
                                     gridspec_kw={"height_ratios": [3, max(1, len(results)) * 0.35]})
     for i, (name, s) in enumerate(results.items()):
-        xs = [_x(p["t"], unit) for p in s["series"]]
+        xs = [_x(p["t"], unit, calendar) for p in s["series"]]
         color = f"C{i}"
         score = "failed" if s.get("error") else ("no score" if s["metric"] is None else f"{s['metric']:.4f}")
         ax.plot(xs, [p["metric"] for p in s["series"]], label=f"{name} ({score})", color=color, lw=1.4)
-        marks = [_x(t, unit) for t in s["retrain_times"]]
+        marks = [_x(t, unit, calendar) for t in s["retrain_times"]]
         strip.plot(marks, [i] * len(marks), "|", color=color, ms=9)
     ax.set_ylabel(f"{metric} (prequential, per window)")
     ax.set_title(f"{metric} of the served model over time")
@@ -74,7 +103,7 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
     strip.set_ylim(-0.7, len(results) - 0.3)
     strip.invert_yaxis()
     strip.set_title("retrains", fontsize=8, loc="left")
-    strip.set_xlabel(f"time ({unit})")
+    strip.set_xlabel(axis)
     chart_metric = _svg(fig)
 
     drift_owner = next((n for n, s in results.items() if s["drift"]["values"]), None)
@@ -83,11 +112,11 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
         d = results[drift_owner]["drift"]
         fig, ax = plt.subplots(figsize=(11, 3.8))
         names = sorted({k for v in d["values"] for k in v})
-        xs = [_x(t, unit) for t in d["t"]]
+        xs = [_x(t, unit, calendar) for t in d["t"]]
         for j, f in enumerate(names):
             ax.plot(xs, [v.get(f) for v in d["values"]], label=f, lw=1.1, color=f"C{j % 10}")
         ax.axhline(0.2, color="k", ls="--", lw=0.8, label="PSI 0.2")
-        ax.set_xlabel(f"time ({unit})")
+        ax.set_xlabel(axis)
         ax.set_ylabel("drift score vs champion's training data")
         ax.set_title(f"per-feature drift ({drift_owner} policy's champion)")
         ax.legend(fontsize=7, ncol=4)
@@ -99,7 +128,7 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
     reasons = ""
     for name, s in results.items():
-        items = "".join(f"<li>t={_x(d['at'], unit):g}{unit}: {html.escape('; '.join(d['reasons']))}</li>"
+        items = "".join(f"<li>{_when(d['at'], unit, calendar)}: {html.escape('; '.join(d['reasons']))}</li>"
                         for d in s["decisions"]["retrain"][:15])
         more = len(s["decisions"]["retrain"]) - 15
         reasons += (f"<details><summary>{html.escape(name)}: {len(s['decisions']['retrain'])} retrain decisions, "
@@ -114,8 +143,9 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}th{{background:#f4f4f4}}</style></head><body>
 <h1>{html.escape(title)}</h1>
 <p>Every prediction was made by the model serving at that moment and scored when its label matured
-(label delay {html.escape(str(first['spec']['replay']['label_delay']))}). Staleness and data-to-deploy are in
-{unit}; training seconds are wall-clock on this machine (not part of summary.json).</p>
+(label delay {html.escape(str(first['spec']['replay']['label_delay']))}). summary.json keeps staleness and
+data-to-deploy in {unit} (its <code>units</code> names them); training seconds are wall-clock on this machine
+(not part of summary.json).</p>
 <h2>Quality over time</h2>{chart_metric}
 <h2>Drift</h2>{chart_drift or '<p>No drift scores recorded.</p>'}
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
