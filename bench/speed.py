@@ -97,15 +97,18 @@ class ChildrenPeak:
 
 
 def alternate(a: Callable[[], Any], b: Callable[[], Any], repeats: int,
-              warmup: int = 0) -> tuple[list[float], list[float], tuple[float, float]]:
+              warmup: int = 0, before: Callable[[], Any] | None = None
+              ) -> tuple[list[float], list[float], tuple[float, float]]:
     """Times of ``a`` and ``b`` run in turns, after ``warmup`` untimed turns, and each side's peak RSS (MB, the
-    whole process)."""
+    whole process); ``before`` runs untimed ahead of each timed turn."""
     for _ in range(warmup):
         a()
         b()
     ta, tb = [], []
     peaks = [0.0, 0.0]
     for _ in range(repeats):
+        if before is not None:
+            before()
         for i, (fn, acc) in enumerate(((a, ta), (b, tb))):
             reset_peak_rss()
             t = time.perf_counter()
@@ -171,10 +174,15 @@ def ingest_ratio(rows: int, cols: int, repeats: int) -> dict[str, Any]:
 def data_to_deploy_ratio(rows: int, repeats: int) -> dict[str, Any]:
     """Trigger → trained → gated → registered → serving vs bare fit + predict on the same snapshot (HGB), as
     `freshloop serve` runs it: with the default refit, the gated fit serves first and its refit replaces it."""
-    frame = wide_frame(rows, 12, seed=1)
+    frame = wide_frame(rows + repeats * FRESH_ROWS, 12, seed=1)
     results: dict[str, Any] = {**_data_to_deploy(frame, True, repeats),
                                "no_refit": _data_to_deploy(frame, False, repeats)["served"], "rows": rows}
     return results
+
+
+# Rows that arrive before each timed retrain (untimed): the gate judges on rows the champion was not fitted
+# on, and after a refit on everything there are none; a full holdout's worth, as new labels would bring.
+FRESH_ROWS = 500
 
 
 def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str, Any]:
@@ -192,10 +200,22 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
                            "gate": {"refit": refit, "min_improvement": -1.0, "max_regression": 1.0}})
     clock = SimulatedClock(0.0)
     loop = Loop(spec, clock=clock, durable=True, serve_before_refit=True)  # what the server runs
-    clock.advance_to(float(len(frame)))
-    loop.ingest(frame, source="bench", batch_id="all")
+    first_rows = len(frame) - repeats * FRESH_ROWS
+    clock.advance_to(float(first_rows))
+    loop.ingest(frame.iloc[:first_rows], source="bench", batch_id="all")
+    fresh = iter(range(first_rows, len(frame), FRESH_ROWS))
     snap = loop.data.snapshot(spec.model.window, cutoff=clock.now(), now=clock.now())
     snap_frame = loop.data.read_snapshot(snap)
+
+    def arrive() -> None:
+        """New labeled rows, and the snapshot both sides then fit (untimed)."""
+        nonlocal snap_frame
+        lo = next(fresh)
+        clock.advance_to(float(lo + FRESH_ROWS))
+        loop.ingest(frame.iloc[lo:lo + FRESH_ROWS], source="bench", batch_id=f"fresh-{lo}")
+        snap_frame = loop.data.read_snapshot(loop.data.snapshot(spec.model.window, cutoff=clock.now(),
+                                                                now=clock.now()))
+
     schema = loop.schema
     assert schema is not None
     promoted_at: list[float] = []
@@ -219,7 +239,7 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
         m.fit(snap_frame, snap_frame["_label"])
         m.predict(snap_frame.iloc[:100])
 
-    ta, tb, rss = alternate(through_loop, bare, repeats)
+    ta, tb, rss = alternate(through_loop, bare, repeats, before=arrive)
     loop.close()
     out = {"served": _summary(to_serving, tb, rss)}
     if refit:
