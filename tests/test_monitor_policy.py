@@ -115,7 +115,7 @@ def test_policy_triggers_and_guards() -> None:
     few = p.decide(sig(drift=drifted(), new_labels=10), PolicyState(streaks=first.streaks))
     assert isinstance(few, Skip) and few.reason.startswith("guard: 10 new labeled rows < min_new_labels 100")
     cool = p.decide(sig(drift=drifted(), last_trained_at=100 * 86400.0 - 3600), PolicyState(streaks=first.streaks))
-    assert isinstance(cool, Skip) and cool.reason.startswith("cooldown: trained 1h ago < 1w")
+    assert isinstance(cool, Skip) and cool.reason.startswith("cooldown: trained 1 h ago < 7 d")
     seen = p.decide(sig(drift=drifted(), drift_at_training={"x": 0.45}), PolicyState(streaks=first.streaks))
     assert isinstance(seen, Skip)  # drift a retrain already faced does not re-trigger
 
@@ -126,10 +126,10 @@ def test_budget_quality_staleness_and_run_keys() -> None:
     p = Policy.from_spec(spec)
     now = 100 * 86400.0
     out = p.decide(sig(), PolicyState(retrain_times=(now - 86400, now - 2 * 86400)))
-    assert isinstance(out, Skip) and out.reason.startswith("budget: 2 retrains in the last 10d >= 2")
+    assert isinstance(out, Skip) and out.reason.startswith("budget: 2 retrains in the last 10 d >= 2")
     ok = p.decide(sig(), PolicyState(retrain_times=(now - 20 * 86400,)))
     assert isinstance(ok, Retrain) and ok.run_key == f"default@{now:.0f}"
-    assert ok.reasons == ("staleness: model trained 100d ago >= max 30d",)
+    assert ok.reasons == ("staleness: model trained 100 d ago >= max 30 d",)
     q = Policy.from_spec(PolicySpec(triggers=TriggerSpec(quality=QualityTriggerSpec(max_drop=0.02, min_labels=50)),
                                     hysteresis=1, cooldown="0s"))
     drop = q.decide(sig(live_metric=0.70, live_low=0.66, live_high=0.74, live_n=200, reference_metric=0.80),

@@ -10,7 +10,7 @@ Examples
 >>> policy = Policy.from_spec(policy_preset("periodic:30d"))
 >>> d = policy.decide(Signals(now=31 * 86400.0, last_trained_at=0.0, new_labels=900), PolicyState())
 >>> type(d).__name__, d.reasons
-('Retrain', ('schedule: 31d since the last training >= every 30d',))
+('Retrain', ('schedule: 31 d since the last training >= every 30 d',))
 >>> Policy.from_spec(policy_preset("never")).decide(Signals(now=1e9, last_trained_at=0.0), PolicyState())
 Skip(reason='no trigger configured (never retrains)', streaks=())
 """
@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from ..clock import format_duration, human_duration, parse_duration
+from ..clock import human_duration, parse_duration
 from ..monitor import Signals
 from ..spec import PolicySpec
 from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, Volume
@@ -101,7 +101,7 @@ class Policy:
                    budget, spec.online, rows=rows)
 
     def _d(self, seconds: float) -> str:
-        return human_duration(seconds, rows=True) if self.rows else format_duration(seconds)
+        return human_duration(seconds, rows=self.rows)
 
     def decide(self, signals: Signals, state: PolicyState) -> Decision:
         if not self.triggers:

@@ -8,7 +8,7 @@ Examples
 --------
 >>> from freshloop.monitor import Signals
 >>> Schedule(every=86400.0).check(Signals(now=2 * 86400.0, last_trained_at=0.0))
-'schedule: 2d since the last training >= every 1d'
+'schedule: 2 d since the last training >= every 1 d'
 >>> Schedule(every=86400.0).check(Signals(now=3600.0, last_trained_at=0.0)) is None
 True
 """
@@ -18,15 +18,16 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from ..clock import format_duration, human_duration
+from ..clock import human_duration
 from ..monitor import Signals
 
 __all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "Volume"]
 
 
 def _d(seconds: float, rows: bool) -> str:
-    """A duration in a decision's reason: ``2.5m``, or ``4,531 rows`` when the row number is the clock."""
-    return human_duration(seconds, rows=True) if rows else format_duration(seconds)
+    """A duration in a decision's reason, as people read it: ``2.5 min``, ``15.5 d``, or ``4,531 rows`` when
+    the row number is the clock."""
+    return human_duration(seconds, rows=rows)
 
 
 class Trigger:
