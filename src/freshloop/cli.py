@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import pandas as pd
 import typer
@@ -269,9 +269,14 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
         if rep.promoted:
             out.print(f"promoted version {rep.promoted}")
     if rep.run_error is not None:
-        err.print(f"[red]error[/red] (run_failed): training run {rep.run_id} failed: {rep.run_error}",
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _run_failed(rep.run_id, rep.run_error)
+
+
+def _run_failed(run_id: str | None, error: str | None) -> NoReturn:
+    """A tick whose training run failed: the reason on stderr and exit code 1, for an orchestrator."""
+    err.print(f"[red]error[/red] (run_failed): training run {run_id} failed: {error}", highlight=False,
+              soft_wrap=True)
+    raise typer.Exit(1)
 
 
 @app.command()
@@ -647,9 +652,7 @@ def remote_tick(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = N
     rep = _call("POST", server, "/v1/tick", token)
     out.print_json(json.dumps(rep))
     if rep.get("run_failed"):
-        err.print(f"[red]error[/red] (run_failed): training run {rep.get('run_id')} failed: {rep.get('run_error')}",
-                  highlight=False, soft_wrap=True)
-        raise typer.Exit(1)
+        _run_failed(rep.get("run_id"), rep.get("run_error"))
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="print the JSON the server answered")]
@@ -665,55 +668,50 @@ def _when(at: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(float(at))) if abs(at) > 1e8 else f"{float(at):,.6g}"
 
 
+def _remote_table(server: str, path: str, token: str | None, params: dict[str, Any], json_out: bool, title: str,
+                  columns: tuple[str, ...], row: Callable[[dict[str, Any]], list[str]]) -> None:
+    """GET a list from the server: its JSON answer with --json, else a table of one ``row`` per item."""
+    body = _call("GET", server, path, token, params=params)
+    if json_out:
+        out.print_json(json.dumps(body))
+        return
+    table = Table(title=f"{title} on {server}")
+    for c in columns:
+        table.add_column(c)
+    for item in body["data"]:
+        table.add_row(*row(item))
+    out.print(table)
+
+
+def _listing(kind: str | None, limit: int) -> dict[str, Any]:
+    return {"limit": limit, **({"kind": kind} if kind else {})}
+
+
 @remote_app.command("models")
 def remote_models(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None,
                   json_out: JsonOpt = False) -> None:
     """The server's model versions and aliases."""
-    body = _call("GET", server, "/v1/models", token)
-    if json_out:
-        out.print_json(json.dumps(body))
-        return
-    table = Table(title=f"model versions on {server}")
-    for c in ("version", "aliases", "run", "snapshot", "rows", "created", "sha256"):
-        table.add_column(c)
-    for v in body["data"]:
-        table.add_row(str(v["version"]), ",".join(v["aliases"]), str(v["run_id"]), str(v["snapshot_id"]),
-                      str(v["train_rows"]), _when(v["created_at"]), str(v["sha256"])[:12])
-    out.print(table)
+    _remote_table(server, "/v1/models", token, {}, json_out, "model versions",
+                  ("version", "aliases", "run", "snapshot", "rows", "created", "sha256"),
+                  lambda v: [str(v["version"]), ",".join(v["aliases"]), str(v["run_id"]), str(v["snapshot_id"]),
+                             str(v["train_rows"]), _when(v["created_at"]), str(v["sha256"])[:12]])
 
 
 @remote_app.command("events")
 def remote_events(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None, kind: KindOpt = None,
                   limit: LimitOpt = 50, json_out: JsonOpt = False) -> None:
     """The server's event log, newest last."""
-    params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
-    body = _call("GET", server, "/v1/events", token, params=params)
-    if json_out:
-        out.print_json(json.dumps(body))
-        return
-    table = Table(title=f"events on {server}")
-    for c in ("at", "kind", "actor", "reason"):
-        table.add_column(c)
-    for e in body["data"]:
-        table.add_row(_when(e["at"]), e["kind"], str(e.get("actor", "")), e["reason"])
-    out.print(table)
+    _remote_table(server, "/v1/events", token, _listing(kind, limit), json_out, "events",
+                  ("at", "kind", "actor", "reason"),
+                  lambda e: [_when(e["at"]), e["kind"], str(e.get("actor", "")), e["reason"]])
 
 
 @remote_app.command("decisions")
 def remote_decisions(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None, kind: KindOpt = None,
                      limit: LimitOpt = 50, json_out: JsonOpt = False) -> None:
     """The server's policy decisions with their reasons, newest last."""
-    params: dict[str, Any] = {"limit": limit, **({"kind": kind} if kind else {})}
-    body = _call("GET", server, "/v1/decisions", token, params=params)
-    if json_out:
-        out.print_json(json.dumps(body))
-        return
-    table = Table(title=f"decisions on {server}")
-    for c in ("at", "decision", "reasons"):
-        table.add_column(c)
-    for d in body["data"]:
-        table.add_row(_when(d["at"]), d["kind"], "; ".join(d["reasons"]))
-    out.print(table)
+    _remote_table(server, "/v1/decisions", token, _listing(kind, limit), json_out, "decisions",
+                  ("at", "decision", "reasons"), lambda d: [_when(d["at"]), d["kind"], "; ".join(d["reasons"])])
 
 
 @remote_app.command("approve")

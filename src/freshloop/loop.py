@@ -745,10 +745,7 @@ class Loop:
         self.stats.failed_runs += 1
         if self.stats.first_failure is None:
             self.stats.first_failure = why
-        self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=self.spec.model.mode,
-                               status="failed", lineage={"error": why}, train_rows=0, train_seconds=0.0,
-                               created_at=now))
-        self.events.record("run_failed", why, {"run_id": run_id, "snapshot_id": snap.id})
+        self._untrained_run(run_id, decision, snap, now, "failed", {"error": why})
 
     def _champion_saw(self, frame: pd.DataFrame) -> np.ndarray:
         """Which rows of ``frame`` the champion may have been fitted on: those no later than its newest
@@ -767,10 +764,14 @@ class Loop:
                    report: TickReport) -> None:
         report.deferred = why
         self.stats.deferred_runs += 1
+        self._untrained_run(run_id, decision, snap, now, "deferred", {"reason": why})
+
+    def _untrained_run(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, status: str,
+                       lineage: dict[str, str]) -> None:
+        """A run that produced no model (failed or deferred): its row, so a restart counts it, and its event."""
         self.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=self.spec.model.mode,
-                               status="deferred", lineage={"reason": why}, train_rows=0, train_seconds=0.0,
-                               created_at=now))
-        self.events.record("run_deferred", why, {"run_id": run_id, "snapshot_id": snap.id})
+                               status=status, lineage=lineage, train_rows=0, train_seconds=0.0, created_at=now))
+        self.events.record(f"run_{status}", next(iter(lineage.values())), {"run_id": run_id, "snapshot_id": snap.id})
 
     def _judge(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame, seen: int = 0) -> Verdict:
         assert self.schema is not None

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["NUMERIC_SHARE", "NumberCheck", "check_numbers", "number_cells", "type_numbers"]
+__all__ = ["NUMERIC_SHARE", "NumberCheck", "bool_cells", "check_numbers", "number_cells", "type_numbers"]
 
 NUMERIC_SHARE = 0.98  # of the present cells, how many must be numbers for the column to be numeric
 
@@ -92,3 +92,15 @@ def type_numbers(frame: pd.DataFrame) -> tuple[pd.DataFrame, dict[str, NumberChe
                 out = frame.copy()
             out[c] = chk.values
     return out, checks
+
+
+_BOOL_TEXT = {"true": True, "false": False}
+
+
+def bool_cells(s: pd.Series) -> pd.Series:
+    """Each cell as True or False (bools, or the text true/false in any case), else None: how a bool label
+    is read, whether it came as bools or as a CSV's text."""
+    if pd.api.types.is_bool_dtype(s):
+        return s.astype(object).where(s.notna(), None)
+    return s.map(lambda v: v if isinstance(v, bool | np.bool_) else _BOOL_TEXT.get(v.strip().lower())
+                 if isinstance(v, str) else None).astype(object)

@@ -25,7 +25,7 @@ import pandas as pd
 
 from ..errors import DataError
 from ..spec import DataSpec
-from .numbers import NUMERIC_SHARE, check_numbers
+from .numbers import NUMERIC_SHARE, bool_cells, check_numbers
 
 __all__ = ["Feature", "Schema", "infer_schema", "looks_like_index"]
 
@@ -178,11 +178,11 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
 
 
 def _is_bool(s: pd.Series) -> bool:
+    """Every present cell is true or false (as :func:`bool_cells` reads them), and one is present."""
     if pd.api.types.is_bool_dtype(s):
         return True
-    text = s.dropna().astype(str).str.strip().str.lower()
-    text = text[text != ""]
-    return len(text) > 0 and set(text.unique()) <= {"true", "false"}
+    present = s.notna() & s.astype("string").str.strip().fillna("").ne("")
+    return bool(present.any()) and bool(bool_cells(s[present]).notna().all())
 
 
 def _leave_out(name: str, s: pd.Series) -> str | None:

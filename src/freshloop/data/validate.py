@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import QualitySpec
-from .numbers import number_cells
+from .numbers import bool_cells, number_cells
 from .schema import Schema
 
 __all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
@@ -137,17 +137,6 @@ def _datetime_seconds(dt: pd.Series, index: pd.Index) -> tuple[pd.Series, pd.Ser
     secs[nat] = np.nan
     out = pd.Series(secs, index=index)
     return out, out.isna()
-
-
-def bool_cells(s: pd.Series) -> pd.Series:
-    """Each cell as True or False (bools, or the text true/false in any case), else None."""
-    if pd.api.types.is_bool_dtype(s):
-        return s.astype(object).where(s.notna(), None)
-    return s.map(lambda v: v if isinstance(v, bool | np.bool_) else _BOOL_TEXT.get(str(v).strip().lower())
-                 if isinstance(v, str) else None).astype(object)
-
-
-_BOOL_TEXT = {"true": True, "false": False}
 
 
 def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, list[str]]:

@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..data.numbers import bool_cells
 from ..data.schema import Schema
 from ..errors import SpecError, param_message
 from ..spec import ModelSpec
@@ -287,8 +288,6 @@ class ModelBundle:
             return y.astype(float).reset_index(drop=True)
         classes = self.schema.classes or ()
         if classes and all(isinstance(c, bool) for c in classes):
-            from ..data.validate import bool_cells
-
             return bool_cells(y).reset_index(drop=True)
         if classes and all(isinstance(c, int) for c in classes):
             return y.astype(int).reset_index(drop=True)
