@@ -52,13 +52,17 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
         # timed: the comparison the demo runs (the spec's replay.compare); 90d only widens the oracle search
         return spec, list(spec.replay.compare or []), ["periodic:90d"], 1
     own_time = info.get("time") if name not in STREAMS else None  # a file's time column, if it has one
-    raw, _, choice = suggest_spec(frame, label=info["label"], name=name, time=own_time)
-    info["model_choice"] = choice
-    batch = raw["replay"]["batch"]["rows"]
-    if own_time is None:
-        raw["replay"]["label_delay"] = f"{batch // 2}s"  # labels arrive half a batch later (1 row = 1 s)
+    found = suggest_spec(frame, label=info["label"], name=name, time=own_time)
+    raw = found.spec
+    info["model_choice"] = found.choice
+    batch = raw["replay"]["batch"]
+    every = parse_duration(batch["period"]) if "period" in batch else batch["rows"]  # a batch's seconds or rows
+    if "time" not in raw["data"]:
+        raw["replay"]["label_delay"] = f"{every // 2}s"  # labels arrive half a batch later (1 row = 1 s)
     spec = load_spec_dict(raw)
-    policies = ["never", f"periodic:{5 * batch}s", f"periodic:{20 * batch}s", f"periodic:{80 * batch}s", "default"]
+    own_time = raw["data"].get("time")  # the clock init chose: the one given, or the time column it found
+    policies = ["never", f"periodic:{5 * every:g}s", f"periodic:{20 * every:g}s", f"periodic:{80 * every:g}s",
+                "default"]
     delay = parse_duration(raw["replay"]["label_delay"])
     if own_time is not None:  # ARF's delay is in rows: the median number of rows per time unit of delay
         steps = pd.to_numeric(frame[own_time], errors="coerce").diff().median()

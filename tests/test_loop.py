@@ -497,7 +497,8 @@ def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_pat
     the live quality is still low after it: that is the same change, answered by the follow-up, not a
     second one. The loop skips it, says why, and the follow-up trains on the rows after the first finding."""
     frame, info = load_stream("sea_recurring")
-    raw, _, choice = suggest_spec(frame, label="y", name="sea")  # the spec `freshloop init` writes
+    found = suggest_spec(frame, label="y", name="sea")  # the spec `freshloop init` writes
+    raw, choice = found.spec, found.choice
     assert choice["chosen"] == "sklearn.linear_model.LogisticRegression", choice
     raw["replay"]["label_delay"] = "100s"
     spec = load_spec_dict(raw)

@@ -42,7 +42,7 @@ def test_init_says_what_it_made_of_each_column(tmp_path: Path) -> None:
     # blanks are missing values, not text: still a number column
     assert kinds == {"x1": "numeric", "x2": "numeric", "c": "categorical", "blanks": "numeric",
                      "amount": "numeric"}
-    notes = [line for line in text.splitlines() if line.startswith("# column")]
+    notes = [line.replace("# note: ", "# ", 1) for line in text.splitlines() if line.startswith("# note: column")]
     assert "# column 'amount': 1 of 400 present cells are not numbers (row 17: 'n/a'): numeric; rows with " \
            "such cells are quarantined at ingest" in notes
     price = next(n for n in notes if "'price'" in n)

@@ -138,13 +138,20 @@ def demo(out_dir: Annotated[Path, typer.Option("--out", help="output folder")] =
 def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
          label: Annotated[str, typer.Option(help="label column")],
          out_path: Annotated[Path, typer.Option("--out", help="spec file to write")] = Path("loop.yaml"),
-         time_col: Annotated[str | None, typer.Option("--time", help="time column")] = None,
-         time_unit: Annotated[str, typer.Option(help="unit of a numeric time column: s, m, h, d")] = "s",
+         time_col: Annotated[str | None, typer.Option(
+             "--time", help="time column (default: the one column of dates, datetimes or epoch times, if any)")] = None,
+         time_unit: Annotated[str | None, typer.Option(
+             help="what a number in the time column counts: s, ms, us, ns, m, h, d (default: the epoch unit its "
+                  "values fit, else s)")] = None,
+         task: Annotated[str | None, typer.Option(
+             help="classification or regression (default: by the label's values)")] = None,
+         warmup: Annotated[int | None, typer.Option(
+             min=1, help="rows that train the first model (default: 1/10 of the rows, 200..5,000)")] = None,
          name: Annotated[str | None, typer.Option(help="loop name")] = None) -> None:
-    """Write a loop spec for a data file: features and task inferred, schema locked at first ingest."""
+    """Write a loop spec for a data file: task, clock, features, sizes and model family inferred, each said in
+    the spec's opening comment; the schema is locked at first ingest."""
     from .data.numbers import type_numbers
-    from .data.schema import infer_schema
-    from .spec import DataSpec
+    from .data.validate import UNIT_SECONDS
     from .suggest import suggest_spec
 
     raw = _read_table(data, typed=False)
@@ -154,23 +161,24 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
     if time_col and time_col not in frame.columns:
         raise SpecError(f"--time: column {time_col!r} not in {data} (rule: must name a column). Columns are "
                         f"{list(frame.columns)!r}.", field="data.time", value=time_col)
+    if task not in (None, "classification", "regression"):
+        raise SpecError(f"--task: must be classification or regression. Got {task!r} instead.", field="data.task",
+                        value=task)
+    if time_unit is not None and time_unit not in UNIT_SECONDS:
+        raise SpecError(f"--time-unit: must be one of {', '.join(UNIT_SECONDS)}. Got {time_unit!r} instead.",
+                        field="data.time_unit", value=time_unit)
     loop_name = name or "".join(ch if ch.isalnum() or ch in "-_." else "-" for ch in data.stem) or "loop"
-    spec, schema, choice = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit)
-    n = len(frame)
-    header = f"# freshloop spec for {data.name}: {n:,} rows, task {schema.task}.\n"
-    # columns left out or left categorical, and cells that are not numbers, as the file has them
-    notes = infer_schema(raw, DataSpec(label=label, time=time_col, time_unit=time_unit)).notes
-    for note in notes:
-        header += f"# {note}\n"
-    if choice["scores"]:
-        header += (f"# Model chosen on the first {choice['rows']:,} rows (fit on 3/4, scored on the last 1/4): "
-                   + ", ".join(f"{k.rsplit('.', 1)[1]} {v:.4f}" for k, v in choice["scores"].items()) + "\n")
-    out_path.write_text(header + yaml.safe_dump(spec, sort_keys=False))
+    found = suggest_spec(frame, label=label, name=loop_name, time=time_col, time_unit=time_unit, task=task,
+                         warmup=warmup, raw=raw)
+    schema = found.schema
+    lines = [f"freshloop spec for {data.name}: {len(frame):,} rows.", *found.header,
+             *(f"note: {n}" for n in found.notes)]
+    out_path.write_text("".join(f"# {ln}\n" for ln in lines) + yaml.safe_dump(found.spec, sort_keys=False))
     out.print(f"wrote {out_path}: {len(schema.features)} features "
               f"({sum(f.kind == 'numeric' for f in schema.features)} numeric, "
               f"{sum(f.kind == 'categorical' for f in schema.features)} categorical), task {schema.task}, "
-              f"model {choice['chosen'].rsplit('.', 1)[1]}")
-    for note in notes:
+              f"model {found.choice['chosen'].rsplit('.', 1)[1]}")
+    for note in found.notes:
         err.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
 
 

@@ -16,11 +16,13 @@ Examples
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from typing import Protocol
 
-__all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "human_duration", "parse_duration"]
+__all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "human_duration", "parse_duration",
+           "round_duration"]
 
 _UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 7 * 86400.0, "y": 365 * 86400.0}
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?(?:[eE][+-]?\d+)?)\s*(rows?|[smhdwy]?)\s*$")
@@ -108,6 +110,25 @@ def format_duration(seconds: float, *, rows: bool = False) -> str:
             n = seconds / size
             return f"{n:g}{unit}"
     return f"{seconds:.6g}s" if seconds < 1e6 else f"{round(seconds)}s"
+
+
+_ROUND = tuple(float(x) for x in (1, 5, 15, 30, 60, 300, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400,
+                                   2 * 86400, 3 * 86400, 7 * 86400, 14 * 86400, 30 * 86400, 60 * 86400,
+                                   90 * 86400, 180 * 86400, 365 * 86400))
+
+
+def round_duration(seconds: float) -> str:
+    """The round duration people would pick nearest to ``seconds`` (on a log scale): a minute, an hour, 6 h,
+    a day, a week, 30 d, a year, whole years beyond; as :func:`format_duration` writes it.
+
+    >>> round_duration(5000), round_duration(80000), round_duration(9 * 86400), round_duration(3.3e8)
+    ('1h', '1d', '1w', '10y')
+    """
+    year = 365 * 86400.0
+    if seconds > 1.5 * year:
+        return format_duration(max(2.0, round(seconds / year)) * year)
+    best = min(_ROUND, key=lambda r: abs(math.log(max(seconds, 1.0) / r)))
+    return format_duration(best)
 
 
 _HUMAN = (("y", 365 * 86400.0), ("d", 86400.0), ("h", 3600.0), ("min", 60.0), ("s", 1.0))

@@ -27,9 +27,11 @@ from ..errors import DataError
 from ..spec import DataSpec
 from .numbers import NUMERIC_SHARE, bool_cells, check_numbers
 
-__all__ = ["Feature", "Schema", "infer_schema", "looks_like_index"]
+__all__ = ["Feature", "Schema", "TaskGuess", "infer_schema", "infer_task", "looks_like_index"]
 
 _MAX_CATEGORIES = 200
+#: a label of whole numbers with more distinct values than this may be a count or an amount, not class ids
+MANY_CLASSES = 100
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,43 @@ def _as_numeric(s: pd.Series) -> pd.Series | None:
     return pd.Series(chk.values, index=s.index) if chk.numeric else None
 
 
+@dataclass(frozen=True)
+class TaskGuess:
+    """The task a label implies, the rule that decided it, and a warning when the call is close."""
+
+    task: str  # classification | regression
+    rule: str
+    close: str | None = None
+
+
+def infer_task(label: pd.Series) -> TaskGuess:
+    """Classification or regression, by scikit-learn's ``type_of_target`` rule: true/false, text and whole
+    numbers are classes; numbers with a fractional part are a regression target.
+
+    >>> infer_task(pd.Series([3, 17, 40, 3])).task, infer_task(pd.Series([0.5, 2.25])).task
+    ('classification', 'regression')
+    >>> infer_task(pd.Series(["cat", "dog"])).rule
+    'the label holds text (2 distinct values), and text labels are classes'
+    """
+    if _is_bool(label):
+        return TaskGuess("classification", "the label is true/false")
+    chk = check_numbers(label)
+    if not chk.numeric:
+        n = label.dropna().astype(str).nunique()
+        return TaskGuess("classification", f"the label holds text ({n:,} distinct values), and text labels "
+                                           "are classes")
+    vals = chk.values[np.isfinite(chk.values)]
+    if len(vals) and bool(np.any(np.mod(vals, 1) != 0)):
+        frac = vals[np.mod(vals, 1) != 0][0]
+        return TaskGuess("regression", f"the label holds numbers with a fractional part (such as {frac:g}), "
+                                       "which are a regression target")
+    n = len(np.unique(vals))
+    close = (f"the label has {n:,} distinct whole numbers: if they are counts or amounts rather than class ids, "
+             "pass --task regression") if n > MANY_CLASSES else None
+    return TaskGuess("classification", f"the label holds whole numbers ({n:,} distinct values), which are "
+                                       "taken as class ids", close)
+
+
 def looks_like_index(s: pd.Series) -> bool:
     """A row counter (0, 1, 2, … or 1, 2, 3, …), which would leak position into a model."""
     num = _as_numeric(s)
@@ -104,12 +143,8 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
         raise DataError(f"column {spec.label!r}: the label column is missing (rule: data.label must name a "
                         f"column). Columns are {list(df.columns)!r}.", field="data.label", value=spec.label)
     label = df[spec.label]
-    task = spec.task
+    task = spec.task or infer_task(label).task
     label_num = _as_numeric(label)
-    if task is None:
-        nunique = label.nunique(dropna=True)
-        is_float = label_num is not None and not np.allclose(label_num.dropna() % 1, 0)
-        task = "regression" if label_num is not None and (is_float or nunique > 20) else "classification"
     classes: tuple[Any, ...] | None = None
     if task == "classification" and spec.classes:
         classes = tuple(sorted(spec.classes, key=str))

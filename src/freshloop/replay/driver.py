@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ..clock import SimulatedClock, parse_duration
+from ..clock import SimulatedClock, parse_duration, round_duration
 from ..data.store import DataStore
 from ..data.validate import to_seconds, unit_seconds
 from ..errors import DataError, SpecError
@@ -42,7 +42,10 @@ def supports_online(model: ModelSpec) -> bool:
 def default_compare(spec: LoopSpec) -> list[str]:
     """never, periodic at a few periods, the default policy, and online when the model supports it."""
     names = ["never", "periodic:30d", "periodic:90d", "periodic:365d", "default"]
-    if spec.data.time is None:
+    if spec.data.time is not None and spec.replay.batch.period is not None:  # every 5 and 20 batches, rounded
+        every = parse_duration(spec.replay.batch.period)
+        names = ["never", f"periodic:{round_duration(5 * every)}", f"periodic:{round_duration(20 * every)}", "default"]
+    elif spec.data.time is None:
         n = spec.replay.batch.rows or 100
         names = ["never", f"periodic:{n * 5}rows", f"periodic:{n * 20}rows", "default"]
     if supports_online(spec.model):
