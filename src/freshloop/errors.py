@@ -26,6 +26,7 @@ __all__ = [
     "IntegrityError",
     "NotFoundError",
     "SpecError",
+    "TooLargeError",
     "param_message",
 ]
 
@@ -81,6 +82,12 @@ class IntegrityError(FreshloopError):
     code = "integrity"
 
 
+class TooLargeError(FreshloopError):
+    """A request larger than a limit it can never fit: sending it again will not help, smaller ones will."""
+
+    code = "too_large"
+
+
 HTTP_STATUS: dict[str, int] = {
     "freshloop_error": 500,
     "invalid_spec": 422,
@@ -89,6 +96,7 @@ HTTP_STATUS: dict[str, int] = {
     "conflict": 409,
     "integrity": 500,
     "busy": 503,
+    "too_large": 413,
 }
 
 

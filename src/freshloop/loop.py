@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .clock import Clock, parse_duration
+from .data.files import MalformedRow
 from .data.schema import Schema
 from .data.snapshot import Snapshot
 from .data.store import DataStore, IngestResult
@@ -266,8 +267,12 @@ class Loop:
 
     # -- data ---------------------------------------------------------------------------------
     def ingest(self, frame: pd.DataFrame, *, source: str = "api", batch_id: str | None = None,
-               row_ids: list[str] | None = None) -> IngestResult:
-        res = self.data.ingest(frame, now=self.clock.now(), source=source, batch_id=batch_id, row_ids=row_ids)
+               row_ids: list[str] | None = None, malformed: list[MalformedRow] | None = None,
+               raw: bytes | None = None) -> IngestResult:
+        """Validate and store a batch; ``malformed`` rows (that could not become rows of ``frame``) are
+        quarantined with it, and ``raw``, the submission's bytes, is kept as it came."""
+        res = self.data.ingest(frame, now=self.clock.now(), source=source, batch_id=batch_id, row_ids=row_ids,
+                               malformed=malformed, raw=raw)
         self.observe_ingest(res)
         return res
 

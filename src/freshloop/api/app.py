@@ -7,16 +7,19 @@ import gc
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Annotated, Any
 
-from fastapi import Depends, FastAPI, Header, Request, Response
+from fastapi import Depends, FastAPI, Header, Query, Request, Response
+from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
+from ..data.validate import not_unicode
 from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
 from .service import ROLES, LoopService, Settings
 
@@ -27,32 +30,81 @@ class _Body(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
+# the longest key, name or reason a client may send (each is a column of the metadata store)
+KEY_CHARS, REASON_CHARS, LIST_MAX = 200, 1000, 10_000
+
+
+Text = AfterValidator(not_unicode)  # ids and reasons a client sends are stored: valid Unicode only
+
+
 class BatchCreate(_Body):
-    rows: list[dict[str, Any]] = Field(..., description="records with the schema's columns (labels optional)")
-    batch_id: str | None = Field(None, description="idempotency key; defaults to the content hash")
-    source: str = "api"
+    rows: list[dict[str, Any]] = Field(..., min_length=1, description="records with the schema's columns (labels "
+                                                                      "optional)")
+    batch_id: Annotated[str | None, Text] = Field(None, min_length=1, max_length=KEY_CHARS,
+                                                  description="idempotency key; defaults to the content hash")
+    source: Annotated[str, Text] = Field("api", min_length=1, max_length=KEY_CHARS)
 
 
 class PredictionRequest(_Body):
-    rows: list[dict[str, Any]]
+    rows: list[dict[str, Any]] = Field(..., min_length=1)
     keys: list[str] | None = Field(None, description="routing keys (entity ids); default: prediction ids")
 
 
 class LabelItem(_Body):
-    prediction_id: str
+    prediction_id: Annotated[str, Text] = Field(..., max_length=KEY_CHARS)
     label: Any
 
 
 class FeedbackCreate(_Body):
-    labels: list[LabelItem]
+    labels: list[LabelItem] = Field(..., min_length=1)
 
 
 class OperatorAction(_Body):
-    reason: str = Field(..., min_length=1)
+    reason: Annotated[str, Text] = Field(..., min_length=1, max_length=REASON_CHARS)
+
+
+Actor = Annotated[str, Header(max_length=KEY_CHARS, description="who acts (recorded in the event log)")]
+Limit = Annotated[int, Query(ge=1, le=LIST_MAX, description="the newest this many")]
+Kind = Annotated[str | None, Query(max_length=64)]
+Key = Annotated[str | None, Query(min_length=1, max_length=KEY_CHARS)]
+Version = Annotated[int, FastAPIPath(ge=1, le=2**63 - 1, description="a registered model version")]
+
+
+class ErrorBody(BaseModel):
+    """Every error freshloop answers: a code, a message naming the field, the rule and the value, the field."""
+
+    code: str
+    message: str
+    field: str | None = None
+
+
+# documented on every route (OpenAPI), so a client or a fuzzer knows every answer it may get
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": what} for status, what in (
+        (400, "a body that cannot be read as JSON"), (401, "no token, or an unknown one"),
+        (403, "the token's role may not do this"),
+        (404, "no such model version, rollout or prediction; or no champion yet"),
+        (409, "a compare-and-set lost, or a batch id reused with other content"),
+        (413, "the body, or its rows, past a limit"), (415, "a file upload of a type not read"),
+        (422, "a request that breaks a rule: the message names the field, the rule and the value"),
+        (503, "back-pressure: the ingest queue is full for now; retry shortly"))}
 
 
 def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
     return JSONResponse(status_code=status, content={"code": code, "message": message, "field": field})
+
+
+def _too_large(what: str, limit: int) -> JSONResponse:
+    return _error(413, "too_large", f"{what} exceeds {limit:,} bytes (rule: request body size limit)", "body")
+
+
+class _BodyTooLarge(HTTPException):
+    """Raised while a body is read, past the limit: an HTTPException, so FastAPI passes it on as it is instead
+    of calling it a body it could not parse."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413)
+        self.limit = limit
 
 
 class _LimitsAndMetrics:
@@ -66,13 +118,25 @@ class _LimitsAndMetrics:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        size = dict(scope["headers"]).get(b"content-length", b"").decode()
-        if size.isdigit() and int(size) > self.max_body_bytes:
-            await _error(413, "too_large", f"body of {size} bytes exceeds {self.max_body_bytes} "
-                                           f"(rule: request body size limit)")(scope, receive, send)
+        limit = self.max_body_bytes
+        size = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
+        if size.isdigit() and int(size) > limit:
+            await _too_large(f"body of {int(size):,} bytes", limit)(scope, receive, send)
             return
         started = time.perf_counter()
         seen = {"status": 500, "version": ""}
+        read = 0
+
+        async def counted() -> Message:
+            # bytes are counted as they are read, whatever the transfer encoding (a chunked body has no
+            # Content-Length): past the limit, reading stops and the request is answered 413
+            nonlocal read
+            message = await receive()
+            if message["type"] == "http.request":
+                read += len(message.get("body", b""))
+                if read > limit:
+                    raise _BodyTooLarge(limit)
+            return message
 
         async def watch(message: Message) -> None:
             if message["type"] == "http.response.start":
@@ -83,7 +147,7 @@ class _LimitsAndMetrics:
             await send(message)
 
         try:
-            await self.app(scope, receive, watch)
+            await self.app(scope, counted, watch)
         finally:
             if "svc" in self.svc_holder:
                 m = self.svc_holder["svc"].metrics
@@ -107,7 +171,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
             gc.unfreeze()
             svc.stop()
 
-    app = FastAPI(title="freshloop", version=__version__, lifespan=lifespan,
+    app = FastAPI(title="freshloop", version=__version__, lifespan=lifespan, responses=ERRORS,
                   description="One loop, two clocks: the retraining loop behind HTTP.")
 
     def svc() -> LoopService:
@@ -139,6 +203,16 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     async def denied(_: Request, e: _DeniedError) -> JSONResponse:
         return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", e.message)
 
+    @app.exception_handler(_BodyTooLarge)
+    async def too_large(_: Request, e: _BodyTooLarge) -> JSONResponse:
+        return _too_large("the body, read so far,", e.limit)
+
+    @app.exception_handler(HTTPException)
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:  # FastAPI's own: unreadable body, 405
+        code = {400: "unreadable_body", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
+        return _error(e.status_code, code, f"{e.detail} (rule: a JSON body that matches the operation's schema)"
+                      if e.status_code == 400 else str(e.detail))
+
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
@@ -146,11 +220,14 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return _error(422, "invalid_request", f"{loc}: {first['msg']}", loc)
 
     @app.post("/v1/ingest", operation_id="ingest_batch", dependencies=[Depends(role("labeler"))])
-    def ingest(body: BatchCreate, idempotency_key: str | None = Header(default=None)) -> dict[str, Any]:
+    def ingest(body: BatchCreate, idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None
+               ) -> dict[str, Any]:
         return svc().ingest(body.rows, batch_id=body.batch_id or idempotency_key, source=body.source)
 
     @app.post("/v1/ingest/file", operation_id="ingest_file", dependencies=[Depends(role("labeler"))])
-    async def ingest_file(request: Request, batch_id: str | None = None, source: str = "upload") -> Any:
+    async def ingest_file(request: Request, batch_id: Key = None,
+                          source: Annotated[str, Query(min_length=1, max_length=KEY_CHARS)] = "upload",
+                          idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> Any:
         kind = request.headers.get("content-type", "").split(";")[0].strip()
         suffix = {"text/csv": ".csv", "application/vnd.apache.parquet": ".parquet", "application/x-parquet": ".parquet",
                   "application/json": ".json", "application/x-ndjson": ".jsonl"}.get(kind)
@@ -158,7 +235,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
             return _error(415, "unsupported_media_type", f"content-type {kind!r} is not text/csv, "
                           "application/vnd.apache.parquet or application/json", "content-type")
         body = await request.body()
-        key = batch_id or request.headers.get("idempotency-key")
+        key = batch_id or idempotency_key
         from starlette.concurrency import run_in_threadpool
 
         return await run_in_threadpool(svc().ingest_file, body, suffix, batch_id=key, source=source)
@@ -203,14 +280,14 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return {"data": data, "count": len(data)}
 
     @app.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
-    def decisions(kind: str | None = None, limit: int = 100) -> dict[str, Any]:
+    def decisions(kind: Kind = None, limit: Limit = 100) -> dict[str, Any]:
         s = svc()
         with s.lock:
             data = s.loop.meta.list_decisions(kind)[-limit:]
         return {"data": data, "count": len(data)}
 
     @app.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
-    def events(kind: str | None = None, limit: int = 200) -> dict[str, Any]:
+    def events(kind: Kind = None, limit: Limit = 200) -> dict[str, Any]:
         s = svc()
         with s.lock:
             data = s.loop.events.list(kind)[-limit:]
@@ -232,7 +309,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
 
     @app.post("/v1/models/{version}/promote", operation_id="promote_model",
               dependencies=[Depends(role("operator"))])
-    def promote(version: int, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+    def promote(version: Version, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
         s = svc()
         with s.lock:
             s.loop.promote(version, actor=x_actor, reason=body.reason)
@@ -240,7 +317,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return {"champion": version}
 
     @app.post("/v1/rollback", operation_id="rollback", dependencies=[Depends(role("operator"))])
-    def rollback(body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+    def rollback(body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
         s = svc()
         with s.lock:
             version = s.loop.rollback(actor=x_actor, reason=body.reason)
@@ -249,7 +326,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
 
     @app.post("/v1/rollouts/{rollout_id}/approve", operation_id="approve_rollout",
               dependencies=[Depends(role("operator"))])
-    def approve(rollout_id: str, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+    def approve(rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
         s = svc()
         with s.lock:
             s.loop.approve(rollout_id, actor=x_actor, reason=body.reason)
@@ -257,7 +334,7 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
 
     @app.post("/v1/rollouts/{rollout_id}/abort", operation_id="abort_rollout",
               dependencies=[Depends(role("operator"))])
-    def abort(rollout_id: str, body: OperatorAction, x_actor: str = Header(default="operator")) -> dict[str, Any]:
+    def abort(rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
         s = svc()
         with s.lock:
             r = s.loop.rollout

@@ -9,6 +9,7 @@ second lock. Stopping drains the queue and flushes the log: nothing acknowledged
 from __future__ import annotations
 
 import ipaddress
+import json
 import os
 import threading
 import time
@@ -21,9 +22,10 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
+from ..data.files import MalformedRow
 from ..data.schema import Schema
-from ..data.validate import first_record_error
-from ..errors import BusyError, DataError, SpecError
+from ..data.validate import first_record_error, record_text_problem
+from ..errors import BusyError, DataError, SpecError, TooLargeError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
 
@@ -194,8 +196,16 @@ class LoopService:
     def ingest(self, rows: list[dict[str, Any]], *, batch_id: str | None, source: str) -> dict[str, Any]:
         if not rows:
             raise DataError("rows: empty (rule: a batch holds at least one row).", field="rows", rule="non-empty")
+        # a record holding text that is not valid Unicode cannot become a frame: it is quarantined as it came
+        # (its JSON, escaped), the batch's others go on. The whole submission is kept as JSON, so columns the
+        # schema does not know are kept too
+        broken = {i: why for i, r in enumerate(rows) if (why := record_text_problem(r)) is not None}
+        malformed = [MalformedRow(i, json.dumps(rows[i]), f"row {i}: {why}") for i, why in broken.items()]
+        good = [r for i, r in enumerate(rows) if i not in broken] if broken else rows
+        raw = json.dumps(rows).encode()
         with self.lock:
-            res = self.loop.ingest(pd.DataFrame.from_records(rows), source=source, batch_id=batch_id)
+            res = self.loop.ingest(pd.DataFrame.from_records(good), source=source, batch_id=batch_id,
+                                   malformed=malformed, raw=raw)
         if not res.replayed:
             self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
             self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
@@ -286,6 +296,14 @@ class LoopService:
     def _check_request(self, rows: list[dict[str, Any]], keys: list[str] | None, schema: Schema | None) -> None:
         if not rows:
             raise DataError("rows: empty (rule: predict at least one row).", field="rows", rule="non-empty")
+        most = self.settings.max_queue_rows
+        if len(rows) > most:  # it would never fit in the ingest queue: 413, not a 503 to retry
+            raise TooLargeError(f"rows: a request of {len(rows):,} rows (rule: at most {most:,} rows per request, "
+                                "the ingest queue's size); send them in smaller requests.", field="rows",
+                                rule="max rows", value=len(rows))
+        for i, r in enumerate(rows):
+            if (why := record_text_problem(r)) is not None:
+                raise DataError(f"row {i}: {why}", field="rows", rule="unicode")
         if keys is not None and len(keys) != len(rows):
             raise DataError(f"keys: {len(keys)} keys for {len(rows)} rows (rule: one key per row).", field="keys")
         if schema is not None:
@@ -296,6 +314,9 @@ class LoopService:
     def feedback(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
         if not pairs:
             raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
+        for p, label in pairs:
+            if isinstance(label, str) and (why := record_text_problem({"label": label})) is not None:
+                raise DataError(f"prediction {p!r}: {why}", field="labels", rule="unicode")
         ids = [p for p, _ in pairs]
         with self._qlock:
             queued = {i for _, batch in self._queue for i in batch}

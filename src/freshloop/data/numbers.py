@@ -24,9 +24,12 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["NUMERIC_SHARE", "NumberCheck", "bool_cells", "check_numbers", "number_cells", "type_numbers"]
+__all__ = ["LARGEST", "NUMERIC_SHARE", "NumberCheck", "bool_cells", "check_numbers", "number_cells", "type_numbers"]
 
 NUMERIC_SHARE = 0.98  # of the present cells, how many must be numbers for the column to be numeric
+#: the largest magnitude a value may have: beyond it float32 models (LightGBM, XGBoost) overflow and a
+#: scaler's variance soon does, so one such value would fail every training run whose window holds it
+LARGEST = 1e38
 
 
 def number_cells(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

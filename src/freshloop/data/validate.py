@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import QualitySpec
-from .numbers import bool_cells, number_cells
+from .numbers import LARGEST, bool_cells, number_cells
 from .schema import Schema
 
 __all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
@@ -143,8 +143,11 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
     """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
     if schema.task == "regression":
         num, present, bad = number_cells(s)
-        inf = present & ~bad & ~np.isfinite(np.nan_to_num(num, nan=0.0))
-        msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" for v in s[bad | inf]]
+        with np.errstate(invalid="ignore"):
+            inf = present & ~bad & ~(np.abs(np.nan_to_num(num, nan=0.0)) <= LARGEST)
+        msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" if b else
+                magnitude_problem(schema.label, v, n) for v, n, b in zip(s[bad | inf], num[bad | inf], bad[bad | inf],
+                                                                        strict=True)]
         return (pd.Series(np.where(bad | inf, np.nan, num), index=s.index), pd.Series(bad | inf, index=s.index),
                 msgs)  # type: ignore[return-value]
     classes = list(schema.classes or ())
@@ -195,6 +198,22 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
         if len(idx):
             kinds[kind] = kinds.get(kind, 0) + len(idx)
 
+    if raw.columns.has_duplicates:  # a header naming a column twice: which cell is which is unknown
+        counts = raw.columns.value_counts()
+        for c, k in counts[counts > 1].items():
+            batch_reasons.append(f"column {c!r}: appears {k} times (rule: each column is named once)")
+        seen: dict[str, int] = {}
+        names = []
+        for c in raw.columns:  # the rows are kept with the columns told apart: x1, x1 (2)
+            seen[c] = seen.get(c, 0) + 1
+            names.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
+        raw = raw.set_axis(names, axis=1)
+    schema_cols = {f.name for f in schema.features} | {schema.label, schema.time, schema.entity}
+    extra = [] if batch_reasons else [str(c) for c in raw.columns if c not in schema_cols]
+    if extra:
+        warnings.append(f"column{'s' if len(extra) > 1 else ''} {', '.join(repr(c) for c in extra[:10])}"
+                        f"{' …' if len(extra) > 10 else ''}: not in the schema, so not stored with the rows; kept "
+                        "in the batch's submission as it came")
     missing_cols = [f.name for f in schema.features if f.name not in raw.columns]
     if require_label and schema.label not in raw.columns:
         missing_cols.append(schema.label)
@@ -234,9 +253,12 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
                 num, present, bad = number_cells(s)
             if bad.any():
                 flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
-            inf = present & ~bad & np.isinf(num)
+            with np.errstate(invalid="ignore"):
+                inf = present & ~bad & ~(np.abs(num) <= LARGEST)
             if inf.any():
-                flag(inf, [f"field {f.name!r}: must be finite (got {v})" for v in num[inf]], "not_finite")
+                cells = num[inf] if f.name in fast else s[inf]
+                flag(inf, [magnitude_problem(f.name, c, v) for c, v in zip(cells, num[inf], strict=True)],
+                     "not_finite")
             if f.low is not None and f.high is not None:
                 span = (f.high - f.low) or max(abs(f.high), 1.0)
                 lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
@@ -252,7 +274,12 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
             out[f.name] = np.where(inf, np.nan, num) if inf.any() else num
         else:
             s = raw[f.name]
-            values, filled_arr, known = _categories(s, f.categories)
+            try:
+                values, filled_arr, known = _categories(s, f.categories)
+            except TypeError:  # unhashable cells: JSON objects or lists where a category belongs
+                nested = s.map(lambda v: isinstance(v, dict | list)).to_numpy(dtype=bool)
+                flag(nested, [nested_problem(f.name, v) for v in s[nested]], "not_a_category")
+                values, filled_arr, known = _categories(s.where(~nested, None), f.categories)
             missing_rate = float((~filled_arr).mean()) if n else 0.0
             if quality.unseen_categories == "quarantine" and f.categories:
                 unseen = filled_arr & ~known
@@ -311,6 +338,57 @@ def first_error(res: ValidationResult) -> str | None:
     return None
 
 
+def _broken(text: str) -> bool:
+    """Text that is not valid Unicode: a lone surrogate, which JSON can carry (``\\ud800``) and UTF-8 (so
+    Parquet, pandas' Arrow strings and the database) cannot."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def record_text_problem(record: dict[str, Any]) -> str | None:
+    """What in one JSON record is text that is not valid Unicode (a column name or a value), if anything:
+    such a record cannot become a frame, so it is refused or quarantined before one is built.
+
+    >>> record_text_problem({"c": "a" + chr(0xD800), "x": 1})
+    "field 'c': must be valid Unicode text (got 'a\\\\ud800': a lone surrogate)"
+    """
+    for k, v in record.items():
+        if isinstance(k, str) and _broken(k):
+            return f"column {k!r}: the name must be valid Unicode text (a lone surrogate)"
+        if isinstance(v, str) and _broken(v):
+            return f"field {k!r}: must be valid Unicode text (got {v!r}: a lone surrogate)"
+    return None
+
+
+def not_unicode(text: str | None) -> str | None:
+    """``text`` unless it holds a lone surrogate: for pydantic fields (ids, reasons) a client sends."""
+    if text is not None and _broken(text):
+        raise ValueError(f"must be valid Unicode text (got {text!r}: a lone surrogate)")
+    return text
+
+
+def nested_problem(name: str, cell: object) -> str:
+    return f"field {name!r}: must be text or a number, not a JSON {type(cell).__name__} (got {cell!r:.60})"
+
+
+def magnitude_problem(name: str, cell: object, num: float) -> str:
+    """Why a number past :data:`LARGEST` is refused: infinity is not a measurement, and larger values overflow
+    a model's arithmetic (float32 models, a scaler's variance), failing every training run that holds them."""
+    cell = cell.item() if isinstance(cell, np.generic) else cell
+    if np.isinf(num) and not isinstance(cell, int):
+        return f"field {name!r}: must be finite (got {num})"
+    shown = repr(cell)
+    if len(shown) > 40:
+        shown = f"{shown[:20]}… ({len(shown):,} characters)"
+    return (f"field {name!r}: must lie within ±{LARGEST:g}, as larger values overflow a model's arithmetic "
+            f"(got {shown})")
+
+
 def _is_missing(v: object) -> bool:
     return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
 
@@ -321,7 +399,10 @@ def _as_float(v: object) -> float | None:
     if isinstance(v, bool):
         return None
     if isinstance(v, int | float):
-        return float(v)
+        try:
+            return float(v)
+        except OverflowError:  # an integer past a float's range
+            return float("inf") if v > 0 else float("-inf")
     try:
         num = float(str(v).strip())
     except ValueError:
@@ -363,14 +444,16 @@ def first_record_error(records: list[dict[str, Any]], schema: Schema, quality: Q
                 num = _as_float(v)
                 if num is None:
                     return f"row {i}: field {f.name!r}: must be a number (got {v!r})"
-                if num in (float("inf"), float("-inf")):
-                    return f"row {i}: field {f.name!r}: must be finite (got {num})"
+                if not abs(num) <= LARGEST:
+                    return f"row {i}: {magnitude_problem(f.name, v, num)}"
                 if quality.out_of_range == "quarantine" and f.low is not None and f.high is not None:
                     span = (f.high - f.low) or max(abs(f.high), 1.0)
                     lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
                     if num < lo or num > hi:
                         return (f"row {i}: field {f.name!r}: must lie within the learned range [{lo:.6g}, "
                                 f"{hi:.6g}] (got {num:.6g})")
+            elif isinstance(v, dict | list):
+                return f"row {i}: {nested_problem(f.name, v)}"
             elif quality.unseen_categories == "quarantine" and f.categories and str(v) not in f.categories:
                 return f"row {i}: field {f.name!r}: must be a known category (got {v!r})"
     return None
