@@ -425,3 +425,14 @@ def test_quarantined_rows_are_kept_as_submitted_from_a_frame_and_from_json(tmp_p
     assert ds.blobs.get_bytes(ds.meta.get_batch(res.batch_id)["raw_path"]) == raw
     q = ds.read_quarantine(res.quarantine_id or "")
     assert (q["x1"].iloc[0], q["x2"].iloc[0], q["c"].iloc[0]) == ("n/a", -0.5, "b")
+
+
+def test_columns_the_schema_does_not_know_are_named_with_their_fate(make_loop) -> None:  # type: ignore[no-untyped-def]
+    """A DataFrame's unknown column is not stored, and the answer says so (a server's JSON rows keep theirs, in
+    the submission: tests/test_hostile_input.py); a column left out when the schema was locked is not named."""
+    loop, _, _ = make_loop()
+    first = make_frame(300).assign(order_id=[f"o-{i}" for i in range(300)])  # an id: left out at lock
+    assert loop.ingest(first).warnings == []
+    res = loop.ingest(make_frame(50, seed=1, t0=300).assign(order_id="o", note="from the app"))
+    assert res.warnings == ["column 'note': not in the schema, so not stored"]
+    loop.close()

@@ -73,6 +73,18 @@ def _hash_frame(frame: pd.DataFrame, extra: list[Any] | None = None) -> str:
     return h.hexdigest()
 
 
+def _unknown_columns(frame: pd.DataFrame, schema: Schema, *, kept: bool) -> list[str]:
+    """A warning naming the batch's columns the schema neither uses nor left out on purpose at lock (those the
+    user was told of then), and whether they survive: in the submission's bytes, or not at all."""
+    used = {f.name for f in schema.features} | {schema.label, schema.time, schema.entity} | set(schema.excluded)
+    extra = [str(c) for c in dict.fromkeys(frame.columns) if c not in used]
+    if not extra:
+        return []
+    names = ", ".join(repr(c) for c in extra[:10]) + (" …" if len(extra) > 10 else "")
+    fate = "not stored with the rows, kept in the batch's submission as it came" if kept else "not stored"
+    return [f"column{'s' if len(extra) > 1 else ''} {names}: not in the schema, so {fate}"]
+
+
 def _escaped(text: str) -> str:
     """``text`` as valid Unicode: a lone surrogate (which JSON can carry and UTF-8 cannot) as ``\\ud800``."""
     return text.encode("utf-8", "backslashreplace").decode("utf-8")
@@ -223,7 +235,7 @@ class DataStore:
         acc.insert(1, "_arrived", float(now))
         result = self._commit("features", bid, source, key, content, len(frame) + len(malformed), acc, rejected,
                               res.batch_reasons, raw, now)
-        result.warnings = res.warnings
+        result.warnings = res.warnings + _unknown_columns(frame, self.schema, kept=raw is not None)
         return result
 
     def ingest_file(self, path: str, *, now: float, source: str = "file", batch_id: str | None = None

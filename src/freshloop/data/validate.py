@@ -208,12 +208,6 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
             seen[c] = seen.get(c, 0) + 1
             names.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
         raw = raw.set_axis(names, axis=1)
-    schema_cols = {f.name for f in schema.features} | {schema.label, schema.time, schema.entity}
-    extra = [] if batch_reasons else [str(c) for c in raw.columns if c not in schema_cols]
-    if extra:
-        warnings.append(f"column{'s' if len(extra) > 1 else ''} {', '.join(repr(c) for c in extra[:10])}"
-                        f"{' …' if len(extra) > 10 else ''}: not in the schema, so not stored with the rows; kept "
-                        "in the batch's submission as it came")
     missing_cols = [f.name for f in schema.features if f.name not in raw.columns]
     if require_label and schema.label not in raw.columns:
         missing_cols.append(schema.label)
