@@ -65,6 +65,7 @@ class PredictResult:
     predictions: np.ndarray
     proba: np.ndarray | None
     versions: np.ndarray
+    at: float = 0.0  # when they were served, on the loop's clock
 
 
 @dataclass
@@ -195,7 +196,7 @@ class Loop:
             moves = [m for m in self.meta.alias_history("champion") if m.new_version == version]
             self._set_champion(version, promoted_at=moves[-1].at if moves else None)
         if self.schema is not None:  # predictions served before a restart still meet their labels
-            self.predictions.restore(lambda ids: ~self.data.has_label(ids), self._typed_predictions)
+            self.predictions.restore(lambda ids: ~self.data.has_label(ids), self.typed_predictions)
         self._follow_up = self._pending_follow_up()
         runs = self.meta.list_runs()
         if runs:
@@ -251,7 +252,7 @@ class Loop:
                 self._auto_rollbacks = 0  # an automatic promotion, or the operator's that resumed them
         self.auto_promotion = self._auto_rollbacks < self.spec.rollout.max_auto_rollbacks
 
-    def _typed_predictions(self, text: pd.Series) -> np.ndarray:
+    def typed_predictions(self, text: pd.Series) -> np.ndarray:
         """Predictions as the log's text gives them back, typed as the model returns them."""
         assert self.schema is not None
         if self.schema.task == "regression":
@@ -416,7 +417,7 @@ class Loop:
             self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
             if r is not None:
                 self._shadow_queue.append((frame, row_ids))
-            return PredictResult(row_ids, preds, proba, versions)
+            return PredictResult(row_ids, preds, proba, versions, now)
         assert self._candidate is not None
         cand_v, cand = self._candidate
         started = time.perf_counter()
@@ -425,7 +426,7 @@ class Loop:
         except Exception as e:  # a failing candidate never fails a request: the champion answers
             self._candidate_failed(r, len(frame), e, now)
             self.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
-            return PredictResult(row_ids, preds, proba, versions)
+            return PredictResult(row_ids, preds, proba, versions, now)
         cand_seconds = time.perf_counter() - started
         r.observe_latency(cand_seconds, champ_seconds)
         self.outcomes.step_latency(r.version, now, cand_seconds, champ_seconds)
@@ -436,7 +437,7 @@ class Loop:
         # the log keeps both answers, so either side can be scored when the label matures
         self.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
                              {cand_v: (c_preds, c_proba), champ_v: (preds, proba)})
-        return PredictResult(row_ids, served, served_proba, versions)
+        return PredictResult(row_ids, served, served_proba, versions, now)
 
     def _candidate_failed(self, r: Rollout, rows: int, error: Exception, now: float) -> None:
         r.errors += rows

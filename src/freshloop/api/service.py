@@ -3,7 +3,8 @@
 Requests only predict, log and queue; the worker ingests the predicted rows as batches, flushes the
 prediction log and ticks the loop, so training and I/O stay off the request path. Requests take only the
 loop's short serving lock; the control path (ingest, feedback, ticks, operator actions) is serialised by a
-second lock. Stopping drains the queue and flushes the log: nothing acknowledged is lost.
+second lock. Every answer is journaled to disk before it is sent (:mod:`.journal`), and a server that starts
+again stores what a crash left there; stopping drains the queue and flushes the log.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -28,6 +30,7 @@ from ..data.validate import first_record_error, record_text_problem
 from ..errors import BusyError, DataError, SpecError, TooLargeError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
+from .journal import Entry, Journal
 
 __all__ = ["LoopService", "Settings"]
 
@@ -82,6 +85,11 @@ class Settings:
             text += "\n" + tokens_file.read_text()
         return cls(spec_path=spec_path, host=host, port=port, tokens=cls.parse_tokens(text),
                    tick_every=parse_duration(tick_every))
+
+
+def _plain(values: list[Any]) -> list[Any]:
+    """Predictions as JSON takes them (an object array's ``tolist`` keeps NumPy scalars)."""
+    return [v.item() if isinstance(v, np.generic) else v for v in values]
 
 
 def _is_loopback(host: str) -> bool:
@@ -145,6 +153,11 @@ class LoopService:
         self._stop = threading.Event()
         self._worker: threading.Thread | None = None
         self._last_tick = time.monotonic()
+        # what a crash cut short: temporary files of writes that never finished, and answered predictions the
+        # worker had not yet stored (the journal holds them)
+        self.swept = self.loop.blobs.sweep()
+        self.journal = Journal(self.loop.blobs.local_path("predictions/journal"), durable=self.loop.blobs.durable)
+        self.recovered = self.recover()
         self.metrics.champion.set(self.loop.champion_version or 0)
 
     # -- lifecycle ----------------------------------------------------------------------------
@@ -160,6 +173,7 @@ class LoopService:
         with self.lock:
             self._drain()
             self.loop.close()
+        self.journal.close()
 
     def _run(self) -> None:
         while not self._stop.wait(self.settings.flush_every):
@@ -176,8 +190,9 @@ class LoopService:
 
     def _drain(self) -> None:
         self.loop.score_shadow()
-        with self._qlock:
+        with self._qlock:  # the queue and the journal's segment hold the same requests: both are taken at once
             queue, self._queue, self._queued_rows = self._queue, [], 0
+            sealed = self.journal.seal()
         if not queue:
             return
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
@@ -186,7 +201,41 @@ class LoopService:
         self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
         self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
         self.loop.flush()
+        if sealed is not None:  # its rows and predictions are stored: a restart has nothing to replay
+            sealed.unlink(missing_ok=True)
         self.metrics.queue.set(self._queued())
+
+    def recover(self) -> int:
+        """Store what the journal holds of a server that stopped before its worker drained: each segment's rows
+        ingested as the worker would have (the same batch id, so rows already stored are not stored twice)
+        and its predictions logged, so their labels are still joined and scored. Returns the predictions."""
+        total = 0
+        for segment in self.journal.segments():
+            entries = Journal.read(segment)
+            if entries and self.loop.schema is not None:
+                total += self._store_journaled(entries)
+            segment.unlink()
+        if total:
+            self.loop.events.record("predictions_recovered", f"{total} predictions answered before the server "
+                                    "stopped were stored from its journal", {"predictions": total})
+        return total
+
+    def _store_journaled(self, entries: list[Entry]) -> int:
+        ids = [i for e in entries for i in e.ids]
+        key = f"predict-{ids[0]}"  # the batch id the worker gives the same requests
+        if self.loop.meta.find_batch("predict", key) is None:  # the worker had not stored them
+            rows = pd.DataFrame.from_records([r for e in entries for r in e.rows])
+            self.loop.ingest(rows, source="predict", batch_id=key, row_ids=ids)
+        log = self.loop.predictions
+        for e in entries:
+            preds = self.loop.typed_predictions(pd.Series([str(p) for p in e.predictions], dtype=object))
+            proba = None if e.proba is None else np.asarray(e.proba, dtype=float)
+            log.log(e.ids, e.at, e.versions[0], preds, proba, np.asarray(e.versions), {})
+        for rid, labeled in zip(ids, self.loop.data.has_label(ids), strict=True):
+            if labeled:  # its label came before the stop: it was scored then
+                log.pop(rid)
+        self.loop.flush()
+        return len(ids)
 
     def _queued(self) -> int:
         with self._qlock:
@@ -272,15 +321,21 @@ class LoopService:
             out = self.loop.predict(rows_all, row_ids=ids, keys=route_keys, defer_shadow=True)
         except Exception as e:
             return [e if i in good else r for i, r in enumerate(results)]
+        proba = None if out.proba is None else out.proba.tolist()
+        preds, versions = _plain(out.predictions.tolist()), out.versions.tolist()
         with self._qlock:
+            try:  # on disk before anyone is answered: an answered prediction survives a crash
+                self.journal.append(Entry(out.at, ids, rows_all, versions, preds, proba))
+            except OSError as e:
+                failed = BusyError(f"the prediction journal could not be written ({e.strerror}); retry shortly.",
+                                   field="rows", rule="durable")
+                return [failed if i in good else r for i, r in enumerate(results)]
             self._queue.append((rows_all, ids))
             self._queued_rows += len(ids)
             self.metrics.queue.set(self._queued_rows)
         classes = [str(c) for c in schema.classes or []] if schema else []
-        for v in set(out.versions.tolist()):
-            self.metrics.predictions.labels(str(v)).inc(int((out.versions == v).sum()))
-        proba = None if out.proba is None else out.proba.tolist()
-        preds, versions = out.predictions.tolist(), out.versions.tolist()
+        for v in set(versions):
+            self.metrics.predictions.labels(str(v)).inc(versions.count(v))
         at = 0
         for i in good:
             items = []

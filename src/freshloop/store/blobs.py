@@ -84,5 +84,16 @@ class LocalBlobStore:
     def exists(self, key: str) -> bool:
         return self.local_path(key).exists()
 
+    def sweep(self) -> int:
+        """Remove the temporary files writes that a crash cut short left behind (their blobs never appeared);
+        returns how many. Only for the store's one writer, at start-up: another process's write in progress
+        would lose its file."""
+        swept = 0
+        for tmp in self.root.rglob(".tmp-*"):
+            if tmp.is_file():
+                tmp.unlink(missing_ok=True)
+                swept += 1
+        return swept
+
     def __repr__(self) -> str:
         return f"LocalBlobStore({str(self.root)!r})"
