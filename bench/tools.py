@@ -232,8 +232,8 @@ def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> di
            "PATH": f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}"}  # mlflow runs `uvicorn`
     ports = {"freshloop": free_port(), "mlflow": free_port()}
     procs = {
-        "freshloop": subprocess.Popen([str(bindir / "freshloop"), "serve", str(settings.spec_path), "--port",
-                                       str(ports["freshloop"]), "--tick-every", "0"], env=env, cwd=tmp,
+        "freshloop": subprocess.Popen([str(bindir / "freshloop"), "serve", str(settings.spec_path), "--no-auth",
+                                       "--port", str(ports["freshloop"]), "--tick-every", "0"], env=env, cwd=tmp,
                                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True),
         "mlflow": subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", str(model_dir),
                                     "--env-manager", "local", "--host", "127.0.0.1", "--port", str(ports["mlflow"])],

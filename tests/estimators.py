@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from sklearn.linear_model import LogisticRegression
+from sklearn.neighbors import KNeighborsClassifier
 
 
 class FragileClassifier(LogisticRegression):
@@ -21,3 +23,20 @@ class FragileClassifier(LogisticRegression):
             exc = ValueError if self.error == "value" else RuntimeError
             raise exc(f"fragile: {len(X)} rows > max_rows={self.max_rows}")
         return super().fit(X, y, sample_weight)
+
+
+class BrittleClassifier(KNeighborsClassifier):
+    """k-nearest neighbours whose predictions break in a process where ``FRESHLOOP_TEST_BRITTLE`` is set, as a
+    model's do when a library it needs changed after it was trained."""
+
+    def _check(self) -> None:
+        if os.environ.get("FRESHLOOP_TEST_BRITTLE"):
+            raise RuntimeError("brittle: this model cannot predict here")
+
+    def predict(self, X: Any) -> Any:
+        self._check()
+        return super().predict(X)
+
+    def predict_proba(self, X: Any) -> Any:
+        self._check()
+        return super().predict_proba(X)

@@ -279,3 +279,14 @@ def test_schemathesis_finds_no_server_error(fuzzed: Any, mode: str) -> None:
         except Unsatisfiable:  # no invalid request exists for an operation without parameters or body
             assert mode == "negative", operation.label
     assert len(tried) >= (12 if mode == "positive" else 6) and sum(tried.values()) >= 100, tried
+
+
+def test_malicious_upload_errors_name_no_server_path(served: tuple[httpx.Client, LoopService]) -> None:
+    """An upload is written to a temporary file to be read: an error about it speaks of the body the client sent,
+    never of a path on the server."""
+    c, _ = served
+    for body, kind in ((b"", "text/csv"), (b"PAR1 not parquet", "application/vnd.apache.parquet"),
+                       (b'{"a": 1}', "application/json")):
+        r = c.post("/v1/ingest/file", content=body, headers={"Content-Type": kind})
+        assert 400 <= r.status_code < 500, (kind, r.text)
+        assert "/tmp" not in r.text and "upload" not in r.text.replace("the uploaded body", ""), r.text

@@ -117,6 +117,38 @@ def test_operator_promote_and_rollback_are_recorded(make_loop) -> None:
     assert loop.champion_version == current
 
 
+def test_a_promotion_that_changes_nothing_is_not_recorded(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
+                                               "min_new_labels": 0})
+    drive(loop, clock, make_frame(600, seed=3, t0=300))
+    current = loop.champion_version
+    assert current is not None and current > 1
+    moves, promotions = len(loop.registry.history("champion")), loop.stats.promotions
+    assert loop.promote(current, actor="bob", reason="again") is False
+    assert len(loop.registry.history("champion")) == moves and loop.stats.promotions == promotions
+    assert not [e for e in loop.meta.list_events("alias_moved") if e["actor"] == "bob"]
+    # a rollback goes back to the version the champion replaced
+    before = loop.registry.history("champion")[-1].old_version
+    assert loop.rollback(actor="bob", reason="back") == before
+
+
+def test_a_version_that_cannot_serve_leaves_the_champion_where_it_was(make_loop, monkeypatch) -> None:
+    """promote makes the version ready to serve (loaded, compiled, its reference rows scored) before it moves
+    the alias: a version whose model fails there is refused and nothing is recorded."""
+    monkeypatch.setenv("FRESHLOOP_ALLOWED_ESTIMATORS", "tests.")
+    loop, clock = bootstrap(make_loop, model={"estimator": "tests.estimators.BrittleClassifier"},
+                            policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
+    drive(loop, clock, make_frame(600, seed=3, t0=300))
+    current = loop.champion_version
+    assert current is not None and current > 1
+    moves = len(loop.registry.history("champion"))
+    monkeypatch.setenv("FRESHLOOP_TEST_BRITTLE", "1")
+    with pytest.raises(RuntimeError, match="brittle"):
+        loop.promote(1, actor="bob", reason="back to the first")
+    assert loop.champion_version == current == loop.registry.alias("champion")
+    assert len(loop.registry.history("champion")) == moves
+
+
 def test_a_server_serves_the_gated_fit_until_its_refit_replaces_it(tmp_path: Path) -> None:
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
                                                                 "min_new_labels": 0}))

@@ -254,6 +254,87 @@ def test_every_route_checks_its_token_and_role(server: Server) -> None:
         for role in below:
             r = c.request(method, path, json=body, headers=auth(TOKEN_OF[role]))
             assert r.status_code == 403 and needed in r.json()["message"], (path, role)
+        if method == "POST":  # the token is checked before the body is read: a malformed one is still 401/403
+            broken = {"content": b'{"rows": [', "headers": {"Content-Type": "application/json"}}
+            assert c.request(method, path, **broken).status_code == 401, path
+            for role in below:
+                assert c.request(method, path, content=broken["content"],
+                                 headers={**broken["headers"], **auth(TOKEN_OF[role])}).status_code == 403, path
+
+
+def _serve(spec: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
+    """`freshloop serve` in its own session; returns it and its URL once it answers."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port", str(port),
+                             "--tick-every", "0", *args], env=env, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    url = f"http://127.0.0.1:{port}"
+    for _ in range(300):
+        try:
+            httpx.get(url + "/openapi.json", timeout=5)
+            return proc, url
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError(f"the server did not start: {proc.communicate()[1]}")
+
+
+def test_a_server_without_tokens_makes_an_operator_token_that_remote_finds(tmp_path: Path) -> None:
+    """As Jupyter does: a server on loopback without tokens would be open to every local user and process, so
+    it makes an operator token, prints it once and keeps it in the store (0600); `freshloop remote` finds it."""
+    import stat
+
+    env = {**{k: v for k, v in os.environ.items() if k != "FRESHLOOP_TOKENS"},
+           "FRESHLOOP_RUNTIME_DIR": str(tmp_path / "runtime")}
+    proc, url = _serve(write_spec(tmp_path), env)
+    token_file = tmp_path / "store" / "operator.token"
+    try:
+        token = token_file.read_text().strip()
+        assert stat.S_IMODE(token_file.stat().st_mode) == 0o600 and len(token) >= 32
+        assert httpx.get(url + "/v1/status").status_code == 401
+        assert httpx.get(url + "/v1/status", headers=auth(token)).status_code == 200
+        assert httpx.post(url + "/v1/tick", headers=auth(token)).status_code == 200  # an operator's token
+        assert httpx.get(url + "/metrics").status_code == 200  # open on loopback by default
+        remote = subprocess.run([sys.executable, "-m", "freshloop.cli", "remote", "status", "--server", url],
+                                capture_output=True, text=True, timeout=120, env=env)
+        assert remote.returncode == 0 and '"name": "svc"' in remote.stdout, remote.stderr
+        os.environ["FRESHLOOP_RUNTIME_DIR"] = env["FRESHLOOP_RUNTIME_DIR"]
+        try:
+            from freshloop.cli import _local_token
+
+            assert _local_token(url) == token
+            assert _local_token(url.replace("127.0.0.1", "192.0.2.1")) is None  # never sent to another host
+        finally:
+            del os.environ["FRESHLOOP_RUNTIME_DIR"]
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    assert err.count(token) == 1 and "--no-auth" in err
+    assert not token_file.exists() and not list((tmp_path / "runtime").iterdir())
+
+
+def test_no_auth_serves_without_tokens(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "FRESHLOOP_TOKENS"}
+    proc, url = _serve(write_spec(tmp_path), env, "--no-auth")
+    try:
+        assert httpx.get(url + "/v1/status").status_code == 200
+        assert not (tmp_path / "store" / "operator.token").exists()
+    finally:
+        os.kill(proc.pid, signal.SIGTERM)
+        proc.communicate(timeout=60)
+
+
+def test_metrics_need_a_token_when_the_setting_says_so(tmp_path: Path) -> None:
+    from freshloop.api import BackgroundServer, LoopService, Settings, create_app
+
+    settings = Settings(spec_path=write_spec(tmp_path), tick_every=0, tokens={OP: "operator", READ: "reader"},
+                        metrics="token")
+    server = BackgroundServer(create_app(settings, service=LoopService(settings)))
+    try:
+        assert httpx.get(server.url + "/metrics").status_code == 401
+        assert httpx.get(server.url + "/metrics", headers=auth(READ)).status_code == 200
+    finally:
+        server.stop()
 
 
 def test_remote_cli_and_file_upload(server: Server, tmp_path: Path) -> None:
@@ -320,14 +401,65 @@ def test_a_second_server_on_the_same_store_is_refused(tmp_path: Path, db_url: st
         second = subprocess.run([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
                                  str(free_port())], capture_output=True, text=True, timeout=120)
         assert second.returncode == 1, second.stderr
-        assert "another `freshloop serve` is serving loop 'svc'" in second.stderr
-        assert "rule: one server per store" in second.stderr
+        message = " ".join(second.stderr.split())
+        assert f"`freshloop serve` at http://127.0.0.1:{first.port}" in message, message
+        assert "is writing loop 'svc'" in message and "rule: one writer per store" in message
         assert first.client.get("/v1/status", headers=auth(READ)).status_code == 200
     finally:
         first.stop()
     # once the first has stopped, the store is free again
     again = Server(write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url}))
     again.stop()
+
+
+def test_concurrent_cli_writes_are_refused_while_a_server_runs(tmp_path: Path, db_url: str | None) -> None:
+    """A CLI command that writes behind a running server would go unseen: a promotion it recorded would not be
+    served, rows it ingested never trained on. It is refused, naming the server, and changes nothing; commands
+    that only read still work. On PostgreSQL a CLI with another folder but the same database is refused too."""
+    spec = write_spec(tmp_path, store={"root": str(tmp_path / "store"), "url": db_url})
+    srv = Server(spec)
+    try:
+        bootstrap(srv.client)
+        versions = [m["version"] for m in srv.client.get("/v1/models", headers=auth(READ)).json()["data"]]
+        champion = srv.client.get("/v1/status", headers=auth(READ)).json()["champion"]
+        rows = tmp_path / "rows.csv"
+        make_frame(20, seed=4)[["x1", "x2", "c", "y"]].to_csv(rows, index=False)
+        specs = [spec]
+        if db_url:  # another folder, the same database
+            other = tmp_path / "other"
+            other.mkdir()
+            specs.append(write_spec(other, store={"root": str(other / "store"), "url": db_url}))
+        for path in specs:
+            for args in (["promote", str(path), str(min(versions)), "--reason", "behind its back"],
+                         ["ingest", str(path), str(rows)], ["tick", str(path)],
+                         ["rollback", str(path), "--reason", "x"]):
+                done = subprocess.run([sys.executable, "-m", "freshloop.cli", *args], capture_output=True, text=True,
+                                      timeout=120)
+                message = " ".join(done.stderr.split())
+                assert done.returncode == 1, (args, done.stdout, done.stderr)
+                assert f"`freshloop serve` at http://127.0.0.1:{srv.port}" in message, message
+                assert "rule: one writer per store" in message and "freshloop remote" in message, message
+        listed = subprocess.run([sys.executable, "-m", "freshloop.cli", "models", str(spec)], capture_output=True,
+                                text=True, timeout=120)
+        assert listed.returncode == 0, listed.stderr
+        status = srv.client.get("/v1/status", headers=auth(READ)).json()
+        assert status["champion"] == champion and status["rows"] == 400
+        # promoting the champion itself moves nothing and records nothing
+        again = srv.client.post(f"/v1/models/{champion}/promote", json={"reason": "again"}, headers=auth(OP))
+        assert again.json() == {"champion": champion, "moved": False}
+    finally:
+        srv.stop()
+
+
+def test_concurrent_server_is_refused_while_a_cli_command_writes(tmp_path: Path) -> None:
+    from freshloop.store import store_claim
+
+    spec = write_spec(tmp_path)
+    with store_claim("svc", tmp_path / "store", holder="`freshloop tick`"):
+        done = subprocess.run([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port", str(free_port())],
+                              capture_output=True, text=True, timeout=120)
+    message = " ".join(done.stderr.split())
+    assert done.returncode == 1 and "`freshloop tick` (pid " in message and "try again when it has finished" in message
 
 
 def test_remote_operates_the_server_loop(server: Server, tmp_path: Path) -> None:

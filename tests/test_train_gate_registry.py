@@ -19,7 +19,7 @@ from freshloop.registry import Registry
 from freshloop.spec import DataSpec, GateSpec
 from freshloop.store import open_stores
 from freshloop.store.tables import metadata
-from freshloop.train import ModelBundle, TrainRequest, train_candidate
+from freshloop.train import ModelBundle, TrainingFailed, TrainRequest, train_candidate
 from freshloop.train.compiled import SMALL_BATCH
 
 from .conftest import make_frame
@@ -283,3 +283,19 @@ def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_colli
     assert [m.old_version for m in history[1:]] == [m.new_version for m in history[:-1]]  # one unbroken chain
     for meta in stores:
         meta.close()
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # scikit-learn's own, on the way to failing
+def test_a_training_run_failing_on_data_names_the_rows_and_columns() -> None:
+    """A value past ±1e38 stored before validation refused it (1e308 made every later fit fail with "Input X
+    contains NaN") is named with its column and rows, so the operator knows what to quarantine."""
+    f = make_frame(400)
+    f["x1"] = f["x1"].astype(float)
+    f.loc[[10, 20], "x1"] = 1e308
+    f["_time"] = f["t"].astype(float)  # as a snapshot's rows carry their time
+    with pytest.raises(TrainingFailed) as e:
+        train_candidate(request(f, estimator="sklearn.linear_model.LogisticRegression", params={}))
+    message = str(e.value)
+    assert "Input X contains NaN" in message
+    assert "Caused by column 'x1': 2 values past ±1e+38 (row 10 (time 10) = 1e+308, row 20 (time 20) = 1e+308)" \
+        in message, message

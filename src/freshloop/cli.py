@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -180,6 +182,12 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
               f"model {found.choice['chosen'].rsplit('.', 1)[1]}")
     for note in found.notes:
         err.print(f"[yellow]note[/yellow] {note}", highlight=False, soft_wrap=True)
+    from .store.keys import artifact_key, key_file
+
+    if not os.environ.get("FRESHLOOP_ARTIFACT_KEY") and not key_file().exists():
+        artifact_key()  # the models this loop registers are signed with it; it stays outside the store
+        err.print(f"made the artifact key {key_file()} (0600): model artifacts are signed with it and only signed "
+                  "ones are loaded", highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -213,14 +221,42 @@ NowOpt = Annotated[str | None, typer.Option(
     "for an orchestrator's logical date or a backfill")]
 
 
+def _stores(spec_path: Path) -> Any:
+    """The loop's metadata and blob stores alone, for a command that lists what they hold: opening the loop
+    would load (unpickle) its champion."""
+    from .store import open_stores
+
+    spec = load_spec(spec_path)
+    return open_stores(spec.store.root or ".", spec.store.url)
+
+
 def _open(spec_path: Path, now: str | None = None) -> Any:
+    """The loop, for a command that only reads it (a server may be running on the same store)."""
+    return _loop(load_spec(spec_path), now)
+
+
+def _loop(spec: LoopSpec, now: str | None) -> Any:
     from .clock import SimulatedClock
     from .loop import Loop
 
-    spec = load_spec(spec_path)
     # a one-shot call serves no request while it trains: the refit alone, unless the spec asks for both
     return Loop(spec, clock=WallClock() if now is None else SimulatedClock(_parse_now(now)), actor="cli",
                 serve_before_refit=bool(spec.gate.serve_before_refit))
+
+
+@contextmanager
+def _writing(spec_path: Path, command: str, now: str | None = None) -> Iterator[Any]:
+    """The loop, for a command that writes it: refused while a server or another command writes the store
+    (the server would never see what this one wrote), closed when the block ends."""
+    from .store import store_claim
+
+    spec = load_spec(spec_path)
+    with store_claim(spec.name, spec.store.root or ".", spec.store.url, holder=f"`freshloop {command}`"):
+        loop = _loop(spec, now)
+        try:
+            yield loop
+        finally:
+            loop.close()
 
 
 def _parse_now(value: str) -> float:
@@ -241,11 +277,8 @@ def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
            batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None,
            now: NowOpt = None) -> None:
     """Validate and store a batch; bad rows are quarantined with reasons (exit code 3 if any)."""
-    loop = _open(spec_path, now)
-    try:
+    with _writing(spec_path, "ingest", now) as loop:
         res = loop.ingest_file(str(file), source=source, batch_id=batch_id)
-    finally:
-        loop.close()
     out.print_json(json.dumps(res.to_dict()))
     if res.quarantined:
         for r in res.reasons[:5]:
@@ -261,11 +294,8 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
     """Run one pass of the loop on the wall clock (what the serve worker does periodically).
 
     Exit code 1 when the tick's training run failed, with the reason on stderr, so an orchestrator sees it."""
-    loop = _open(spec_path, now)
-    try:
+    with _writing(spec_path, "tick", now) as loop:
         rep = loop.tick()
-    finally:
-        loop.close()
     if json_out:
         out.print_json(json.dumps(rep.to_dict()))
     else:
@@ -298,8 +328,7 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             now: NowOpt = None) -> None:
     """Batch predictions from the champion, as a scheduled scoring job makes them: logged, so labels sent
     later with `freshloop feedback` are joined and scored, and the rows stored as the server stores them."""
-    loop = _open(spec_path, now)
-    try:
+    with _writing(spec_path, "predict", now) as loop:
         frame = _read_table(file)
         ids: list[str] | None = None
         if id_column is not None:
@@ -310,8 +339,6 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
         res = loop.predict(frame, row_ids=ids)
         loop.ingest(frame, source="predict", batch_id=f"predict-{res.row_ids[0]}" if res.row_ids else None,
                     row_ids=res.row_ids)
-    finally:
-        loop.close()
     table = pd.DataFrame({"prediction_id": res.row_ids, "prediction": res.predictions, "version": res.versions})
     if res.proba is not None and loop.schema is not None:
         for j, c in enumerate(loop.schema.classes or ()):
@@ -346,12 +373,9 @@ def feedback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
         if col not in frame.columns:
             raise SpecError(f"{file}: column {col!r} is missing (rule: feedback needs {id_column!r} and 'label'). "
                             f"Columns are {list(frame.columns)!r}.", field=col, value=str(file))
-    loop = _open(spec_path, now)
-    try:
+    with _writing(spec_path, "feedback", now) as loop:
         fb = loop.feedback(frame[id_column].astype(str).tolist(), frame["label"].tolist(), source="cli",
                            batch_id=batch_id)
-    finally:
-        loop.close()
     res = fb.ingest
     out.print_json(json.dumps({"batch_id": res.batch_id, "accepted": res.accepted, "quarantined": res.quarantined,
                                "reasons": res.reasons[:5], "scored": len(fb.scores),
@@ -433,21 +457,24 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
 @app.command()
 @_errors
 def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
-    """List model versions and aliases."""
-    loop = _open(spec_path)
+    """List model versions and aliases (from the metadata store alone: no model is loaded)."""
+    from .registry import Registry
+
+    meta, blobs = _stores(spec_path)
     try:
-        aliases = loop.registry.aliases()
+        registry = Registry(meta, blobs)
+        aliases = registry.aliases()
         table = Table(title="model versions")
         for c in ("version", "aliases", "run", "snapshot", "rows", "gate", "sha256"):
             table.add_column(c)
-        for v in loop.registry.versions():
+        for v in registry.versions():
             names = ",".join(k for k, x in aliases.items() if x == v.version)
             table.add_row(str(v.version), names, v.run_id, str(v.lineage.get("snapshot_id")),
                           str(v.lineage.get("train_rows")), f"{v.lineage.get('gate_score', float('nan')):.4f}",
                           v.artifact_sha256[:12])
         out.print(table)
     finally:
-        loop.close()
+        meta.close()
 
 
 @app.command()
@@ -456,11 +483,11 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             kind: Annotated[str | None, typer.Option(help="only events of this kind")] = None,
             limit: Annotated[int, typer.Option(help="newest N events")] = 50) -> None:
     """Print the event log: every state change with actor, reason and time."""
-    loop = _open(spec_path)
+    meta, _ = _stores(spec_path)
     try:
-        events = loop.events.list(kind)[-limit:]
+        events = meta.list_events(kind)[-limit:]
     finally:
-        loop.close()
+        meta.close()
     table = Table(title="events")
     for c in ("id", "at", "kind", "actor", "reason"):
         table.add_column(c, overflow="fold")
@@ -476,12 +503,10 @@ def promote(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             reason: Annotated[str, typer.Option(help="why (recorded)")],
             actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Make a version the champion (one compare-and-set alias move, recorded)."""
-    loop = _open(spec_path)
-    try:
-        loop.promote(version, actor=actor, reason=reason)
-    finally:
-        loop.close()
-    out.print(f"champion -> version {version}")
+    with _writing(spec_path, "promote") as loop:
+        moved = loop.promote(version, actor=actor, reason=reason)
+    out.print(f"champion -> version {version}" if moved else f"version {version} is already the champion; "
+              "nothing was recorded", highlight=False)
 
 
 @app.command()
@@ -490,11 +515,8 @@ def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
              reason: Annotated[str, typer.Option(help="why (recorded)")],
              actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Abort a rollout, or move the champion back to the version it replaced."""
-    loop = _open(spec_path)
-    try:
+    with _writing(spec_path, "rollback") as loop:
         version = loop.rollback(actor=actor, reason=reason)
-    finally:
-        loop.close()
     out.print(f"champion -> version {version}")
 
 
@@ -532,11 +554,8 @@ def quarantine_show(spec_path: Annotated[Path, typer.Argument(help="loop spec")]
 def quarantine_reingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                         item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
     """Submit quarantined rows again (after fixing the spec); what still fails is quarantined again."""
-    loop = _open(spec_path)
-    try:
+    with _writing(spec_path, "quarantine reingest") as loop:
         res = loop.data.reingest(item, now=loop.clock.now())
-    finally:
-        loop.close()
     out.print_json(json.dumps(res.to_dict()))
 
 
@@ -546,17 +565,92 @@ def serve(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
           host: Annotated[str, typer.Option(help="bind address (non-loopback needs tokens)")] = "127.0.0.1",
           port: Annotated[int, typer.Option(help="port")] = 8000,
           tick_every: Annotated[str, typer.Option(help="worker tick period, e.g. 60s; 0 = only POST /v1/tick")] = "60s",
-          tokens_file: Annotated[Path | None, typer.Option(help="file of token:role lines")] = None) -> None:
-    """Serve predictions, take feedback and keep the model fresh: the same loop on the wall clock."""
+          tokens_file: Annotated[Path | None, typer.Option(help="file of token:role lines")] = None,
+          no_auth: Annotated[bool, typer.Option("--no-auth", help="serve without tokens (loopback only): every "
+                                                "local user and process may then act on the loop")] = False,
+          metrics: Annotated[str, typer.Option(help="/metrics: auto (open on loopback, a reader's token "
+                                               "elsewhere), open or token")] = "auto") -> None:
+    """Serve predictions, take feedback and keep the model fresh: the same loop on the wall clock.
+
+    Without tokens it makes an operator token of its own, printed once and kept in the store (0600), which
+    `freshloop remote` finds."""
     import uvicorn
 
     from .api import Settings, create_app
-    from .store import serving_claim
+    from .store import store_claim
 
-    settings = Settings.build(spec_path, host=host, port=port, tick_every=tick_every, tokens_file=tokens_file)
+    settings = Settings.build(spec_path, host=host, port=port, tick_every=tick_every, tokens_file=tokens_file,
+                              no_auth=no_auth, metrics=metrics)
     spec = load_spec(spec_path)
-    with serving_claim(spec.name, spec.store.root or ".", spec.store.url):  # one server per store
-        uvicorn.run(create_app(settings), host=host, port=port, log_level="warning", timeout_graceful_shutdown=30)
+    root = Path(spec.store.root or ".")
+    with store_claim(spec.name, root, spec.store.url,  # one writer per store
+                     holder=f"`freshloop serve` at http://{host}:{port}"), _server_token(settings, root) as forget:
+        uvicorn.run(create_app(settings, on_shutdown=forget), host=host, port=port, log_level="warning",
+                    timeout_graceful_shutdown=30)
+
+
+def _runtime_dir() -> Path:
+    """Where a local server says how to reach it (as Jupyter's runtime files do): ``FRESHLOOP_RUNTIME_DIR``,
+    else ``$XDG_RUNTIME_DIR/freshloop``, else ``~/.local/share/freshloop/runtime``."""
+
+    if os.environ.get("FRESHLOOP_RUNTIME_DIR"):
+        return Path(os.environ["FRESHLOOP_RUNTIME_DIR"])
+    if os.environ.get("XDG_RUNTIME_DIR"):
+        return Path(os.environ["XDG_RUNTIME_DIR"]) / "freshloop"
+    return Path.home() / ".local" / "share" / "freshloop" / "runtime"
+
+
+def _private_write(path: Path, text: str) -> None:
+    """``text`` into ``path``, readable by this user alone (0600), whatever the file's mode was."""
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, text.encode())
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def _server_token(settings: Any, root: Path) -> Iterator[Callable[[], None]]:
+    """The operator token a server without tokens made: kept in ``<root>/operator.token`` (0600) and named in
+    a runtime file for its port, so `freshloop remote` on this machine finds it; printed once. Both files go
+    when the server stops (the function yielded removes them)."""
+    if settings.generated_token is None:
+        yield lambda: None
+        return
+    token_file = root.resolve() / "operator.token"
+    runtime = _runtime_dir() / f"server-{settings.port}.json"
+    _private_write(token_file, settings.generated_token + "\n")
+    _private_write(runtime, json.dumps({"url": f"http://{settings.host}:{settings.port}",
+                                        "token_file": str(token_file)}))
+    err.print(f"freshloop serve: no tokens configured, so this server made an operator token (kept in {token_file}, "
+              f"0600; `freshloop remote` on this machine finds it; --no-auth serves without one):\n  "
+              f"{settings.generated_token}", highlight=False, soft_wrap=True)
+
+    def forget() -> None:
+        runtime.unlink(missing_ok=True)
+        token_file.unlink(missing_ok=True)
+
+    try:
+        yield forget
+    finally:
+        forget()
+
+
+def _local_token(server: str) -> str | None:
+    """The operator token a server on this machine made for itself (see ``_server_token``), if it did."""
+    from urllib.parse import urlsplit
+
+    url = urlsplit(server)
+    if url.hostname not in ("127.0.0.1", "localhost", "::1"):
+        return None  # a token made on this machine is never sent elsewhere
+    try:
+        info = json.loads((_runtime_dir() / f"server-{url.port or 80}.json").read_text())
+        return str(Path(info["token_file"]).read_text().strip()) or None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 @app.command()
@@ -583,6 +677,7 @@ def _call(method: str, server: str, path: str, token: str | None, *, headers: di
           **kw: Any) -> Any:
     import httpx
 
+    token = token or _local_token(server)
     all_headers = {**({"Authorization": f"Bearer {token}"} if token else {}), **(headers or {})}
     try:
         r = httpx.request(method, server.rstrip("/") + path, headers=all_headers, timeout=120, **kw)

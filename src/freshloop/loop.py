@@ -68,6 +68,18 @@ class PredictResult:
     at: float = 0.0  # when they were served, on the loop's clock
 
 
+@dataclass(frozen=True)
+class _Staged:
+    """A version made ready to serve, not yet serving (see ``Loop._stage_champion``)."""
+
+    version: int
+    bundle: ModelBundle
+    lineage: dict[str, Any]
+    reference: pd.DataFrame | None  # the monitor's new reference rows (None before the schema is known)
+    reference_scores: Any
+    new: bool  # a promotion, not a loop opening again on its champion
+
+
 @dataclass
 class FeedbackResult:
     ingest: IngestResult
@@ -881,30 +893,42 @@ class Loop:
         self.meta.save_rollout(r.to_row(self.clock.now()))
         self.events.record("rollout_approved", reason, {"rollout_id": r.id}, actor=actor)
 
-    def promote(self, version: int, *, actor: str, reason: str) -> None:
-        """Make ``version`` the champion: load it first, then one compare-and-set alias move."""
+    def promote(self, version: int, *, actor: str, reason: str) -> bool:
+        """Make ``version`` the champion: loaded and made ready to serve first (a version that cannot serve
+        leaves the champion where it was), then one compare-and-set alias move. Returns False, with nothing
+        recorded as a move, when ``version`` already is the champion (an operator's confirmation still resumes
+        automatic promotion after consecutive rollbacks stopped it)."""
         now = self.clock.now()
-        bundle = self.registry.load(version)
-        rev = self.registry.revision("champion")
-        old = self.registry.alias("champion")
-        self.registry.set_alias("champion", version, actor=actor, reason=reason, now=now, expected_revision=rev)
-        self._set_champion(version, bundle)
-        self.stats.promotions += 1
+        old, rev = self.meta.get_alias("champion")
         automatic = actor == self.actor
+        if old == version:
+            if not automatic:
+                self._resume_auto_promotion(version, actor)
+            return False
+        staged = self._stage_champion(version, self.registry.load(version))
+        self.registry.set_alias("champion", version, actor=actor, reason=reason, now=now, expected_revision=rev)
+        self._install_champion(staged)
+        self.stats.promotions += 1
         if automatic:
             self._auto_rollbacks = 0
-        elif not self.auto_promotion:  # the operator's promotion the stop asked for: the loop may promote again
-            self.auto_promotion, self._auto_rollbacks = True, 0
-            self.events.record("auto_promotion_resumed", f"{actor} promoted version {version}; automatic "
-                               "promotion resumes", {"version": version}, actor=actor)
+        else:
+            self._resume_auto_promotion(version, actor)
         lineage = self._champion[2] if self._champion else {}
         if lineage.get("cutoff") is not None:
             self.stats.deployments.append((now, float(lineage["cutoff"])))
         self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version,
-                                                        "serving": bundle.serving, "automatic": automatic},
+                                                        "serving": staged.bundle.serving, "automatic": automatic},
                            actor=actor)
         if self.on_promote is not None:
             self.on_promote(version, actor)
+        return True
+
+    def _resume_auto_promotion(self, version: int, actor: str) -> None:
+        """The operator's promotion the stop asked for: the loop may promote again."""
+        if not self.auto_promotion:
+            self.auto_promotion, self._auto_rollbacks = True, 0
+            self.events.record("auto_promotion_resumed", f"{actor} promoted version {version}; automatic "
+                               "promotion resumes", {"version": version}, actor=actor)
 
     def rollback(self, *, actor: str, reason: str) -> int:
         """Abort an active rollout, or move the champion back to the version it replaced."""
@@ -928,22 +952,24 @@ class Loop:
 
     def _replaced_by(self, version: int | None) -> int | None:
         """The champion that ``version`` replaced when it was last promoted."""
-        previous = [m.old_version for m in self.registry.history("champion") if m.new_version == version]
+        previous = [m.old_version for m in self.registry.history("champion")
+                    if m.new_version == version and m.old_version != version]  # not a promotion that moved nothing
         return previous[-1] if version is not None and previous else None
 
     def _set_champion(self, version: int, bundle: ModelBundle | None = None, *,
                       promoted_at: float | None = None) -> None:
-        bundle = bundle or self.registry.load(version)
+        self._install_champion(self._stage_champion(version, bundle or self.registry.load(version),
+                                                    promoted_at=promoted_at))
+
+    def _stage_champion(self, version: int, bundle: ModelBundle, *, promoted_at: float | None = None) -> _Staged:
+        """Everything a version needs before it serves: compiled, its lineage read, the monitor's reference
+        rows read and scored. A version that fails here never serves; requests wait only for the swap."""
         bundle.prepare()  # compiled before it takes traffic, so no request waits for it
-        mv = self.registry.get(version)
-        lineage = dict(mv.lineage)
+        lineage = dict(self.registry.get(version).lineage)
         # a loop opened later reads when its champion was promoted from the alias history, not its own clock
         lineage["promoted_at"] = self.clock.now() if promoted_at is None else promoted_at
         if self.schema is None:
-            with self._serving:
-                self._champion = (version, bundle, lineage)
-            return
-        # the new reference is read and scored before the swap, so requests wait only for the swap itself
+            return _Staged(version, bundle, lineage, None, None, promoted_at is None)
         ref = pd.DataFrame()
         snap_id = lineage.get("snapshot_id")
         kept, self._snapshot_read = self._snapshot_read, None
@@ -961,11 +987,16 @@ class Loop:
         if len(ref):
             p, pr = bundle.predict(ref)
             ref_pred = self._pred_score(p, pr)
+        return _Staged(version, bundle, lineage, ref, ref_pred, promoted_at is None)
+
+    def _install_champion(self, staged: _Staged) -> None:
         with self._serving:
-            self._champion = (version, bundle, lineage)
-            self._ensure_monitor().reset(ref, ref_pred)
-            if promoted_at is None:  # a new champion, not one a loop opening again reloads
-                self.outcomes.champion_changed(version, lineage["promoted_at"])
+            self._champion = (staged.version, staged.bundle, staged.lineage)
+            if staged.reference is None:
+                return
+            self._ensure_monitor().reset(staged.reference, staged.reference_scores)
+            if staged.new:  # a new champion, not one a loop opening again reloads
+                self.outcomes.champion_changed(staged.version, staged.lineage["promoted_at"])
 
     def flush(self) -> None:
         """Write the buffered prediction and outcome logs (a server does it off the request path)."""

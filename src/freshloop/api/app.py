@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import hmac
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -13,9 +14,11 @@ from fastapi import Depends, FastAPI, Header, Query, Request, Response
 from fastapi import Path as FastAPIPath
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.exceptions import HTTPException
+from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
@@ -111,12 +114,17 @@ class _LimitsAndMetrics:
     """Body size limit, request count and latency per route and model version: plain ASGI middleware
     (Starlette's ``BaseHTTPMiddleware`` costs a task group and stream copies on every request)."""
 
-    def __init__(self, app: ASGIApp, max_body_bytes: int, svc_holder: dict[str, LoopService]) -> None:
-        self.app, self.max_body_bytes, self.svc_holder = app, max_body_bytes, svc_holder
+    def __init__(self, app: ASGIApp, max_body_bytes: int, svc_holder: dict[str, LoopService],
+                 guard: Callable[[Scope], JSONResponse | None]) -> None:
+        self.app, self.max_body_bytes, self.svc_holder, self.guard = app, max_body_bytes, svc_holder, guard
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        denied = self.guard(scope)  # the token, before a byte of the body is read or parsed
+        if denied is not None:
+            await denied(scope, receive, send)
             return
         limit = self.max_body_bytes
         size = dict(scope["headers"]).get(b"content-length", b"").decode("latin-1")
@@ -156,7 +164,10 @@ class _LimitsAndMetrics:
                 m.latency.labels(path, seen["version"]).observe(time.perf_counter() - started)
 
 
-def create_app(settings: Settings, service: LoopService | None = None) -> FastAPI:
+def create_app(settings: Settings, service: LoopService | None = None,
+               on_shutdown: Callable[[], None] | None = None) -> FastAPI:
+    """The app; ``on_shutdown`` runs after the service stopped (uvicorn ends the process by re-raising SIGTERM
+    once the lifespan is over, so a caller's own ``finally`` would not run)."""
     svc_holder: dict[str, LoopService] = {}
 
     @asynccontextmanager
@@ -170,6 +181,8 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         finally:
             gc.unfreeze()
             svc.stop()
+            if on_shutdown is not None:
+                on_shutdown()
 
     app = FastAPI(title="freshloop", version=__version__, lifespan=lifespan, responses=ERRORS,
                   description="One loop, two clocks: the retraining loop behind HTTP.")
@@ -178,30 +191,40 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
         return svc_holder["svc"]
 
     def role(needed: str) -> Callable[..., Awaitable[None]]:
-        rank = ROLES.index(needed)
+        async def check(authorization: str | None = Header(default=None)) -> None:  # noqa: ARG001
+            """The route's role, for the OpenAPI schema; ``guard`` checks it before the body is read."""
 
-        async def check(authorization: str | None = Header(default=None)) -> None:  # async: no thread hop
-            if not settings.tokens:
-                return  # loopback without tokens: a local, single-user setup
-            if not authorization or not authorization.startswith("Bearer "):
-                raise _DeniedError(401, "missing bearer token (rule: Authorization: Bearer <token>)")
-            have = settings.tokens.get(authorization.removeprefix("Bearer ").strip())
-            if have is None:
-                raise _DeniedError(401, "unknown token")
-            if ROLES.index(have) < rank:
-                raise _DeniedError(403, f"role {have!r} may not do this (rule: needs {needed!r})")
-
+        check.needed = needed  # type: ignore[attr-defined]
         return check
 
-    app.add_middleware(_LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, svc_holder=svc_holder)
+    needs: list[tuple[APIRoute, str]] = []  # each route and its role, read from its dependencies once they exist
+
+    def guard(scope: Scope) -> JSONResponse | None:
+        """401 for a missing or unknown token, 403 for a role below the route's, before the body is read (an
+        unauthenticated malformed request is 401, not 422); None lets the request in."""
+        if not settings.tokens:
+            return None  # --no-auth: a local, single-user setup
+        needed = next((r for route, r in needs if route.matches(scope)[0] is Match.FULL), None)
+        if needed is None and scope["path"] == "/metrics" and not settings.metrics_open:
+            needed = "reader"
+        if needed is None:
+            return None  # the docs, the OpenAPI schema, open metrics, an unknown path's 404
+        header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
+        if not header.startswith("Bearer "):
+            return _error(401, "unauthorized", "missing bearer token (rule: Authorization: Bearer <token>)")
+        have = _role_of(settings.tokens, header.removeprefix("Bearer ").strip())
+        if have is None:
+            return _error(401, "unauthorized", "unknown token")
+        if ROLES.index(have) < ROLES.index(needed):
+            return _error(403, "forbidden", f"role {have!r} may not do this (rule: needs {needed!r})")
+        return None
+
+    app.add_middleware(_LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, svc_holder=svc_holder,
+                       guard=guard)
 
     @app.exception_handler(FreshloopError)
     async def domain_error(_: Request, e: FreshloopError) -> JSONResponse:
         return _error(HTTP_STATUS.get(e.code, 500), e.code, e.message, e.field)
-
-    @app.exception_handler(_DeniedError)
-    async def denied(_: Request, e: _DeniedError) -> JSONResponse:
-        return _error(e.status, "unauthorized" if e.status == 401 else "forbidden", e.message)
 
     @app.exception_handler(_BodyTooLarge)
     async def too_large(_: Request, e: _BodyTooLarge) -> JSONResponse:
@@ -312,9 +335,9 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     def promote(version: Version, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
         s = svc()
         with s.lock:
-            s.loop.promote(version, actor=x_actor, reason=body.reason)
+            moved = s.loop.promote(version, actor=x_actor, reason=body.reason)
             s.metrics.champion.set(version)
-        return {"champion": version}
+        return {"champion": version, "moved": moved}
 
     @app.post("/v1/rollback", operation_id="rollback", dependencies=[Depends(role("operator"))])
     def rollback(body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
@@ -347,7 +370,21 @@ def create_app(settings: Settings, service: LoopService | None = None) -> FastAP
     def metrics() -> Response:
         return Response(generate_latest(svc().metrics.registry), media_type=CONTENT_TYPE_LATEST)
 
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            needs += [(route, str(getattr(d.call, "needed", ""))) for d in route.dependant.dependencies
+                      if hasattr(d.call, "needed")]
     return app
+
+
+def _role_of(tokens: dict[str, str], given: str) -> str | None:
+    """The role of token ``given``, compared with every configured token in constant time (no early exit, so
+    the answer's timing tells nothing of how much of a token matched)."""
+    found = None
+    for token, role in tokens.items():
+        if hmac.compare_digest(token.encode(), given.encode("utf-8", "replace")):
+            found = role
+    return found
 
 
 class _Batcher:
@@ -446,10 +483,4 @@ class BackgroundServer:
         self._server.should_exit = True
         self._thread.join(timeout=30)
 
-
-class _DeniedError(Exception):
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
+import secrets
 import threading
 import time
 import uuid
@@ -44,12 +45,14 @@ class Settings:
     spec_path: Path
     host: str = "127.0.0.1"
     port: int = 8000
-    tokens: dict[str, str] = field(default_factory=dict)  # token -> role
+    tokens: dict[str, str] = field(default_factory=dict, repr=False)  # token -> role; none: no authentication
     tick_every: float = 60.0  # seconds between worker ticks; 0 = only on POST /v1/tick
     flush_every: float = 1.0  # seconds between worker drains: fewer, larger ingest batches cost less per row
     max_body_bytes: int = 10 * 1024 * 1024
     max_queue_rows: int = 200_000  # predicted rows waiting for ingest; beyond it predict answers 503
     max_batch_rows: int = 4096  # concurrent predict requests are scored together, up to this many rows
+    metrics: str = "auto"  # /metrics: "open", "token" (a reader's), or "auto": open on loopback, token elsewhere
+    generated_token: str | None = field(default=None, repr=False)  # the operator token made for this server
 
     def __post_init__(self) -> None:
         for token, role in self.tokens.items():
@@ -59,6 +62,9 @@ class Settings:
             if len(token) < 16:
                 raise SpecError("tokens: a token is shorter than 16 characters (rule: tokens are secrets).",
                                 field="tokens")
+        if self.metrics not in ("auto", "open", "token"):
+            raise SpecError(f"metrics: {self.metrics!r} (rule: one of auto, open, token).", field="metrics",
+                            value=self.metrics)
         if not self.tokens and not _is_loopback(self.host):
             raise SpecError(f"host: refusing to bind {self.host!r} without tokens (rule: a non-loopback address "
                             f"needs FRESHLOOP_TOKENS or --tokens-file).", field="host", value=self.host)
@@ -77,14 +83,25 @@ class Settings:
             out[token.strip()] = role.strip()
         return out
 
+    @property
+    def metrics_open(self) -> bool:
+        return self.metrics == "open" or (self.metrics == "auto" and _is_loopback(self.host))
+
     @classmethod
     def build(cls, spec_path: Path, *, host: str = "127.0.0.1", port: int = 8000, tick_every: str = "60s",
-              tokens_file: Path | None = None) -> Settings:
+              tokens_file: Path | None = None, no_auth: bool = False, metrics: str = "auto") -> Settings:
+        """What ``freshloop serve`` runs with. Without tokens (``FRESHLOOP_TOKENS``, ``--tokens-file``) a server
+        on loopback makes an operator token of its own, as Jupyter does: every local user and process could
+        otherwise act on the loop. ``no_auth`` serves without any."""
         text = os.environ.get("FRESHLOOP_TOKENS", "")
         if tokens_file is not None:
             text += "\n" + tokens_file.read_text()
-        return cls(spec_path=spec_path, host=host, port=port, tokens=cls.parse_tokens(text),
-                   tick_every=parse_duration(tick_every))
+        tokens, generated = cls.parse_tokens(text), None
+        if not tokens and not no_auth and _is_loopback(host):
+            generated = secrets.token_urlsafe(32)
+            tokens = {generated: "operator"}
+        return cls(spec_path=spec_path, host=host, port=port, tokens=tokens, tick_every=parse_duration(tick_every),
+                   metrics=metrics, generated_token=generated)
 
 
 def _plain(values: list[Any]) -> list[Any]:

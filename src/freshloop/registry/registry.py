@@ -1,7 +1,8 @@
 """The model registry: immutable versions with lineage, content-addressed artifacts, and aliases.
 
-Artifacts are stored under their sha256 and verified before every load; the registry only ever
-unpickles bytes whose hash it recorded itself. Aliases (``champion``, ``candidate`` …) move by
+Artifacts are stored under their sha256 and signed with a key kept outside the store
+(:mod:`freshloop.store.keys`); before every load both are checked, so the registry only ever unpickles
+bytes it signed itself, whoever could write the database or the files. Aliases (``champion``, ``candidate`` …) move by
 compare-and-set on a revision number, and every move is kept in the alias history.
 
 Examples
@@ -24,6 +25,7 @@ try again.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import pickle
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -31,6 +33,7 @@ from typing import Any
 
 from ..errors import IntegrityError
 from ..store import AliasMove, BlobStore, MetadataStore
+from ..store.keys import sign
 
 __all__ = ["ModelVersion", "Registry"]
 
@@ -46,11 +49,12 @@ class ModelVersion:
     artifact_path: str
     lineage: dict[str, Any]
     created_at: float
+    artifact_hmac: str | None = None
 
     @classmethod
     def from_row(cls, row: dict[str, Any]) -> ModelVersion:
         return cls(row["version"], row["run_id"], row["verdict_id"], row["artifact_sha256"], row["artifact_path"],
-                   dict(row["lineage"]), row["created_at"])
+                   dict(row["lineage"]), row["created_at"], row.get("artifact_hmac"))
 
 
 class Registry:
@@ -69,8 +73,8 @@ class Registry:
         path = f"artifacts/sha256/{sha[:2]}/{sha}"
         if not self.blobs.exists(path):
             self.blobs.put_bytes(path, data)
-        row = dict(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha, artifact_path=path, lineage=lineage,
-                   created_at=now)
+        row = dict(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha, artifact_path=path,
+                   artifact_hmac=sign(data), lineage=lineage, created_at=now)
         version = self.meta.add_version(row)
         self._keep(version, model)
         return ModelVersion.from_row({**row, "version": version})
@@ -103,7 +107,13 @@ class Registry:
             raise IntegrityError(f"version {version}: artifact sha256 {actual[:12]}… does not match the "
                                  f"registry's {mv.artifact_sha256[:12]}…; refusing to load it.",
                                  field="artifact_sha256", rule="hash verified before load", value=actual)
-        model = pickle.loads(data)  # noqa: S301 - bytes verified against the registry's own hash
+        if not hmac.compare_digest(sign(data), mv.artifact_hmac or ""):
+            raise IntegrityError(f"version {version}: its artifact is not signed with this machine's artifact key "
+                                 "(rule: only artifacts the registry signed are unpickled); refusing to load it. "
+                                 "A version registered on another machine loads with that machine's key in "
+                                 "FRESHLOOP_ARTIFACT_KEY.", field="artifact_hmac", rule="signed artifact",
+                                 value=version)
+        model = pickle.loads(data)  # noqa: S301 - bytes this registry signed, with a key the store does not hold
         self._keep(version, model)
         return model
 

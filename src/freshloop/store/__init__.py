@@ -16,7 +16,7 @@ from pathlib import Path
 from .blobs import BlobStore, LocalBlobStore
 from .sql import AliasMove, MetadataStore, migrate
 
-__all__ = ["AliasMove", "BlobStore", "LocalBlobStore", "MetadataStore", "migrate", "open_stores", "serving_claim"]
+__all__ = ["AliasMove", "BlobStore", "LocalBlobStore", "MetadataStore", "migrate", "open_stores", "store_claim"]
 
 
 def open_stores(root: str | Path, url: str | None = None, *, durable: bool = True
@@ -27,39 +27,55 @@ def open_stores(root: str | Path, url: str | None = None, *, durable: bool = Tru
     return meta, LocalBlobStore(root, durable=durable)
 
 
-@contextmanager
-def serving_claim(name: str, root: str | Path, url: str | None = None) -> Iterator[None]:
-    """Hold the right to serve loop ``name`` from this store while the block runs.
+# who holds an advisory lock taken with one bigint key (split in two 32-bit halves in pg_locks)
+_LOCK_HOLDER = ("SELECT a.application_name FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid "
+                "WHERE l.locktype = 'advisory' AND l.granted AND l.classid = :hi AND l.objid = :lo AND l.objsubid = 1")
 
-    A server keeps its batches' in-memory view to itself: a second server on the same store would not see
-    the first one's rows, and each would train and promote on half the data. So a second ``freshloop serve``
-    is refused, whether it shares the folder (a lock on ``<root>/serve.lock``) or only the PostgreSQL
-    database (an advisory lock on the loop's name, held by this process's session). Both locks end with
-    the process, however it ends."""
+
+@contextmanager
+def store_claim(name: str, root: str | Path, url: str | None = None, *, holder: str) -> Iterator[None]:
+    """Hold the right to write loop ``name``'s store while the block runs: one writer at a time.
+
+    A server keeps its batches' in-memory view and its champion to itself: a CLI command writing behind it
+    would go unseen (a promotion it recorded not served, rows it ingested never trained on), and a second
+    server would train and promote on half the data. So ``freshloop serve`` and every CLI command that writes
+    take this claim, and a second writer is refused with a message naming the one that holds it (``holder``,
+    written into the lock file), whether it shares the folder (a lock on ``<root>/serve.lock``) or only the
+    PostgreSQL database (an advisory lock on the loop's name, held by this process's session). Both locks end
+    with the process, however it ends."""
     from sqlalchemy import create_engine, text
     from sqlalchemy.pool import NullPool
 
     from ..errors import ConflictError
 
-    def refused(where: str) -> ConflictError:
-        return ConflictError(f"another `freshloop serve` is serving loop {name!r} from {where} (rule: one server "
-                             f"per store; stop it first).", field="store", rule="one server", value=where)
+    def refused(who: str, where: str) -> ConflictError:
+        advice = ("while it runs, act through it (`freshloop remote ...`) or stop it first"
+                  if who.startswith("`freshloop serve`") else "try again when it has finished")
+        return ConflictError(f"{who} is writing loop {name!r}'s store {where} (rule: one writer per store); "
+                             f"{advice}.", field="store", rule="one writer", value=where)
 
     root = Path(root)
     root.mkdir(parents=True, exist_ok=True)
-    fd = os.open(root / "serve.lock", os.O_CREAT | os.O_RDWR, 0o644)
+    lock = root / "serve.lock"
+    fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
-            raise refused(str(root)) from None
+            who = lock.read_text(errors="replace").strip() or "another freshloop process"
+            raise refused(who, str(root)) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{holder} (pid {os.getpid()})".encode(), 0)
         if url and url.startswith("postgresql"):
-            engine = create_engine(url, poolclass=NullPool)  # the lock lives with this one session
-            key = int.from_bytes(hashlib.sha256(f"freshloop serve {name}".encode()).digest()[:8], "big", signed=True)
+            # the lock lives with this one session, which carries the holder's name for whoever is refused
+            engine = create_engine(url, poolclass=NullPool, connect_args={"application_name": holder[:63]})
+            key = int.from_bytes(hashlib.sha256(f"freshloop serve {name}".encode()).digest()[:8], "big") >> 1
             try:
                 with engine.connect() as conn:
                     if not conn.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar():
-                        raise refused(engine.url.render_as_string(hide_password=True))
+                        found = conn.execute(text(_LOCK_HOLDER), {"hi": key >> 32, "lo": key & 0xFFFFFFFF}).scalar()
+                        raise refused(str(found or "another freshloop process"),
+                                      engine.url.render_as_string(hide_password=True))
                     try:
                         yield
                     finally:

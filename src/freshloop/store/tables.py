@@ -94,6 +94,7 @@ versions = Table(
     Column("verdict_id", String(64)),
     Column("artifact_sha256", String(64), nullable=False),
     Column("artifact_path", String(500), nullable=False),
+    Column("artifact_hmac", String(64)),  # HMAC-SHA256 of the artifact, with a key the store does not hold
     Column("lineage", JSON, nullable=False),
     Column("created_at", Float, nullable=False),
 )

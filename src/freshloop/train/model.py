@@ -71,9 +71,26 @@ def import_estimator(path: str) -> type:
     except (ImportError, AttributeError):
         raise SpecError(param_message("estimator", "model", "an importable class", path),
                         field="model.estimator", rule="importable", value=path) from None
-    if not inspect.isclass(cls):
-        raise SpecError(param_message("estimator", "model", "a class", path), field="model.estimator", value=path)
+    if not inspect.isclass(cls) or not _is_estimator(cls):
+        # the spec's params are passed to the class: only an estimator, whose constructor just keeps them, is
+        # built (a file class under an allowed package would open the file the params name)
+        raise SpecError(param_message("estimator", "model", "an estimator class (scikit-learn's BaseEstimator "
+                                      "with fit and predict, or a River estimator)", path),
+                        field="model.estimator", rule="estimator class", value=path)
     return cls
+
+
+def _is_estimator(cls: type) -> bool:
+    from sklearn.base import BaseEstimator
+
+    if issubclass(cls, BaseEstimator):
+        return callable(getattr(cls, "fit", None)) and callable(getattr(cls, "predict", None))
+    try:
+        from river.base import Estimator
+    except ImportError:
+        return False
+    return issubclass(cls, Estimator) and callable(getattr(cls, "learn_one", None)) and \
+        callable(getattr(cls, "predict_one", None))
 
 
 def check_model(model: ModelSpec) -> None:

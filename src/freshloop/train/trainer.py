@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from .. import __version__
+from ..data.numbers import LARGEST
 from ..data.schema import Schema
 from .model import ModelBundle
 
@@ -81,6 +83,24 @@ def _code_version() -> str:
 _CODE: str | None = None
 
 
+def _culprits(frame: pd.DataFrame, schema: Schema) -> str:
+    """The columns and rows of a training frame that a model's arithmetic cannot take: numbers infinite or past
+    ±1e38 (validation quarantines them; rows stored before that rule may hold them). Empty if there are none."""
+    found = []
+    for f in schema.features:
+        if f.kind != "numeric" or f.name not in frame.columns:
+            continue
+        values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=float)
+        with np.errstate(invalid="ignore"):
+            bad = np.flatnonzero(np.isinf(values) | (np.abs(values) > LARGEST))
+        if len(bad):
+            rows = ", ".join(f"row {i}" + (f" (time {frame['_time'].iloc[i]:g})" if "_time" in frame else "") +
+                             f" = {values[i]:g}" for i in bad[:3])
+            more = ", …" if len(bad) > 3 else ""
+            found.append(f"column {f.name!r}: {len(bad)} values past ±{LARGEST:g} ({rows}{more})")
+    return "; ".join(found)
+
+
 def train_candidate(req: TrainRequest) -> Candidate:
     global _CODE
     if _CODE is None:
@@ -102,7 +122,9 @@ def train_candidate(req: TrainRequest) -> Candidate:
         try:
             bundle.fit(req.frame, y)
         except ValueError as e:
-            raise TrainingFailed(f"snapshot {req.snapshot_id}: {e}") from None
+            culprits = _culprits(req.frame, req.schema)
+            raise TrainingFailed(f"snapshot {req.snapshot_id}: {e}" + (f" Caused by {culprits}." if culprits else "")
+                                 ) from None
     seconds = time.perf_counter() - started
     lineage = {
         "run_key": req.run_key,
