@@ -279,6 +279,7 @@ def test_schemathesis_finds_no_server_error(fuzzed: Any, mode: str) -> None:
         except Unsatisfiable:  # no invalid request exists for an operation without parameters or body
             assert mode == "negative", operation.label
     assert len(tried) >= (12 if mode == "positive" else 6) and sum(tried.values()) >= 100, tried
+    print(f"schemathesis {mode}: {sum(tried.values())} requests over {len(tried)} operations, no server error")
 
 
 def test_malicious_upload_errors_name_no_server_path(served: tuple[httpx.Client, LoopService]) -> None:
@@ -286,7 +287,7 @@ def test_malicious_upload_errors_name_no_server_path(served: tuple[httpx.Client,
     never of a path on the server."""
     c, _ = served
     for body, kind in ((b"", "text/csv"), (b"PAR1 not parquet", "application/vnd.apache.parquet"),
-                       (b'{"a": 1}', "application/json")):
+                       (b'"just text"', "application/json")):
         r = c.post("/v1/ingest/file", content=body, headers={"Content-Type": kind})
         assert 400 <= r.status_code < 500, (kind, r.text)
         assert "/tmp" not in r.text and "upload" not in r.text.replace("the uploaded body", ""), r.text

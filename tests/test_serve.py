@@ -397,7 +397,8 @@ def test_a_second_server_on_the_same_store_is_refused(tmp_path: Path, db_url: st
         # the second server: the same spec, or (on PostgreSQL) another folder with the same database
         other = tmp_path / "other"
         other.mkdir()
-        spec = write_spec(other, store={"root": str((other if db_url else tmp_path) / "store"), "url": db_url})
+        spec = write_spec(other, store={"root": str((other if db_url else tmp_path) / "store"), "url": db_url,
+                                        "outside_spec_folder": True})
         second = subprocess.run([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
                                  str(free_port())], capture_output=True, text=True, timeout=120)
         assert second.returncode == 1, second.stderr

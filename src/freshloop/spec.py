@@ -277,6 +277,8 @@ class ReplaySpec(_Strict):
 class StoreSpec(_Strict):
     root: str | None = Field(None, description="folder for data, artifacts and the SQLite file")
     url: str | None = Field(None, description="SQLAlchemy URL of the metadata store; default SQLite in root")
+    outside_spec_folder: bool = Field(False, description="allow a root outside the spec file's folder (a spec "
+                                      "from elsewhere must not make freshloop write to /etc or ../x unasked)")
     view_mb: int = Field(256, ge=0, description="megabytes of accepted rows held in memory for training snapshots; "
                          "older batches are read back from their Parquet files when a window reaches them")
 
@@ -366,8 +368,12 @@ def load_spec(path: str | Path) -> LoopSpec:
         spec = load_spec_dict(raw)
     except SpecError as e:
         raise SpecError(f"{path}: {e.message}", field=e.field, rule=e.rule, value=e.value) from None
-    root = spec.store.root or ".freshloop"
-    if not Path(root).is_absolute():
-        root = str((path.parent / root).resolve())
-    return spec.model_copy(update={"store": spec.store.model_copy(update={"root": root})})
+    given = spec.store.root or ".freshloop"
+    folder = path.parent.resolve()
+    root = (folder / given).resolve()  # an absolute root stays itself
+    if not root.is_relative_to(folder) and not spec.store.outside_spec_folder:
+        raise SpecError(f"{path}: store.root: {given!r} is outside the spec's folder (rule: a store elsewhere needs "
+                        "store.outside_spec_folder: true, so a spec cannot make freshloop write anywhere unasked).",
+                        field="store.root", rule="inside the spec's folder", value=given)
+    return spec.model_copy(update={"store": spec.store.model_copy(update={"root": str(root)})})
 

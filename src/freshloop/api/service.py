@@ -28,7 +28,7 @@ from ..clock import Clock, WallClock, parse_duration
 from ..data.files import MalformedRow
 from ..data.schema import Schema
 from ..data.validate import first_record_error, record_text_problem
-from ..errors import BusyError, DataError, SpecError, TooLargeError
+from ..errors import BusyError, DataError, FreshloopError, SpecError, TooLargeError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
 from .journal import Entry, Journal
@@ -284,8 +284,14 @@ class LoopService:
         with tempfile.TemporaryDirectory() as tmp:
             path = Path(tmp) / f"upload{suffix}"
             path.write_bytes(data)
-            with self.lock:
-                res = self.loop.ingest_file(str(path), source=source, batch_id=batch_id)
+            try:
+                with self.lock:
+                    res = self.loop.ingest_file(str(path), source=source, batch_id=batch_id)
+            except FreshloopError as e:  # the client sent a body, not a file on this server: no path of ours
+                e.message = e.message.replace(str(path), "the uploaded body")
+                e.args = (e.message,)
+                e.value = "the uploaded body" if e.value == str(path) else e.value
+                raise
         if not res.replayed:
             self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
             self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)

@@ -19,10 +19,25 @@ from .sql import AliasMove, MetadataStore, migrate
 __all__ = ["AliasMove", "BlobStore", "LocalBlobStore", "MetadataStore", "migrate", "open_stores", "store_claim"]
 
 
+def writable(root: str | Path) -> Path:
+    """The store's folder, made if missing; a clear error, not a traceback, when this user cannot write it."""
+    root = Path(root)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        if not os.access(root, os.W_OK | os.X_OK):
+            raise PermissionError(root)
+    except OSError as e:
+        from ..errors import SpecError
+
+        raise SpecError(f"store.root: {str(root)!r} cannot be written by this user ({type(e).__name__}; rule: the "
+                        "store's folder must be writable).", field="store.root", rule="writable",
+                        value=str(root)) from None
+    return root
+
+
 def open_stores(root: str | Path, url: str | None = None, *, durable: bool = True
                 ) -> tuple[MetadataStore, LocalBlobStore]:
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable(root)
     meta = MetadataStore(url or f"sqlite:///{root / 'freshloop.db'}", durable=durable)
     return meta, LocalBlobStore(root, durable=durable)
 
@@ -54,8 +69,7 @@ def store_claim(name: str, root: str | Path, url: str | None = None, *, holder: 
         return ConflictError(f"{who} is writing loop {name!r}'s store {where} (rule: one writer per store); "
                              f"{advice}.", field="store", rule="one writer", value=where)
 
-    root = Path(root)
-    root.mkdir(parents=True, exist_ok=True)
+    root = writable(root)
     lock = root / "serve.lock"
     fd = os.open(lock, os.O_CREAT | os.O_RDWR, 0o644)
     try:
