@@ -6,9 +6,6 @@ from __future__ import annotations
 
 import itertools
 import os
-import signal
-import subprocess
-import sys
 import threading
 import time
 from collections import Counter
@@ -19,12 +16,12 @@ import httpx
 import numpy as np
 import pyarrow.parquet as pq
 
-from freshloop.api import LoopService, Settings, free_port
+from freshloop.api import LoopService, Settings
 from freshloop.registry import Registry
 from freshloop.store import open_stores
 
 from .conftest import make_frame
-from .test_serve import OP, auth, records, write_spec
+from .test_serve import OP, ServeProcess, auth, records, write_spec
 
 
 def _answered(tmp_path: Path) -> tuple[Settings, LoopService, list[dict], list[int]]:
@@ -194,41 +191,6 @@ def _kill_spec(tmp_path: Path, db_url: str | None) -> Path:
                       rollout={"strategy": "immediate"})
 
 
-class _Process:
-    """`freshloop serve` in its own session, so a kill -9 reaches it alone."""
-
-    def __init__(self, spec: Path, log: Path) -> None:
-        self.port = free_port()
-        self.log = log.open("ab")
-        env = {**os.environ, "FRESHLOOP_TOKENS": f"{OP}:operator"}
-        self.proc = subprocess.Popen([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
-                                      str(self.port), "--tick-every", "0"], env=env, stdout=self.log,
-                                     stderr=self.log, start_new_session=True)
-        self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise AssertionError(f"the server did not start again (exit {self.proc.returncode}): "
-                                     f"{log.read_text()[-3000:]}")
-            try:
-                if httpx.get(self.url + "/v1/status", headers=auth(OP), timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                time.sleep(0.05)
-        self.kill()
-        raise AssertionError("the server did not answer within 120 s")
-
-    def kill(self) -> None:
-        os.kill(self.proc.pid, signal.SIGKILL)  # this process alone: it was started in its own session
-        self.proc.wait(timeout=60)
-        self.log.close()
-
-    def stop(self) -> None:
-        os.kill(self.proc.pid, signal.SIGTERM)
-        assert self.proc.wait(timeout=120) in (0, -signal.SIGTERM)
-        self.log.close()
-
-
 def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: str | None) -> None:
     """24 seeded kill -9s of a server under 8 clients, each landing while an ingest, a predict, a tick (a
     training run) and a promotion are in flight. After every restart: the server answers, and labels for
@@ -240,7 +202,8 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: st
     acked = Acked()
     rng = np.random.default_rng(15)
     landed = dict.fromkeys(OPS, 0)
-    srv = _Process(spec, log)
+    env = {**os.environ, "FRESHLOOP_TOKENS": f"{OP}:operator"}
+    srv = ServeProcess(spec, log, env)
     with httpx.Client(base_url=srv.url, headers=auth(OP), timeout=60) as c:
         assert c.post("/v1/ingest", json={"rows": records(make_frame(400), True), "batch_id": "warm"}).status_code \
             == 200
@@ -258,7 +221,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: st
             landed[op] += 1
         srv.kill()
         traffic.join()
-        srv = _Process(spec, log)  # starts again cleanly, or the test fails here
+        srv = ServeProcess(spec, log, env)  # starts again cleanly, or the test fails here
     # every label for a prediction acknowledged before some kill is joined, not called unknown
     with acked.lock:
         rest = [p for p in acked.predictions if p not in acked.labeled]

@@ -262,21 +262,39 @@ def test_every_route_checks_its_token_and_role(server: Server) -> None:
                                  headers={**broken["headers"], **auth(TOKEN_OF[role])}).status_code == 403, path
 
 
-def _serve(spec: Path, env: dict[str, str], *args: str) -> tuple[subprocess.Popen[str], str]:
-    """`freshloop serve` in its own session; returns it and its URL once it answers."""
-    port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port", str(port),
-                             "--tick-every", "0", *args], env=env, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            httpx.get(url + "/openapi.json", timeout=5)
-            return proc, url
-        except httpx.TransportError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"the server did not start: {proc.communicate()[1]}")
+class ServeProcess:
+    """`freshloop serve` in its own session, so a signal reaches it alone; its output goes to ``log``. Ready once
+    it answers (its start-up, recovery included, is over)."""
+
+    def __init__(self, spec: Path, log: Path, env: dict[str, str], *args: str) -> None:
+        self.port, self.logged = free_port(), log
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen([sys.executable, "-m", "freshloop.cli", "serve", str(spec), "--port",
+                                      str(self.port), "--tick-every", "0", *args], env=env, stdout=self.log,
+                                     stderr=self.log, start_new_session=True)
+        self.url = f"http://127.0.0.1:{self.port}"
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise AssertionError(f"the server did not start (exit {self.proc.returncode}): "
+                                     f"{log.read_text()[-3000:]}")
+            try:
+                httpx.get(self.url + "/openapi.json", timeout=5)
+                return
+            except httpx.TransportError:
+                time.sleep(0.05)
+        self.kill()
+        raise AssertionError("the server did not answer within 120 s")
+
+    def kill(self) -> None:
+        os.kill(self.proc.pid, signal.SIGKILL)  # this process alone: it was started in its own session
+        self.proc.wait(timeout=60)
+        self.log.close()
+
+    def stop(self) -> None:
+        os.kill(self.proc.pid, signal.SIGTERM)
+        assert self.proc.wait(timeout=120) in (0, -signal.SIGTERM)
+        self.log.close()
 
 
 def test_a_server_without_tokens_makes_an_operator_token_that_remote_finds(tmp_path: Path) -> None:
@@ -286,7 +304,8 @@ def test_a_server_without_tokens_makes_an_operator_token_that_remote_finds(tmp_p
 
     env = {**{k: v for k, v in os.environ.items() if k != "FRESHLOOP_TOKENS"},
            "FRESHLOOP_RUNTIME_DIR": str(tmp_path / "runtime")}
-    proc, url = _serve(write_spec(tmp_path), env)
+    srv = ServeProcess(write_spec(tmp_path), tmp_path / "server.log", env)
+    url = srv.url
     token_file = tmp_path / "store" / "operator.token"
     try:
         token = token_file.read_text().strip()
@@ -307,21 +326,20 @@ def test_a_server_without_tokens_makes_an_operator_token_that_remote_finds(tmp_p
         finally:
             del os.environ["FRESHLOOP_RUNTIME_DIR"]
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
+        srv.stop()
+    err = (tmp_path / "server.log").read_text()
     assert err.count(token) == 1 and "--no-auth" in err
     assert not token_file.exists() and not list((tmp_path / "runtime").iterdir())
 
 
 def test_no_auth_serves_without_tokens(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "FRESHLOOP_TOKENS"}
-    proc, url = _serve(write_spec(tmp_path), env, "--no-auth")
+    srv = ServeProcess(write_spec(tmp_path), tmp_path / "server.log", env, "--no-auth")
     try:
-        assert httpx.get(url + "/v1/status").status_code == 200
+        assert httpx.get(srv.url + "/v1/status").status_code == 200
         assert not (tmp_path / "store" / "operator.token").exists()
     finally:
-        os.kill(proc.pid, signal.SIGTERM)
-        proc.communicate(timeout=60)
+        srv.stop()
 
 
 def test_metrics_need_a_token_when_the_setting_says_so(tmp_path: Path) -> None:

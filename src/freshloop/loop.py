@@ -65,7 +65,7 @@ class PredictResult:
     predictions: np.ndarray
     proba: np.ndarray | None
     versions: np.ndarray
-    at: float = 0.0  # when they were served, on the loop's clock
+    at: float  # when they were served, on the loop's clock
 
 
 @dataclass(frozen=True)

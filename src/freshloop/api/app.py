@@ -224,10 +224,7 @@ def create_app(settings: Settings, service: LoopService | None = None,
 
     @app.exception_handler(FreshloopError)
     async def domain_error(_: Request, e: FreshloopError) -> JSONResponse:
-        # a message may name a file of the store: the client sees it relative to the store, not the server's path
-        root = str(svc().loop.blobs.root) if "svc" in svc_holder else None
-        message = e.message.replace(root + "/", "").replace(root, "the store") if root else e.message
-        return _error(HTTP_STATUS.get(e.code, 500), e.code, message, e.field)
+        return _error(HTTP_STATUS.get(e.code, 500), e.code, e.message, e.field)
 
     @app.exception_handler(_BodyTooLarge)
     async def too_large(_: Request, e: _BodyTooLarge) -> JSONResponse:

@@ -25,10 +25,10 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
-from ..data.files import MalformedRow
+from ..data.files import MalformedRow, parse_submission
 from ..data.schema import Schema
 from ..data.validate import first_record_error, record_text_problem
-from ..errors import BusyError, DataError, FreshloopError, SpecError, TooLargeError
+from ..errors import BusyError, DataError, SpecError, TooLargeError
 from ..loop import Loop, TickReport
 from ..spec import load_spec
 from .journal import Entry, Journal
@@ -102,6 +102,12 @@ class Settings:
             tokens = {generated: "operator"}
         return cls(spec_path=spec_path, host=host, port=port, tokens=tokens, tick_every=parse_duration(tick_every),
                    metrics=metrics, generated_token=generated)
+
+
+def _predict_batch(ids: list[str]) -> str:
+    """The batch id of predicted rows the worker ingests, named by the first: a server starting again gives
+    the rows a crash left in its journal the same id, so rows the worker stored are not stored twice."""
+    return f"predict-{ids[0]}"
 
 
 def _plain(values: list[Any]) -> list[Any]:
@@ -214,7 +220,7 @@ class LoopService:
             return
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
         ids = [i for _, batch in queue for i in batch]
-        res = self.loop.ingest(frames, source="predict", batch_id=f"predict-{ids[0]}", row_ids=ids)
+        res = self.loop.ingest(frames, source="predict", batch_id=_predict_batch(ids), row_ids=ids)
         self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
         self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
         self.loop.flush()
@@ -239,7 +245,7 @@ class LoopService:
 
     def _store_journaled(self, entries: list[Entry]) -> int:
         ids = [i for e in entries for i in e.ids]
-        key = f"predict-{ids[0]}"  # the batch id the worker gives the same requests
+        key = _predict_batch(ids)  # the batch id the worker gives the same requests
         if self.loop.meta.find_batch("predict", key) is None:  # the worker had not stored them
             rows = pd.DataFrame.from_records([r for e in entries for r in e.rows])
             self.loop.ingest(rows, source="predict", batch_id=key, row_ids=ids)
@@ -278,20 +284,12 @@ class LoopService:
         return res.to_dict()
 
     def ingest_file(self, data: bytes, suffix: str, *, batch_id: str | None, source: str) -> dict[str, Any]:
-        """A CSV, Parquet or JSON upload; its bytes are kept as submitted."""
-        import tempfile
-
-        with tempfile.TemporaryDirectory() as tmp:
-            path = Path(tmp) / f"upload{suffix}"
-            path.write_bytes(data)
-            try:
-                with self.lock:
-                    res = self.loop.ingest_file(str(path), source=source, batch_id=batch_id)
-            except FreshloopError as e:  # the client sent a body, not a file on this server: no path of ours
-                e.message = e.message.replace(str(path), "the uploaded body")
-                e.args = (e.message,)
-                e.value = "the uploaded body" if e.value == str(path) else e.value
-                raise
+        """A CSV, Parquet or JSON upload, read from its bytes (errors name "the uploaded body", never a file of
+        the server); its bytes are kept as submitted."""
+        sub = parse_submission(data, suffix, "the uploaded body")
+        with self.lock:
+            res = self.loop.ingest(sub.frame, source=source, batch_id=batch_id, malformed=sub.malformed,
+                                   raw=sub.raw)
         if not res.replayed:
             self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
             self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)

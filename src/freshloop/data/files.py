@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 
 from ..errors import DataError
 
-__all__ = ["MalformedRow", "Submission", "read_submission"]
+__all__ = ["MalformedRow", "Submission", "parse_submission", "read_submission"]
 
 
 @dataclass(frozen=True)
@@ -73,15 +73,20 @@ def read_submission(path: str | Path) -> Submission:
         raw = path.read_bytes()
     except FileNotFoundError:
         raise DataError(f"{path}: file not found.", field="file", value=str(path)) from None
+    return parse_submission(raw, path.suffix, str(path))
+
+
+def parse_submission(raw: bytes, suffix: str, name: str) -> Submission:
+    """A CSV, Parquet or JSON submission's bytes (read by ``suffix``) as a frame; errors call it ``name``."""
     if not raw.strip():
-        raise DataError(f"{path}: empty file (rule: a submission needs at least one row).",
-                        field="file", rule="non-empty", value=str(path))
-    suffix = path.suffix.lower()
+        raise DataError(f"{name}: empty file (rule: a submission needs at least one row).",
+                        field="file", rule="non-empty", value=name)
+    suffix = suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
             frame = pq.read_table(io.BytesIO(raw)).to_pandas()
         except (pa.ArrowInvalid, OSError) as e:
-            raise DataError(f"{path}: not a readable Parquet file ({e}).", field="file", value=str(path)) from None
+            raise DataError(f"{name}: not a readable Parquet file ({e}).", field="file", value=name) from None
         return Submission(frame, [], raw, "parquet")
     if suffix in (".json", ".jsonl", ".ndjson"):
         text = raw.decode("utf-8", errors="replace")
@@ -103,7 +108,7 @@ def read_submission(path: str | Path) -> Submission:
                     malformed.append(MalformedRow(i, line, f"row: not a JSON object ({e})"))
         bad = [r for r in records if not isinstance(r, dict)]
         if bad:
-            raise DataError(f"{path}: JSON must be a list of objects or JSON lines.", field="file", value=str(path))
+            raise DataError(f"{name}: JSON must be a list of objects or JSON lines.", field="file", value=name)
         return Submission(pd.DataFrame.from_records(records), malformed, raw, "json")
-    frame, malformed = _read_csv(raw, str(path))
+    frame, malformed = _read_csv(raw, name)
     return Submission(frame, malformed, raw, "csv")

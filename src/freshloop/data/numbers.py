@@ -24,12 +24,19 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-__all__ = ["LARGEST", "NUMERIC_SHARE", "NumberCheck", "bool_cells", "check_numbers", "number_cells", "type_numbers"]
+__all__ = ["LARGEST", "NUMERIC_SHARE", "NumberCheck", "bool_cells", "check_numbers", "number_cells", "past_largest",
+           "type_numbers"]
 
 NUMERIC_SHARE = 0.98  # of the present cells, how many must be numbers for the column to be numeric
 #: the largest magnitude a value may have: beyond it float32 models (LightGBM, XGBoost) overflow and a
 #: scaler's variance soon does, so one such value would fail every training run whose window holds it
 LARGEST = 1e38
+
+
+def past_largest(values: np.ndarray) -> np.ndarray:
+    """Which values lie beyond ±:data:`LARGEST`, infinities included (NaN, a missing value, does not)."""
+    with np.errstate(invalid="ignore"):
+        return np.abs(values) > LARGEST
 
 
 def number_cells(s: pd.Series) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from ..spec import QualitySpec
-from .numbers import LARGEST, bool_cells, number_cells
+from .numbers import LARGEST, bool_cells, number_cells, past_largest
 from .schema import Schema
 
 __all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
@@ -143,8 +143,7 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
     """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
     if schema.task == "regression":
         num, present, bad = number_cells(s)
-        with np.errstate(invalid="ignore"):
-            inf = present & ~bad & ~(np.abs(np.nan_to_num(num, nan=0.0)) <= LARGEST)
+        inf = present & ~bad & past_largest(num)
         msgs = [f"field {schema.label!r}: must be a finite number (got {v!r})" if b else
                 magnitude_problem(schema.label, v, n) for v, n, b in zip(s[bad | inf], num[bad | inf], bad[bad | inf],
                                                                         strict=True)]
@@ -247,8 +246,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
                 num, present, bad = number_cells(s)
             if bad.any():
                 flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
-            with np.errstate(invalid="ignore"):
-                inf = present & ~bad & ~(np.abs(num) <= LARGEST)
+            inf = present & ~bad & past_largest(num)
             if inf.any():
                 cells = num[inf] if f.name in fast else s[inf]
                 flag(inf, [magnitude_problem(f.name, c, v) for c, v in zip(cells, num[inf], strict=True)],

@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from .. import __version__
-from ..data.numbers import LARGEST
+from ..data.numbers import LARGEST, past_largest
 from ..data.schema import Schema
 from .model import ModelBundle
 
@@ -91,8 +91,7 @@ def _culprits(frame: pd.DataFrame, schema: Schema) -> str:
         if f.kind != "numeric" or f.name not in frame.columns:
             continue
         values = pd.to_numeric(frame[f.name], errors="coerce").to_numpy(dtype=float)
-        with np.errstate(invalid="ignore"):
-            bad = np.flatnonzero(np.isinf(values) | (np.abs(values) > LARGEST))
+        bad = np.flatnonzero(past_largest(values))
         if len(bad):
             rows = ", ".join(f"row {i}" + (f" (time {frame['_time'].iloc[i]:g})" if "_time" in frame else "") +
                              f" = {values[i]:g}" for i in bad[:3])
