@@ -127,7 +127,7 @@ def run_stream(name: str, n: int | None, workers: int,
     drift = info.get("drift_points") or []
     rows = []
     for pol, s in res.items():
-        retrain_at = [d["at"] for d in s["decisions"]["retrain"] if not d["reasons"][0].startswith("bootstrap")]
+        retrain_at = [d["at"] for d in s["decisions"]["retrain"] if d["triggers"][:1] != ["bootstrap"]]
         delay = false_alarms = None
         if drift and pol != ONLINE:  # the synthetic streams' time is the row number: decisions are in rows
             delay, false_alarms = detection(retrain_at, drift)

@@ -188,18 +188,18 @@ def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_pat
     spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": "sklearn.linear_model.LogisticRegression"},
                                     store={"root": str(tmp_path / "store"), "url": db_url}))
     clock = SimulatedClock(0.0)
-    loop = Loop(spec, clock=clock, durable=False)
-    clock.advance_to(299.0)
-    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
-    loop.tick()
-    rows = make_frame(40, seed=4, t0=300)
-    ids = [f"r{i}" for i in range(40)]
-    clock.advance_to(340.0)
-    served = loop.predict(rows.drop(columns="y"), row_ids=ids)
-    loop.ingest(rows.drop(columns="y"), source="test", batch_id="b1", row_ids=ids)
-    early = loop.feedback(ids[:10], rows["y"].tolist()[:10], source="test", batch_id="l0")
-    assert len(early.scores) == 10
-    loop.close()  # a restart: the log is on disk, its open records were in memory
+    with Loop(spec, clock=clock, durable=False) as loop:  # leaving the block closes it: a restart
+        clock.advance_to(299.0)
+        loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+        loop.tick()
+        rows = make_frame(40, seed=4, t0=300)
+        ids = [f"r{i}" for i in range(40)]
+        clock.advance_to(340.0)
+        served = loop.predict(rows.drop(columns="y"), row_ids=ids)
+        loop.ingest(rows.drop(columns="y"), source="test", batch_id="b1", row_ids=ids)
+        early = loop.feedback(ids[:10], rows["y"].tolist()[:10], source="test", batch_id="l0")
+        assert len(early.scores) == 10
+    # the log is on disk, its open records were in memory
 
     again = Loop(spec, clock=clock, durable=False)
     assert again.predictions.pending == 30  # the ten already labeled are not waiting any more
@@ -430,7 +430,7 @@ def test_a_candidate_that_raises_never_fails_a_request(make_loop) -> None:
                             policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
     drive(loop, clock, make_frame(400, seed=9, t0=300))
     assert loop.rollout is not None and loop.rollout.active  # a canary is running
-    cand = loop._candidate[1] if loop._candidate else None
+    cand = loop._candidate.bundle if loop._candidate else None
     assert cand is not None
 
     def broken(frame: pd.DataFrame) -> tuple[np.ndarray, None]:
@@ -478,7 +478,7 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
                             policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
     drive(loop, clock, make_frame(400, seed=9, t0=300))
     assert loop.rollout is not None and loop.rollout.active and loop._candidate is not None
-    cand = loop._candidate[1]
+    cand = loop._candidate.bundle
     fast = cand.predict
 
     def slow(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:

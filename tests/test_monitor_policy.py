@@ -12,7 +12,7 @@ from freshloop.evaluate.metrics import get_metric
 from freshloop.monitor import Monitor, Reference, Signals, drift_report, drift_score
 from freshloop.monitor.drift import DriftScore
 from freshloop.policy import Policy, PolicyState, Retrain, Skip
-from freshloop.spec import DriftTriggerSpec, PolicySpec, QualityTriggerSpec, TriggerSpec
+from freshloop.spec import DriftTriggerSpec, PolicySpec, QualityTriggerSpec, TriggerSpec, policy_preset
 
 
 def test_statistics_agree_with_scipy() -> None:
@@ -145,3 +145,29 @@ def test_budget_quality_staleness_and_run_keys() -> None:
                    reference_low=0.775, reference_high=0.825)
     skip = q.decide(measured, PolicyState())
     assert isinstance(skip, Skip), skip
+
+
+def test_decisions_name_their_triggers_and_guards_as_fields() -> None:
+    """The loop acts on ``triggers`` and ``guard``, never on the reasons' words: each decision carries them."""
+    p = Policy.from_spec(PolicySpec.model_validate(
+        {"triggers": {"drift": {}, "staleness": "30d"}, "hysteresis": 1, "cooldown": "7d", "min_new_labels": 100,
+         "budget": {"max_retrains": 1, "per": "10d"}}))
+    now = 100 * 86400.0
+    both = p.decide(sig(drift=drifted()), PolicyState())
+    assert isinstance(both, Retrain) and both.triggers == ("drift", "staleness") and both.answers_change
+    assert both.guard is None and len(both.reasons) == 2
+    stale = p.decide(sig(), PolicyState())
+    assert isinstance(stale, Retrain) and stale.triggers == ("staleness",) and not stale.answers_change
+    held = [p.decide(s, st) for s, st in [
+        (sig(drift=drifted(), new_labels=10), PolicyState()),
+        (sig(drift=drifted(), last_trained_at=now - 3600), PolicyState()),
+        (sig(drift=drifted()), PolicyState(retrain_times=(now - 86400,)))]]
+    assert [d.guard for d in held] == ["min_new_labels", "cooldown", "budget"]
+    assert all(isinstance(d, Skip) and d.triggers == () for d in held)
+    quiet = Policy.from_spec(PolicySpec.model_validate({"triggers": {"staleness": "300d"}}))
+    assert quiet.decide(sig(), PolicyState()).guard == "no trigger fired"
+    assert Policy.from_spec(policy_preset("never")).decide(sig(), PolicyState()).guard == "never"
+    with pytest.raises(ValueError, match="one trigger per reason"):
+        Retrain("k", ("drift: x", "schedule: y"), triggers=("drift",))
+    assert both.held("rollout in progress", "rollout of version 3 in progress").reason == \
+        f"rollout of version 3 in progress (would retrain for {both.reasons[0]})"

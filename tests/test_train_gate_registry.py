@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.metadata
+import json
 import pickle
 from pathlib import Path
 from typing import Any
@@ -236,6 +237,35 @@ def test_migrations_match_the_tables(tmp_path: Path, db_url: str | None) -> None
         diff = compare_metadata(MigrationContext.configure(conn), metadata)
     meta.close()
     assert diff == []
+
+
+def test_decisions_stored_before_their_fields_existed_get_them_from_their_reasons(tmp_path: Path) -> None:
+    """A store written before revision 0004 opens with each decision's triggers and guard filled in, so a
+    loop opened on it finds a pending follow-up (it reads the triggers, not the words)."""
+    import sqlalchemy as sa
+    from alembic import command
+
+    from freshloop.store.sql import _alembic_config
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = _alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0003")
+        old = [("retrain", ["drift: 1 feature(s) drifted", "follow-up: 250 labels since the change"]),
+               ("retrain", ["bootstrap: no champion yet; 80 labeled rows"]),
+               ("skip", ["guard: 10 new labeled rows < min_new_labels 100 (would retrain for volume: 300)"]),
+               ("skip", ["rollout of version 4 in progress (would retrain for drift: 2 feature(s) drifted)"]),
+               ("skip", ["no trigger configured (never retrains)"]), ("skip", ["cooldown: trained 1 h ago < 7 d"])]
+        for i, (kind, reasons) in enumerate(old):
+            conn.execute(sa.text("INSERT INTO decisions (at, kind, reasons) VALUES (:at, :kind, :reasons)"),
+                         {"at": float(i), "kind": kind, "reasons": json.dumps(reasons)})
+    engine.dispose()
+    meta, _ = open_stores(tmp_path, f"sqlite:///{tmp_path / 'old.db'}", durable=False)
+    got = [(d["triggers"], d["guard"]) for d in meta.list_decisions()]
+    meta.close()
+    assert got == [(["drift", "follow-up"], None), (["bootstrap"], None), ([], "min_new_labels"),
+                   ([], "rollout in progress"), ([], "never"), ([], "cooldown")]
 
 
 def test_the_registry_keeps_only_recent_models_in_memory(tmp_path: Path) -> None:

@@ -27,9 +27,9 @@ from .evaluate.metrics import Metric, default_metric, get_metric
 from .events import EventLog
 from .labels import OutcomeLog, PredictionLog
 from .monitor import Monitor, Signals
-from .policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
+from .policy import CHANGE_TRIGGERS, Decision, Policy, PolicyState, Retrain, Skip, run_key
 from .registry import Registry
-from .rollout import Rollout, analyze_step, route_to_candidate
+from .rollout import Action, Rollout, Status, analyze_step, route_to_candidate
 from .spec import LoopSpec, WindowSpec
 from .store import open_stores
 from .train import Candidate, Executor, ModelBundle, TrainingFailed, TrainRequest, make_executor, train_candidate
@@ -38,7 +38,6 @@ from .train.model import Rows
 __all__ = ["Loop", "LoopStats", "PredictResult", "TickReport"]
 
 _MAX_REFERENCE_ROWS = 5000
-_CHANGE_TRIGGERS = ("detector", "quality", "drift")  # retrains for a detected change get a follow-up
 
 
 @dataclass
@@ -66,6 +65,37 @@ class PredictResult:
     proba: np.ndarray | None
     versions: np.ndarray
     at: float  # when they were served, on the loop's clock
+
+
+@dataclass
+class Champion:
+    """The version serving by default, its model and its lineage (online learning moves ``t_last`` and
+    ``cutoff`` as the served model learns)."""
+
+    version: int
+    bundle: ModelBundle
+    lineage: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class RolloutCandidate:
+    """The version a rollout in progress routes a share of requests to, or shadows."""
+
+    version: int
+    bundle: ModelBundle
+
+
+@dataclass(frozen=True)
+class PendingRefit:
+    """A gated fit serving while its refit on the whole snapshot (holdout included) is still to come."""
+
+    version: int  # the gated fit's version, serving now
+    candidate: Candidate
+    decision: Retrain
+    snapshot: Snapshot
+    frame: pd.DataFrame  # the snapshot, as read
+    run_id: str
+    verdict_id: str
 
 
 @dataclass(frozen=True)
@@ -99,7 +129,7 @@ class TickReport:
     promoted: int | None = None
     refit: int | None = None  # the version a served gated fit was refitted into (``serve_before_refit``)
     rolled_back: int | None = None
-    rollout_action: str | None = None
+    rollout_action: Action | None = None
     staleness: float | None = None
     run_error: str | None = None  # why this tick's training run failed
     deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
@@ -107,7 +137,8 @@ class TickReport:
     def to_dict(self) -> dict[str, Any]:
         """What an orchestrator reads of one tick (``freshloop tick --json``)."""
         d = self.decision
-        return {"now": self.now, "decision": None if d is None else {"kind": d.kind, "reasons": list(d.reasons)},
+        return {"now": self.now, "decision": None if d is None else {"kind": d.kind, "reasons": list(d.reasons),
+                                                                     "triggers": list(d.triggers), "guard": d.guard},
                 "run_id": self.run_id, "run_failed": self.run_error is not None, "run_error": self.run_error,
                 "deferred": self.deferred,
                 "verdict": None if self.verdict is None else {"passed": self.verdict.passed,
@@ -136,7 +167,7 @@ class Loop:
             serve_before_refit = spec.gate.serve_before_refit
         self.serve_before_refit = clock.moves_while_working if serve_before_refit is None else serve_before_refit
         self.on_promote: Callable[[int, str], None] | None = None  # (version, actor), after each alias move
-        self._refit_due: tuple[int, Candidate, Retrain, Snapshot, pd.DataFrame, str, str] | None = None
+        self._refit_due: PendingRefit | None = None
         self.meta, self.blobs = open_stores(spec.store.root, spec.store.url, durable=durable)
         # a data store of its own, or one several loops share (a replay of several policies stores the stream
         # once); the loop's registry, runs, decisions and events are always its own
@@ -152,8 +183,8 @@ class Loop:
         self.rollout: Rollout | None = None
         self.auto_promotion = True
         self._auto_rollbacks = 0
-        self._champion: tuple[int, ModelBundle, dict[str, Any]] | None = None
-        self._candidate: tuple[int, ModelBundle] | None = None
+        self._champion: Champion | None = None
+        self._candidate: RolloutCandidate | None = None
         self._monitor: Monitor | None = None
         self._online_queue: list[tuple[pd.DataFrame, pd.Series]] = []
         self._shadow_queue: list[tuple[Rows, list[str]]] = []
@@ -167,7 +198,7 @@ class Loop:
         # by this lock alone, held briefly: ingest, training and the gate run outside it, so a server can
         # answer predictions while its worker ingests or retrains.
         self._serving = threading.RLock()
-        self.policy = Policy.from_spec(spec.policy, rows=spec.data.time is None)
+        self._policies: dict[bool, Policy] = {}
         if self.policy.online and spec.model.mode == "full":
             self.spec = spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": "online"})})
         self._restore()
@@ -183,24 +214,31 @@ class Loop:
             if self.schema is None:
                 raise NotFoundError("no schema yet: ingest a first batch.", field="schema")
             self._metric = get_metric(self.spec.gate.metric or default_metric(self.schema.task), self.schema.task)
-            self.policy = Policy.from_spec(self.spec.policy, bigger_is_better=self._metric.bigger_is_better,
-                                           rows=self.spec.data.time is None)
         return self._metric
 
     @property
+    def policy(self) -> Policy:
+        """The spec's policy; its quality trigger knows which way is worse once the metric is known."""
+        better = self._metric is None or self._metric.bigger_is_better
+        if better not in self._policies:
+            self._policies[better] = Policy.from_spec(self.spec.policy, bigger_is_better=better,
+                                                      rows=self.spec.data.time is None)
+        return self._policies[better]
+
+    @property
     def champion_version(self) -> int | None:
-        return self._champion[0] if self._champion else None
+        return self._champion.version if self._champion else None
 
     @property
     def champion_lineage(self) -> dict[str, Any]:
         """The serving version's lineage (snapshot, rows, gate score, newest arrival, promoted at)."""
-        return dict(self._champion[2]) if self._champion else {}
+        return dict(self._champion.lineage) if self._champion else {}
 
     def champion(self) -> ModelBundle:
         if self._champion is None:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
                                 field="champion")
-        return self._champion[1]
+        return self._champion.bundle
 
     def _restore(self) -> None:
         version = self.registry.alias("champion")
@@ -222,8 +260,8 @@ class Loop:
                                        row["status"], list(row["evidence"]))
                 for k, v in self.outcomes.step_evidence(row["version"]).items():  # what the step gathered so far
                     setattr(self.rollout, k, v)
-                self._candidate = (row["version"], self.registry.load(row["version"]))
-                self._candidate[1].prepare()
+                self._candidate = RolloutCandidate(row["version"], self.registry.load(row["version"]))
+                self._candidate.bundle.prepare()
         self._restore_policy_memory()
 
     def _policy_memory(self) -> dict[str, Any]:
@@ -246,7 +284,7 @@ class Loop:
             lt = self.data.label_times()
             since = self._last_trained_at
             mon.new_labels = int(np.count_nonzero(np.isfinite(lt) & (lt > (-np.inf if since is None else since))))
-            promoted_at = self._champion[2].get("promoted_at") if self._champion else None
+            promoted_at = self._champion.lineage.get("promoted_at") if self._champion else None
             if since is not None and (promoted_at is None or since > promoted_at):  # trained, not yet promoted
                 mon.drift_at_training = next(
                     (dict(d["state"].get("drift", {})) for d in reversed(self.meta.list_decisions("retrain"))
@@ -418,7 +456,7 @@ class Loop:
         if row_ids is None:
             base = hashlib.sha256(f"{now}:{self.predictions.pending}:{id(frame)}".encode()).hexdigest()[:12]
             row_ids = [f"p-{base}-{i}" for i in range(len(frame))]
-        champ_v, champ, _ = self._champion
+        champ_v, champ = self._champion.version, self._champion.bundle
         started = time.perf_counter()
         preds, proba = champ.predict(frame)
         champ_seconds = time.perf_counter() - started
@@ -431,7 +469,7 @@ class Loop:
                 self._shadow_queue.append((frame, row_ids))
             return PredictResult(row_ids, preds, proba, versions, now)
         assert self._candidate is not None
-        cand_v, cand = self._candidate
+        cand_v, cand = self._candidate.version, self._candidate.bundle
         started = time.perf_counter()
         try:
             c_preds, c_proba = cand.predict(frame)
@@ -465,8 +503,8 @@ class Loop:
             r = self.rollout
             if r is None or not r.active or self._candidate is None or self._champion is None:
                 return 0
-            cand_v, cand = self._candidate
-            champ_v = self._champion[0]
+            cand_v, cand = self._candidate.version, self._candidate.bundle
+            champ_v = self._champion.version
         answers = []
         for frame, ids in queue:
             try:
@@ -475,7 +513,7 @@ class Loop:
                 with self._serving:
                     self._candidate_failed(r, len(frame), e, self.clock.now())
         with self._serving:
-            if self._candidate is None or self._candidate[0] != cand_v:
+            if self._candidate is None or self._candidate.version != cand_v:
                 return 0  # the rollout ended meanwhile
             return self._attach_shadow(answers, cand_v, champ_v)
 
@@ -509,15 +547,16 @@ class Loop:
         now = self.clock.now()
         report = TickReport(now)
         if self.schema is None:
-            report.decision = Skip("bootstrap: no data yet")
+            report.decision = Skip("bootstrap: no data yet", guard="bootstrap")
             return report
         with self._serving:  # the decision reads what requests write; training runs after, outside the lock
             decision = self._decide(now, report)
         report.decision = decision
         self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
-                               self._policy_memory())
+                               self._policy_memory(), triggers=list(decision.triggers), guard=decision.guard)
         if isinstance(decision, Retrain):
-            self.events.record("decision_retrain", "; ".join(decision.reasons), {"run_key": decision.run_key})
+            self.events.record("decision_retrain", "; ".join(decision.reasons),
+                               {"run_key": decision.run_key, "triggers": list(decision.triggers)})
             self._retrain(decision, now, report)
             if self._refit_due is not None:
                 report.refit = self.finish_refit()
@@ -536,33 +575,34 @@ class Loop:
             labeled = self._labeled_rows()
             need = 2 * self.spec.gate.min_holdout_rows
             if self.meta.find_run(run_key("bootstrap", now)):
-                decision = Skip("bootstrap: already tried at this time")
+                decision = Skip("bootstrap: already tried at this time", guard="bootstrap")
             elif labeled >= need:
-                decision = Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",))
+                decision = Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",),
+                                   triggers=("bootstrap",))
             else:
-                decision = Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model")
+                decision = Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model",
+                                guard="bootstrap")
         else:
             signals = mon.signals(now, last_trained_at=self._last_trained_at,
-                                  champion_since=self._champion[2].get("promoted_at"))
+                                  champion_since=self._champion.lineage.get("promoted_at"))
             report.signals = signals
             decision = self.policy.decide(signals, self.state)
             self.state = PolicyState(self.state.retrain_times, decision.streaks)
             follow = self._follow_up_due(now)
             if follow is None and self._follow_up is not None and isinstance(decision, Retrain) \
-                    and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS:
+                    and decision.answers_change:
                 # the model still trains mostly on rows from before the change it answered: a second change
                 # signal now is most likely the same change; the follow-up will train on the rows after it
                 since, need = self._follow_up
-                decision = Skip(f"follow-up pending: the change found at {since:g} is answered once {need} labels "
-                                f"have matured since (would retrain for {decision.reasons[0]})", decision.streaks)
+                decision = decision.held("follow-up pending", f"follow-up pending: the change found at {since:g} is "
+                                         f"answered once {need} labels have matured since")
             if follow is not None:  # its window (the rows after the change) applies to this tick's run
-                decision = Retrain(decision.run_key, decision.reasons + (follow,), decision.streaks) \
-                    if isinstance(decision, Retrain) else Retrain(run_key("follow-up", now), (follow,),
-                                                                  decision.streaks)
+                decision = decision.also("follow-up", follow) if isinstance(decision, Retrain) \
+                    else Retrain(run_key("follow-up", now), (follow,), decision.streaks, ("follow-up",))
             if isinstance(decision, Retrain) and self.rollout and self.rollout.active:
-                decision = Skip(f"rollout of version {self.rollout.version} in progress "
-                                f"(would retrain for {decision.reasons[0]})", decision.streaks)
-            report.staleness = now - float(self._champion[2].get("t_last") or now)
+                decision = decision.held("rollout in progress", f"rollout of version {self.rollout.version} in "
+                                         "progress")
+            report.staleness = now - float(self._champion.lineage.get("t_last") or now)
         return decision
 
     def _follow_up_size(self) -> int:
@@ -576,9 +616,10 @@ class Loop:
             return None
         since = None
         for d in self.meta.list_decisions("retrain"):
-            if any(r.startswith("follow-up:") for r in d["reasons"]):
+            triggers = d["triggers"] or []
+            if "follow-up" in triggers:
                 since = None
-            if d["reasons"] and d["reasons"][0].split(":")[0] in _CHANGE_TRIGGERS:
+            if triggers and triggers[0] in CHANGE_TRIGGERS:
                 since = float(d["at"])
         return None if since is None else (since, self._follow_up_size())
 
@@ -606,12 +647,13 @@ class Loop:
         frames = pd.concat([f for f, _ in self._online_queue], ignore_index=True)
         y = pd.concat([y for _, y in self._online_queue], ignore_index=True)
         self._online_queue = []
-        self._champion[1].learn(frames, y)
+        self._champion.bundle.learn(frames, y)
         # the served model now holds these rows: staleness and data-to-deploy move with them
-        self._champion[2]["t_last"] = max(float(frames["_time"].max()), float(self._champion[2].get("t_last") or 0))
+        lineage = self._champion.lineage
+        lineage["t_last"] = max(float(frames["_time"].max()), float(lineage.get("t_last") or 0))
         labeled_at = frames["_label_time"].max() if "_label_time" in frames else np.nan
         cutoff = float(labeled_at) if np.isfinite(labeled_at) else now
-        self._champion[2]["cutoff"] = max(cutoff, float(self._champion[2].get("cutoff") or cutoff))
+        lineage["cutoff"] = max(cutoff, float(lineage.get("cutoff") or cutoff))
         self.stats.deployments.append((now, cutoff))
         self.stats.online_rows += len(y)
         self.stats.train_rows += len(y)
@@ -627,7 +669,7 @@ class Loop:
         report.run_id = run_id
         window, self._window = self._window or spec.model.window, None
         snap = self.data.snapshot(window, cutoff=now, now=now)
-        interim = bool(spec.model.window.rows) and decision.reasons[0].split(":")[0] in _CHANGE_TRIGGERS
+        interim = bool(spec.model.window.rows) and decision.answers_change
         if interim:  # a follow-up on the rows after the change will replace this run's model
             self._follow_up = (now, self._follow_up_size())  # kept in the decision log too (a restart reads it)
         frame = self.data.read_snapshot(snap)
@@ -659,8 +701,8 @@ class Loop:
         mode = spec.model.mode
         base = None
         if mode in ("warm_start", "online") and self._champion is not None:
-            base = self._champion[1]
-            t_last = self._champion[2].get("t_last")
+            base = self._champion.bundle
+            t_last = self._champion.lineage.get("t_last")
             if t_last is not None:
                 train = train[train["_time"] > t_last]
         req = TrainRequest(decision.run_key, snap.id, self.schema, spec.model.estimator, spec.model.params,
@@ -711,7 +753,7 @@ class Loop:
                            {"version": mv.version, "sha256": mv.artifact_sha256})
         self._start_rollout(mv.version, now, report, verdict.reason)
         if serve_first and report.promoted == mv.version:
-            self._refit_due = (mv.version, cand, decision, snap, frame, run_id, verdict_id)
+            self._refit_due = PendingRefit(mv.version, cand, decision, snap, frame, run_id, verdict_id)
 
     def _refit(self, cand: Candidate, decision: Retrain, snap: Snapshot, frame: pd.DataFrame,
                run_id: str) -> Candidate:
@@ -739,12 +781,12 @@ class Loop:
         due, self._refit_due = self._refit_due, None
         if due is None:
             return None
-        version, cand, decision, snap, frame, run_id, verdict_id = due
-        refit = self._refit(cand, decision, snap, frame, run_id)
-        if refit is cand:
+        version, snap, frame, run_id = due.version, due.snapshot, due.frame, due.run_id
+        refit = self._refit(due.candidate, due.decision, snap, frame, run_id)
+        if refit is due.candidate:
             return None
         now = self.clock.now()
-        mv = self.registry.register(refit.bundle, run_id=run_id, verdict_id=verdict_id,
+        mv = self.registry.register(refit.bundle, run_id=run_id, verdict_id=due.verdict_id,
                                     lineage={**refit.lineage, "refit_of": version}, now=now)
         self.events.record("model_registered", f"version {mv.version}: version {version} refitted on all "
                            f"{len(frame)} rows of snapshot {snap.id}",
@@ -770,7 +812,7 @@ class Loop:
         training row and labeled by its training cutoff (its lineage; a row labeled after the cutoff was not in
         its snapshot, however old). Without that lineage, none are taken as seen."""
         seen = np.zeros(len(frame), dtype=bool)
-        lineage = self._champion[2] if self._champion is not None else {}
+        lineage = self._champion.lineage if self._champion is not None else {}
         if lineage.get("t_last") is None:
             return seen
         seen = frame["_time"].to_numpy(dtype=float) <= float(lineage["t_last"])
@@ -800,7 +842,7 @@ class Loop:
         cand_rows = metric.per_row(y, p, pr, classes)
         champ_rows = None
         if self._champion is not None:
-            hp, hpr = self._champion[1].predict(hold)
+            hp, hpr = self._champion.bundle.predict(hold)
             champ_rows = metric.per_row(y, hp, hpr, classes)
         base_rows = None
         if champ_rows is None:  # a first model must beat a constant: the majority class, or the mean
@@ -829,13 +871,13 @@ class Loop:
         bundle = self.registry.load(version)
         bundle.prepare()  # compiled before it takes traffic, so no request waits for it
         with self._serving:
-            self.rollout = Rollout(rid, version, self._champion[0], strategy, tuple(self.spec.rollout.steps), now)
-            self._candidate = (version, bundle)
+            self.rollout = Rollout(rid, version, self._champion.version, strategy, tuple(self.spec.rollout.steps), now)
+            self._candidate = RolloutCandidate(version, bundle)
             self.outcomes.step_started(version, now)
         self.registry.set_alias(strategy, version, actor=self.actor, reason=f"rollout {rid} started", now=now)
         self.meta.save_rollout(self.rollout.to_row(now))
         self.events.record("rollout_started", f"{strategy} of version {version} against champion "
-                           f"{self._champion[0]}", {"rollout_id": rid, "version": version})
+                           f"{self._champion.version}", {"rollout_id": rid, "version": version})
 
     def _advance_rollout(self, now: float, report: TickReport) -> None:
         r = self.rollout
@@ -872,7 +914,7 @@ class Loop:
         self._end_rollout(r, "promoted", now, f"rollout {r.id} promoted version {r.version}")
         report.promoted = r.version
 
-    def _end_rollout(self, r: Rollout, status: str, now: float, reason: str, *, automatic: bool = False) -> None:
+    def _end_rollout(self, r: Rollout, status: Status, now: float, reason: str, *, automatic: bool = False) -> None:
         with self._serving:
             r.status = status
             self._candidate = None
@@ -913,7 +955,7 @@ class Loop:
             self._auto_rollbacks = 0
         else:
             self._resume_auto_promotion(version, actor)
-        lineage = self._champion[2] if self._champion else {}
+        lineage = self._champion.lineage if self._champion else {}
         if lineage.get("cutoff") is not None:
             self.stats.deployments.append((now, float(lineage["cutoff"])))
         self.events.record("alias_moved", reason, {"alias": "champion", "from": old, "to": version,
@@ -991,12 +1033,18 @@ class Loop:
 
     def _install_champion(self, staged: _Staged) -> None:
         with self._serving:
-            self._champion = (staged.version, staged.bundle, staged.lineage)
+            self._champion = Champion(staged.version, staged.bundle, staged.lineage)
             if staged.reference is None:
                 return
             self._ensure_monitor().reset(staged.reference, staged.reference_scores)
             if staged.new:  # a new champion, not one a loop opening again reloads
                 self.outcomes.champion_changed(staged.version, staged.lineage["promoted_at"])
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def flush(self) -> None:
         """Write the buffered prediction and outcome logs (a server does it off the request path)."""

@@ -328,6 +328,8 @@ def create_app(settings: Settings, service: LoopService | None = None,
         rep = svc().tick()
         return {**rep.to_dict(), "decision": rep.decision.kind if rep.decision else None,
                 "reasons": list(rep.decision.reasons) if rep.decision else [],
+                "triggers": list(rep.decision.triggers) if rep.decision else [],
+                "guard": rep.decision.guard if rep.decision else None,
                 "verdict": None if rep.verdict is None else rep.verdict.to_dict()}
 
     @app.post("/v1/models/{version}/promote", operation_id="promote_model",

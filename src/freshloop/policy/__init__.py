@@ -1,7 +1,8 @@
 """Policy: triggers, guards against thrashing, and the pure decide() returning Retrain or Skip."""
 
-from .policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
-from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, Volume
+from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, run_key
+from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, TriggerName, Volume
 
-__all__ = ["Decision", "DetectorTrigger", "DriftTrigger", "Policy", "PolicyState", "QualityTrigger", "Retrain",
-           "Schedule", "Skip", "Staleness", "Trigger", "Volume", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "Guard", "Policy",
+           "PolicyState", "QualityTrigger", "Retrain", "Schedule", "Skip", "Staleness", "Trigger", "TriggerName",
+           "Volume", "run_key"]

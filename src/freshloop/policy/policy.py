@@ -9,22 +9,33 @@ Examples
 >>> from freshloop.spec import policy_preset
 >>> policy = Policy.from_spec(policy_preset("periodic:30d"))
 >>> d = policy.decide(Signals(now=31 * 86400.0, last_trained_at=0.0, new_labels=900), PolicyState())
->>> type(d).__name__, d.reasons
-('Retrain', ('schedule: 31 d since the last training >= every 30 d',))
+>>> type(d).__name__, d.triggers, d.reasons
+('Retrain', ('schedule',), ('schedule: 31 d since the last training >= every 30 d',))
 >>> Policy.from_spec(policy_preset("never")).decide(Signals(now=1e9, last_trained_at=0.0), PolicyState())
-Skip(reason='no trigger configured (never retrains)', streaks=())
+Skip(reason='no trigger configured (never retrains)', streaks=(), guard='never')
+
+What the loop does with a decision depends on its fields (``triggers``, ``guard``), never on its text:
+the reasons are for people and may be reworded freely.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal, get_args
 
 from ..clock import human_duration, parse_duration
 from ..monitor import Signals
 from ..spec import PolicySpec
-from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, Volume
+from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, TriggerName, Volume
 
-__all__ = ["Decision", "Policy", "PolicyState", "Retrain", "Skip", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip", "TriggerName",
+           "run_key"]
+
+CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
+# What held a retrain back, or why none was due
+Guard = Literal["never", "online", "no trigger fired", "min_new_labels", "cooldown", "budget", "bootstrap",
+                "follow-up pending", "rollout in progress"]
+GUARDS: tuple[Guard, ...] = get_args(Guard)
 
 
 def run_key(name: str, now: float) -> str:
@@ -46,23 +57,50 @@ class PolicyState:
 
 @dataclass(frozen=True)
 class Retrain:
+    """Train a candidate now. ``triggers`` names what fired, one per reason, in the same order."""
+
     run_key: str
     reasons: tuple[str, ...]
     streaks: tuple[tuple[str, int], ...] = ()
+    triggers: tuple[TriggerName, ...] = ()
 
     kind = "retrain"
+    guard = None
+
+    def __post_init__(self) -> None:
+        if len(self.triggers) != len(self.reasons):
+            raise ValueError(f"a Retrain names one trigger per reason: {self.triggers} for {self.reasons}")
+
+    @property
+    def answers_change(self) -> bool:
+        """Whether it answers a detected change (its first trigger is one of :data:`CHANGE_TRIGGERS`)."""
+        return self.triggers[0] in CHANGE_TRIGGERS
+
+    def held(self, guard: Guard, why: str) -> Skip:
+        """This retrain, held back by ``guard``: the skip says what it would have retrained for."""
+        return Skip(f"{why} (would retrain for {self.reasons[0]})", self.streaks, guard)
+
+    def also(self, trigger: TriggerName, reason: str) -> Retrain:
+        return Retrain(self.run_key, self.reasons + (reason,), self.streaks, self.triggers + (trigger,))
 
 
 @dataclass(frozen=True)
 class Skip:
+    """No retrain this tick; ``guard`` names what held it back, or why none was due."""
+
     reason: str
     streaks: tuple[tuple[str, int], ...] = ()
+    guard: Guard = "no trigger fired"
 
     kind = "skip"
 
     @property
     def reasons(self) -> tuple[str, ...]:
         return (self.reason,)
+
+    @property
+    def triggers(self) -> tuple[TriggerName, ...]:
+        return ()
 
 
 Decision = Retrain | Skip
@@ -105,10 +143,10 @@ class Policy:
 
     def decide(self, signals: Signals, state: PolicyState) -> Decision:
         if not self.triggers:
-            return Skip("no trigger configured (never retrains)" if not self.online
-                        else "online: the model learns from every matured label; no retraining")
+            return Skip("online: the model learns from every matured label; no retraining", guard="online") \
+                if self.online else Skip("no trigger configured (never retrains)", guard="never")
         streaks = dict(state.streaks)
-        fired: list[str] = []
+        fired: list[tuple[TriggerName, str]] = []
         for trig in self.triggers:
             reason = trig.check(signals)
             if trig.persistent:
@@ -116,24 +154,24 @@ class Policy:
                 if reason and streaks[trig.name] < self.hysteresis:
                     continue
             if reason:
-                fired.append(reason)
+                fired.append((trig.name, reason))
         new_streaks = tuple(sorted(streaks.items()))
         if not fired:
-            return Skip("no trigger fired: " + self._quiet(signals), new_streaks)
+            return Skip("no trigger fired: " + self._quiet(signals), new_streaks, "no trigger fired")
+        due = Retrain(run_key(self.name, signals.now), tuple(r for _, r in fired), new_streaks,
+                      tuple(t for t, _ in fired))
         if signals.new_labels < self.min_new_labels:
-            return Skip(f"guard: {signals.new_labels} new labeled rows < min_new_labels {self.min_new_labels} "
-                        f"(would retrain for {fired[0]})", new_streaks)
+            return due.held("min_new_labels", f"guard: {signals.new_labels} new labeled rows < min_new_labels "
+                            f"{self.min_new_labels}")
         if signals.last_trained_at is not None and signals.now - signals.last_trained_at < self.cooldown:
-            return Skip(f"cooldown: trained {self._d(signals.now - signals.last_trained_at)} ago < "
-                        f"{self._d(self.cooldown)} (would retrain for {fired[0]})", new_streaks)
+            return due.held("cooldown", f"cooldown: trained {self._d(signals.now - signals.last_trained_at)} ago "
+                            f"< {self._d(self.cooldown)}")
         if self.budget:
             n, per = self.budget
             recent = [t for t in state.retrain_times if signals.now - t < per]
             if len(recent) >= n:
-                return Skip(f"budget: {len(recent)} retrains in the last {self._d(per)} >= {n} "
-                            f"(would retrain for {fired[0]})", new_streaks)
-        reset = tuple((k, 0) for k, _ in new_streaks)
-        return Retrain(run_key(self.name, signals.now), tuple(fired), reset)
+                return due.held("budget", f"budget: {len(recent)} retrains in the last {self._d(per)} >= {n}")
+        return Retrain(due.run_key, due.reasons, tuple((k, 0) for k, _ in new_streaks), due.triggers)
 
     def _quiet(self, s: Signals) -> str:
         parts = []

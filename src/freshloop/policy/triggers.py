@@ -17,11 +17,16 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 from ..clock import human_duration
 from ..monitor import Signals
 
-__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "Volume"]
+__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "TriggerName",
+           "Volume"]
+
+# What fired a retrain: the policy's triggers, and the loop's own two (a first model; the follow-up after a change)
+TriggerName = Literal["schedule", "volume", "drift", "quality", "detector", "staleness", "bootstrap", "follow-up"]
 
 
 def _d(seconds: float, rows: bool) -> str:
@@ -31,7 +36,7 @@ def _d(seconds: float, rows: bool) -> str:
 
 
 class Trigger:
-    name = "trigger"
+    name: ClassVar[TriggerName]
     persistent = False  # True: must fire on `hysteresis` consecutive ticks
 
     def check(self, signals: Signals) -> str | None:

@@ -325,11 +325,11 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     chunks = np.array_split(np.arange(len(arr)), min(_SERIES_POINTS, max(len(arr), 1)))
     series = [{"t": float(at[c[-1]]), "metric": float(metric.aggregate(arr[c]))} for c in chunks if len(c)]
     decisions = loop.meta.list_decisions()
-    retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"]} for d in decisions
-                if d["kind"] == "retrain"]
-    counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}  # decisions by kind, then by first reason
+    retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"], "triggers": d["triggers"]}
+                for d in decisions if d["kind"] == "retrain"]
+    counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}  # by kind, then first trigger or the guard
     for d in decisions:
-        head = d["reasons"][0].split(":", 1)[0] if d["reasons"] else "?"
+        head = (d["triggers"] or ["?"])[0] if d["kind"] == "retrain" else d["guard"] or "?"
         by = counts.setdefault(d["kind"], {})
         by[head] = by.get(head, 0) + 1
     verdicts = loop.meta.list_verdicts()

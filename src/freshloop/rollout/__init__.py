@@ -1,5 +1,5 @@
 """Rollout: deterministic routing, shadow and canary analysis, automatic rollback."""
 
-from .rollout import Rollout, StepOutcome, analyze_step, route_to_candidate
+from .rollout import Action, Rollout, Status, StepOutcome, Strategy, analyze_step, route_to_candidate
 
-__all__ = ["Rollout", "StepOutcome", "analyze_step", "route_to_candidate"]
+__all__ = ["Action", "Rollout", "Status", "StepOutcome", "Strategy", "analyze_step", "route_to_candidate"]

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
@@ -25,7 +25,11 @@ from ..evaluate.gate import paired_bootstrap
 from ..evaluate.metrics import Metric
 from ..spec import GateSpec, RolloutSpec
 
-__all__ = ["Rollout", "StepOutcome", "analyze_step", "route_to_candidate"]
+__all__ = ["Action", "Rollout", "Status", "StepOutcome", "Strategy", "analyze_step", "route_to_candidate"]
+
+Strategy = Literal["shadow", "canary"]  # an immediate promotion has no rollout
+Status = Literal["running", "awaiting_approval", "promoted", "rolled_back"]
+Action = Literal["wait", "continue", "promote", "abort"]  # what a step's analysis says to do
 
 
 def route_to_candidate(keys: list[str], share: float) -> np.ndarray:
@@ -44,12 +48,12 @@ class Rollout:
     id: str
     version: int
     champion_version: int | None
-    strategy: str  # shadow | canary
+    strategy: Strategy
     steps: tuple[float, ...]
     started_at: float
     step: int = 0
     step_started_at: float = 0.0
-    status: str = "running"  # running | awaiting_approval | promoted | rolled_back
+    status: Status = "running"
     evidence: list[dict[str, Any]] = field(default_factory=list)
     cand_scores: list[float] = field(default_factory=list)
     champ_scores: list[float] = field(default_factory=list)
@@ -94,7 +98,7 @@ class Rollout:
 
 @dataclass(frozen=True)
 class StepOutcome:
-    action: str  # wait | continue | promote | abort
+    action: Action
     detail: str
     evidence: dict[str, Any]
 

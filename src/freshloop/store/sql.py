@@ -283,9 +283,11 @@ class MetadataStore:
 
     # -- decisions, events, rollouts ----------------------------------------------------------
     def add_decision(self, at: float, kind: str, run_key: str | None, reasons: list[str],
-                     state: dict[str, Any] | None = None) -> None:
+                     state: dict[str, Any] | None = None, *, triggers: list[str] | None = None,
+                     guard: str | None = None) -> None:
         with self.tx() as c:
-            c.execute(t.decisions.insert(), dict(at=at, kind=kind, run_key=run_key, reasons=reasons, state=state))
+            c.execute(t.decisions.insert(), dict(at=at, kind=kind, run_key=run_key, reasons=reasons, state=state,
+                                                 triggers=triggers or [], guard=guard))
 
     def last_decision(self) -> dict[str, Any] | None:
         with self.tx() as c:

@@ -127,6 +127,8 @@ decisions = Table(
     Column("reasons", JSON, nullable=False),
     # what the policy remembers after this decision (streaks, the drift it saw), so a loop opened later goes on
     Column("state", JSON),
+    Column("triggers", JSON),  # retrain: what fired, one per reason (the loop acts on these, never on the text)
+    Column("guard", String(40)),  # skip: what held a retrain back, or why none was due
 )
 
 events = Table(
