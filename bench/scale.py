@@ -51,7 +51,7 @@ def scale_spec(root: Path) -> Any:
 
 def _footprint(loop: Any) -> dict[str, float]:
     """Bytes the monitor holds (its windows and the champion's reference), and rows the store's view holds."""
-    m = loop._monitor
+    m = loop.ctx.monitor_if_made
     held = 0.0
     if m is not None:
         held += sum(a.nbytes for q in m._rows.values() for a in q)

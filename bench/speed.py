@@ -228,7 +228,7 @@ def _data_to_deploy(frame: pd.DataFrame, refit: bool, repeats: int) -> dict[str,
         report = TickReport(now)
         first = len(promoted_at)
         started = time.perf_counter()
-        loop._retrain(Retrain(run_key("bench", now), ("bench",)), now, report)
+        loop.training.run(Retrain(run_key("bench", now), ("schedule: bench",), triggers=("schedule",)), now, report)
         assert report.promoted is not None, "the measured path must end with the version serving"
         to_serving.append(promoted_at[first] - started)
         if refit:

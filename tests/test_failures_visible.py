@@ -21,7 +21,8 @@ FRAGILE = "tests.estimators.FragileClassifier"
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "FRESHLOOP_ALLOWED_ESTIMATORS": "tests.", "PYTHONPATH": str(ROOT)}
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)  # tests.estimators, too
+    env = {**os.environ, "FRESHLOOP_ALLOWED_ESTIMATORS": "tests.", "PYTHONPATH": path}
     return subprocess.run([sys.executable, "-m", "freshloop.cli", *args], cwd=cwd, capture_output=True, text=True,
                           timeout=300, env=env)
 

@@ -430,7 +430,7 @@ def test_a_candidate_that_raises_never_fails_a_request(make_loop) -> None:
                             policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
     drive(loop, clock, make_frame(400, seed=9, t0=300))
     assert loop.rollout is not None and loop.rollout.active  # a canary is running
-    cand = loop._candidate.bundle if loop._candidate else None
+    cand = loop.ctx.candidate.bundle if loop.ctx.candidate else None
     assert cand is not None
 
     def broken(frame: pd.DataFrame) -> tuple[np.ndarray, None]:
@@ -477,8 +477,8 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
                                                 "max_latency_ratio": 3.0},
                             policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
     drive(loop, clock, make_frame(400, seed=9, t0=300))
-    assert loop.rollout is not None and loop.rollout.active and loop._candidate is not None
-    cand = loop._candidate.bundle
+    assert loop.rollout is not None and loop.rollout.active and loop.ctx.candidate is not None
+    cand = loop.ctx.candidate.bundle
     fast = cand.predict
 
     def slow(frame: pd.DataFrame) -> tuple[np.ndarray, np.ndarray | None]:
@@ -582,7 +582,7 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
         if not restarted and found(loop):  # the change was found: stop the process before its follow-up
             loop.close()
             loop = Loop(spec, clock=clock)
-            assert loop._follow_up is not None and loop._follow_up[0] == found(loop)[0]["at"]
+            assert loop.follow_up.pending is not None and loop.follow_up.pending.since == found(loop)[0]["at"]
             restarted = True
     follow = [d for d in retrains(loop) if d["reasons"][-1].startswith("follow-up:")]
     assert restarted and follow, [(d["at"], d["reasons"]) for d in retrains(loop)]

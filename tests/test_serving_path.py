@@ -62,7 +62,7 @@ def test_concurrent_predictions_share_model_calls_and_keep_their_own_answers(tmp
         with httpx.Client(base_url=server.url, timeout=20) as client, ThreadPoolExecutor(len(bodies) + 1) as pool:
             # hold the serving lock: a large request (scored on a worker thread) waits on it, and the small
             # requests sent meanwhile queue up behind it
-            with service.loop._serving:
+            with service.loop.ctx.lock:
                 first = pool.submit(client.post, "/v1/predict", json=large)
                 time.sleep(0.3)
                 futures = [pool.submit(client.post, "/v1/predict", json=b) for b in bodies]

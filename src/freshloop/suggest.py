@@ -214,7 +214,7 @@ def choose_model(rows: pd.DataFrame, schema: Schema) -> dict[str, Any]:
                 pred, proba = bundle.predict(rows.iloc[cut:])
             except ValueError:  # a family that cannot fit these rows is not a candidate
                 continue
-        truth = bundle._target(y.iloc[cut:]).to_numpy()
+        truth = bundle.target(y.iloc[cut:]).to_numpy()
         found["scores"][est] = round(metric.score(truth, pred, proba, classes), 6)
     scores = found["scores"]
     if linear in scores and (boosting not in scores or metric.better(scores[linear], scores[boosting]) > 0):

@@ -241,7 +241,7 @@ class ModelBundle:
     # -- learning -----------------------------------------------------------------------------
     def fit(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
         """A full fit from scratch (River models learn the rows one by one)."""
-        y = self._target(y)
+        y = self.target(y)
         self.model_ = self._build()
         self.rows_seen_ = 0
         if is_river(self.estimator):
@@ -281,7 +281,7 @@ class ModelBundle:
 
     def learn(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
         """Incremental update: River ``learn_one`` per row, or sklearn ``partial_fit``."""
-        y = self._target(y)
+        y = self.target(y)
         if is_river(self.estimator):
             for x, target in zip(self._records(frame), y.tolist(), strict=True):
                 self.model_.learn_one(x, target)
@@ -300,7 +300,8 @@ class ModelBundle:
         self.rows_seen_ += len(y)
         return self
 
-    def _target(self, y: pd.Series) -> pd.Series:
+    def target(self, y: pd.Series) -> pd.Series:
+        """Labels typed as the model learns and predicts them (float, bool, int or text), index reset."""
         if self.schema.task == "regression":
             return y.astype(float).reset_index(drop=True)
         classes = self.schema.classes or ()

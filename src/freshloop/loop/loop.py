@@ -1,0 +1,353 @@
+"""The loop: one pass through the stages per ``tick()``, on whatever clock it is given.
+
+``freshloop replay`` drives it with a simulated clock over a historical stream; ``freshloop serve``
+drives it with the wall clock behind HTTP. No code path here knows which one is running.
+
+:class:`Loop` conducts; each stage does its own work on the shared :class:`~.context.Context`:
+:class:`~.router.Router` answers requests, :class:`~.join.LabelJoin` grades what was served when labels
+come, :class:`~.online.OnlineUpdater` teaches an online champion, :class:`~.training.TrainingRun` and
+:class:`~.training.FollowUp` train and judge candidates, and :class:`~.deploy.Deployer` moves the champion.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from ..clock import Clock
+from ..data.files import MalformedRow
+from ..data.schema import Schema
+from ..data.store import DataStore, IngestResult
+from ..errors import SpecError
+from ..evaluate.metrics import Metric
+from ..policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
+from ..rollout import Rollout
+from ..spec import LoopSpec
+from ..store import open_stores
+from ..train import Executor, ModelBundle, make_executor
+from ..train.model import Rows
+from .context import Context, LoopStats, PredictResult, TickReport
+from .deploy import Deployer
+from .join import FeedbackResult, LabelJoin
+from .online import OnlineUpdater
+from .router import Router
+from .training import FollowUp, TrainingRun
+
+__all__ = ["FeedbackResult", "Loop", "LoopStats", "PredictResult", "TickReport"]
+
+
+class Loop:
+    """Ingest → validate → version → monitor → decide → train → gate → register → roll out."""
+
+    def __init__(self, spec: LoopSpec, *, clock: Clock, executor: Executor | None = None, durable: bool = True,
+                 actor: str = "loop", serve_before_refit: bool | None = None, data: DataStore | None = None) -> None:
+        root = spec.store.root
+        if root is None:
+            raise SpecError("store.root: required to open a loop (rule: a folder for data and artifacts).",
+                            field="store.root")
+        if spec.policy.online and spec.model.mode == "full":
+            spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": "online"})})
+        self._own_executor = executor is None  # made from the spec here, so shut down with the loop
+        meta, blobs = open_stores(root, spec.store.url, durable=durable)
+        # a data store of its own, or one several loops share (a replay of several policies stores the stream
+        # once); the loop's registry, runs, decisions and events are always its own
+        data = data if data is not None else DataStore(spec.name, spec.data, meta, blobs,
+                                                       view_bytes=spec.store.view_mb * 2**20)
+        self.ctx = ctx = Context(spec, clock, actor=actor, meta=meta, blobs=blobs, data=data,
+                                 executor=executor or make_executor(spec.model.executor))
+        self.clock, self.actor, self.executor = clock, actor, ctx.executor
+        self.meta, self.blobs, self.data, self.registry, self.events = meta, blobs, data, ctx.registry, ctx.events
+        self.predictions, self.outcomes, self.stats = ctx.predictions, ctx.outcomes, ctx.stats
+        # With gate.refit, the gated fit serves while its refit trains when the caller says, or
+        # gate.serve_before_refit; unset, when the clock moves while the loop trains (a server, not a replay).
+        if serve_before_refit is None:
+            serve_before_refit = spec.gate.serve_before_refit
+        self.router = Router(ctx)
+        self.join = LabelJoin(ctx)
+        self.online = OnlineUpdater(ctx)
+        self.deployer = Deployer(ctx)
+        self.follow_up = FollowUp(ctx)
+        self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
+                                    if serve_before_refit is None else serve_before_refit)
+        self._streaks: tuple[tuple[str, int], ...] = ()
+        self._policies: dict[bool, Policy] = {}
+        self._restore()
+
+    # -- what it holds ------------------------------------------------------------------------
+    @property
+    def spec(self) -> LoopSpec:
+        return self.ctx.spec
+
+    @spec.setter
+    def spec(self, spec: LoopSpec) -> None:
+        """A spec changed on an open loop: every stage reads it from the next call on."""
+        self.ctx.spec = spec
+
+    @property
+    def schema(self) -> Schema | None:
+        return self.ctx.schema
+
+    @property
+    def metric(self) -> Metric:
+        return self.ctx.metric
+
+    @property
+    def policy(self) -> Policy:
+        """The spec's policy; its quality trigger knows which way is worse once the metric is known."""
+        known = self.ctx.metric_known
+        better = known is None or known.bigger_is_better
+        if better not in self._policies:
+            self._policies[better] = Policy.from_spec(self.spec.policy, bigger_is_better=better,
+                                                      rows=self.spec.data.time is None)
+        return self._policies[better]
+
+    @property
+    def state(self) -> PolicyState:
+        """What the policy remembers between ticks: when it retrained, and its triggers' streaks."""
+        return PolicyState(self.training.retrain_times, self._streaks)
+
+    @property
+    def rollout(self) -> Rollout | None:
+        return self.ctx.rollout
+
+    @property
+    def auto_promotion(self) -> bool:
+        return self.deployer.auto_promotion
+
+    @property
+    def serve_before_refit(self) -> bool:
+        """With gate.refit: whether the gated fit serves while its refit trains."""
+        return self.training.serve_before_refit
+
+    @serve_before_refit.setter
+    def serve_before_refit(self, value: bool) -> None:
+        self.training.serve_before_refit = value
+
+    @property
+    def on_promote(self) -> Callable[[int, str], None] | None:
+        """Called with (version, actor) after each move of the champion alias."""
+        return self.deployer.on_promote
+
+    @on_promote.setter
+    def on_promote(self, hook: Callable[[int, str], None] | None) -> None:
+        self.deployer.on_promote = hook
+
+    @property
+    def champion_version(self) -> int | None:
+        return self.ctx.champion.version if self.ctx.champion else None
+
+    @property
+    def champion_lineage(self) -> dict[str, Any]:
+        """The serving version's lineage (snapshot, rows, gate score, newest arrival, promoted at)."""
+        return dict(self.ctx.champion.lineage) if self.ctx.champion else {}
+
+    def champion(self) -> ModelBundle:
+        return self.ctx.champion_or_raise().bundle
+
+    def typed_predictions(self, text: pd.Series) -> np.ndarray:
+        """Predictions as the log's text gives them back, typed as the model returns them."""
+        assert self.schema is not None
+        if self.schema.task == "regression":
+            return text.astype(float).to_numpy()
+        lookup = {str(c): c for c in self.schema.classes or ()}
+        return np.array([lookup.get(t, t) for t in text], dtype=object)
+
+    # -- opening again ------------------------------------------------------------------------
+    def _restore(self) -> None:
+        """Rebuild from the store what the stages held in memory, so a loop opened by each CLI call, a
+        restarted server and one long replay decide alike."""
+        self.deployer.restore()
+        if self.schema is not None:  # predictions served before a restart still meet their labels
+            self.predictions.restore(lambda ids: ~self.data.has_label(ids), self.typed_predictions)
+        self.follow_up.restore()
+        self.training.restore()
+        self._restore_policy_memory()
+        self.deployer.restore_rollbacks()
+
+    def _policy_memory(self) -> dict[str, Any]:
+        """What the policy needs from this tick at the next one, kept with the decision: its streaks and the
+        drift it saw (a training run remembers it, so drift a retrain cannot remove is not re-alarmed)."""
+        mon = self.ctx.monitor_if_made
+        return {"streaks": [list(s) for s in self._streaks], "drift": mon.last_drift if mon is not None else {}}
+
+    def _restore_policy_memory(self) -> None:
+        """The window of recent rows (drift), the labels since the last training run (volume and the
+        min_new_labels guard), the streaks (hysteresis) and the drift the last run was trained under."""
+        if self.schema is not None:
+            mon = self.ctx.monitor()
+            for frame in self.data.recent_batches(mon.drift_window):
+                mon.observe_rows(frame)
+            if self.ctx.champion is not None:  # its live quality, reference and detector, from the outcome log
+                mon.restore_outcomes(*self.outcomes.current())
+            lt = self.data.label_times()
+            since = self.training.last_trained_at
+            mon.new_labels = int(np.count_nonzero(np.isfinite(lt) & (lt > (-np.inf if since is None else since))))
+            promoted_at = self.ctx.champion.lineage.get("promoted_at") if self.ctx.champion else None
+            if since is not None and (promoted_at is None or since > promoted_at):  # trained, not yet promoted
+                mon.drift_at_training = next(
+                    (dict(d["state"].get("drift", {})) for d in reversed(self.meta.list_decisions("retrain"))
+                     if d["at"] == since and d.get("state")), {})
+        last = self.meta.last_decision()
+        if last is not None and last.get("state"):
+            self._streaks = tuple((str(k), int(v)) for k, v in last["state"].get("streaks", []))
+
+    # -- data and labels ----------------------------------------------------------------------
+    def ingest(self, frame: pd.DataFrame, *, source: str = "api", batch_id: str | None = None,
+               row_ids: list[str] | None = None, malformed: list[MalformedRow] | None = None,
+               raw: bytes | None = None) -> IngestResult:
+        """Validate and store a batch; ``malformed`` rows (that could not become rows of ``frame``) are
+        quarantined with it, and ``raw``, the submission's bytes, is kept as it came."""
+        res = self.data.ingest(frame, now=self.clock.now(), source=source, batch_id=batch_id, row_ids=row_ids,
+                               malformed=malformed, raw=raw)
+        self.observe_ingest(res)
+        return res
+
+    def ingest_file(self, path: str, *, source: str = "file", batch_id: str | None = None) -> IngestResult:
+        res = self.data.ingest_file(path, now=self.clock.now(), source=source, batch_id=batch_id)
+        self.observe_ingest(res)
+        return res
+
+    def observe_ingest(self, res: IngestResult) -> None:
+        """What the loop makes of a batch its data store took: events, the monitor's windows, online rows.
+        ``ingest`` calls it; a driver that stores a batch once for several loops calls it on each."""
+        if res.replayed:
+            return
+        payload = res.to_dict()
+        if res.accepted:
+            self.events.record("batch_accepted", f"{res.accepted}/{res.submitted} rows accepted", payload)
+        if res.quarantined:
+            self.events.record("batch_quarantined", f"{res.quarantined}/{res.submitted} rows quarantined: "
+                               + "; ".join(res.reasons[:3]), payload)
+        if res.warnings:
+            self.events.record("batch_warning", "; ".join(res.warnings[:3]), payload)
+        acc = res.accepted_frame
+        if acc is not None and len(acc) and self.schema is not None:
+            with self.ctx.lock:
+                mon = self.ctx.monitor()
+                mon.observe_rows(acc)
+                if self.schema.label in acc:
+                    labeled = acc[acc[self.schema.label].notna()]
+                    mon.new_labels += len(labeled)
+                    self.online.rows_arrived(labeled)
+
+    def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
+                 batch_id: str | None = None) -> FeedbackResult:
+        """Labels for earlier predictions: joined to the log, scored, and stored as training data."""
+        res = self.data.ingest_labels(row_ids, labels, now=self.clock.now(), source=source, batch_id=batch_id)
+        return self.observe_labels(row_ids, res)
+
+    def observe_labels(self, row_ids: list[str], res: IngestResult) -> FeedbackResult:
+        """Labels the data store took, joined to this loop's prediction log and scored; ``feedback`` calls it,
+        as ``ingest`` calls ``observe_ingest``."""
+        self.score_shadow()  # deferred shadow answers must be in the log before their labels are joined
+        out = self.join.observe(row_ids, res)
+        self.online.labels_joined(out.joined)
+        return out
+
+    # -- serving ------------------------------------------------------------------------------
+    def predict(self, frame: Rows, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
+                defer_shadow: bool = False) -> PredictResult:
+        """Predictions from the serving model(s); logged for the label join. Routing is by key.
+
+        With ``defer_shadow`` a shadow candidate scores the rows later (:meth:`score_shadow`), off the
+        request path; its answers are only ever logged.
+        """
+        with self.ctx.lock:
+            out = self.router.predict(frame, row_ids, keys, defer_shadow)
+        if self.predictions.due:
+            self.flush()
+        return out
+
+    def score_shadow(self) -> int:
+        return self.router.score_shadow()
+
+    # -- the tick -----------------------------------------------------------------------------
+    def tick(self) -> TickReport:
+        now = self.clock.now()
+        report = TickReport(now)
+        if self.schema is None:
+            report.decision = Skip("bootstrap: no data yet", guard="bootstrap")
+            return report
+        with self.ctx.lock:  # the decision reads what requests write; training runs after, outside the lock
+            decision = self._decide(now, report)
+        report.decision = decision
+        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
+                               self._policy_memory(), triggers=list(decision.triggers), guard=decision.guard)
+        if isinstance(decision, Retrain):
+            self.events.record("decision_retrain", "; ".join(decision.reasons),
+                               {"run_key": decision.run_key, "triggers": list(decision.triggers)})
+            self.training.run(decision, now, report)
+            if self.training.refit_due is not None:
+                report.refit = self.finish_refit()
+                if report.refit is not None and self.champion_version == report.refit:
+                    report.promoted = report.refit
+        return report
+
+    def _decide(self, now: float, report: TickReport) -> Decision:
+        self.predictions.expire(now)  # predictions past the label horizon stop waiting, even when none are served
+        self.online.apply(now)
+        if self.ctx.active_rollout() is not None:
+            self.deployer.advance(now, report)
+        if self.ctx.champion is None:
+            return self._bootstrap(now)
+        signals = self.ctx.monitor().signals(now, last_trained_at=self.training.last_trained_at,
+                                             champion_since=self.ctx.champion.lineage.get("promoted_at"))
+        report.signals = signals
+        decision = self.policy.decide(signals, self.state)
+        self._streaks = decision.streaks
+        decision = self.follow_up.amend(decision, now)
+        r = self.ctx.active_rollout()
+        if isinstance(decision, Retrain) and r is not None:
+            decision = decision.held("rollout in progress", f"rollout of version {r.version} in progress")
+        report.staleness = now - float(self.ctx.champion.lineage.get("t_last") or now)
+        return decision
+
+    def _bootstrap(self, now: float) -> Decision:
+        """No champion yet: a first model once there are labeled rows enough to train and judge one."""
+        labeled = int(np.isfinite(self.data.label_times()).sum())
+        need = 2 * self.spec.gate.min_holdout_rows
+        if self.meta.find_run(run_key("bootstrap", now)):
+            return Skip("bootstrap: already tried at this time", guard="bootstrap")
+        if labeled >= need:
+            return Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",),
+                           triggers=("bootstrap",))
+        return Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model", guard="bootstrap")
+
+    def finish_refit(self) -> int | None:
+        """Fit the version that is serving again on its whole snapshot, register that as the next version and
+        promote it if the first is still the champion; ``tick()`` does this right after serving a gated fit
+        when ``serve_before_refit`` is set. Returns the refit's version, if one was registered."""
+        return self.training.finish_refit()
+
+    # -- an operator's actions ----------------------------------------------------------------
+    def approve(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        self.deployer.approve(rollout_id, actor=actor, reason=reason)
+
+    def promote(self, version: int, *, actor: str, reason: str) -> bool:
+        """Make ``version`` the champion (see :meth:`Deployer.promote`); False when it already is."""
+        return self.deployer.promote(version, actor=actor, reason=reason)
+
+    def rollback(self, *, actor: str, reason: str) -> int:
+        """Abort an active rollout, or move the champion back to the version it replaced."""
+        return self.deployer.rollback(actor=actor, reason=reason)
+
+    # -- closing ------------------------------------------------------------------------------
+    def flush(self) -> None:
+        """Write the buffered prediction and outcome logs (a server does it off the request path)."""
+        self.predictions.flush()
+        self.outcomes.flush()
+
+    def close(self) -> None:
+        self.flush()
+        self.meta.close()
+        if self._own_executor:
+            self.executor.shutdown()
+
+    def __enter__(self) -> Loop:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

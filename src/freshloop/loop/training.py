@@ -1,0 +1,362 @@
+"""A training run, and the follow-up after a detected change.
+
+A retrain takes a snapshot of the window, holds out its newest rows that the champion was not fitted on,
+fits a candidate on the rest (in the executor the spec names), judges it against the champion on the
+holdout, registers it when it passes and hands it to the deployer. Runs are idempotent by run key: a
+restart that ticks at the same time again does not train twice.
+
+A retrain that answers a detected change trains mostly on rows from before the change (the window reaches
+back); once enough labels have matured after it, one follow-up trains on the rows after the change alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from ..data.snapshot import Snapshot
+from ..evaluate.gate import Verdict, judge
+from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
+from ..spec import WindowSpec
+from ..train import Candidate, ModelBundle, TrainingFailed, TrainRequest, train_candidate
+from .context import Context, TickReport
+from .deploy import Deployer
+
+__all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun"]
+
+
+@dataclass(frozen=True)
+class PendingFollowUp:
+    since: float  # when the change was answered
+    need: int  # labels to mature after it before the follow-up trains
+
+
+@dataclass(frozen=True)
+class PendingRefit:
+    """A gated fit serving while its refit on the whole snapshot (holdout included) is still to come."""
+
+    version: int  # the gated fit's version, serving now
+    candidate: Candidate
+    decision: Retrain
+    snapshot: Snapshot
+    frame: pd.DataFrame  # the snapshot, as read
+    run_id: str
+    verdict_id: str
+
+
+class FollowUp:
+    """One retrain on the rows after a detected change, once enough of their labels have matured (only with
+    a window counted in rows: ``model.window.rows``)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.pending: PendingFollowUp | None = None
+        self._window: WindowSpec | None = None  # the follow-up's window, for the run it starts
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.ctx.spec.model.window.rows)
+
+    def size(self) -> int:
+        rows = self.ctx.spec.model.window.rows or 0
+        return max(2 * self.ctx.spec.gate.min_holdout_rows, rows // 4)
+
+    def restore(self) -> None:
+        """The follow-up a restart would otherwise forget, read back from the decision log: the latest
+        retrain for a detected change that no later follow-up has answered."""
+        if not self.enabled:
+            return
+        since = None
+        for d in self.ctx.meta.list_decisions("retrain"):
+            triggers = d["triggers"] or []
+            if "follow-up" in triggers:
+                since = None
+            if triggers and triggers[0] in CHANGE_TRIGGERS:
+                since = float(d["at"])
+        self.pending = None if since is None else PendingFollowUp(since, self.size())
+
+    def amend(self, decision: Decision, now: float) -> Decision:
+        """The policy's decision with the follow-up taken into account: a due follow-up retrains (with the
+        policy's own triggers, if any fired); a pending one holds a retrain for what is most likely the same
+        change."""
+        follow = self._due(now)
+        if follow is not None:  # its window (the rows after the change) applies to this tick's run
+            return decision.also("follow-up", follow) if isinstance(decision, Retrain) \
+                else Retrain(run_key("follow-up", now), (follow,), decision.streaks, ("follow-up",))
+        if self.pending is not None and isinstance(decision, Retrain) and decision.answers_change:
+            # the model still trains mostly on rows from before the change it answered: a second change
+            # signal now is most likely the same change; the follow-up will train on the rows after it
+            return decision.held("follow-up pending", f"follow-up pending: the change found at "
+                                 f"{self.pending.since:g} is answered once {self.pending.need} labels have "
+                                 "matured since")
+        return decision
+
+    def _due(self, now: float) -> str | None:
+        if self.pending is None or self.ctx.active_rollout() is not None:
+            return None  # a rollout in progress: the follow-up waits for it
+        since, need = self.pending.since, self.pending.need
+        lt = self.ctx.data.label_times()
+        have = int(np.count_nonzero((lt > since) & (lt <= now)))
+        if have < need:
+            return None
+        self.pending = None
+        self._window = WindowSpec(period=now - since)  # seconds, as a number: no text to parse back
+        return (f"follow-up: {have} labels since the change found at {since:g} (>= {need}); "
+                f"training on the rows after it")
+
+    def take_window(self) -> WindowSpec:
+        """The window of the run starting now: the rows after the change for a follow-up, else the spec's."""
+        window, self._window = self._window or self.ctx.spec.model.window, None
+        return window
+
+    def answered(self, decision: Retrain, now: float) -> bool:
+        """A run starts for ``decision``: when it answers a change, a follow-up will replace its model (and it
+        is kept in the decision log too, so a restart reads it). Returns whether it did."""
+        interim = self.enabled and decision.answers_change
+        if interim:
+            self.pending = PendingFollowUp(now, self.size())
+        return interim
+
+
+class TrainingRun:
+    """Snapshot → holdout → fit → gate → register → deploy; and the refit of a gated fit."""
+
+    def __init__(self, ctx: Context, follow_up: FollowUp, deployer: Deployer, *, serve_before_refit: bool) -> None:
+        self.ctx, self.follow_up, self.deployer = ctx, follow_up, deployer
+        # With gate.refit: serve the gated fit at once and promote its refit when that is done (a server on the
+        # wall clock), or serve the refit alone (a replay or a one-shot tick: no request would see the interim).
+        self.serve_before_refit = serve_before_refit
+        self.last_trained_at: float | None = None
+        self.retrain_times: tuple[float, ...] = ()
+        self.refit_due: PendingRefit | None = None
+
+    def restore(self) -> None:
+        runs = self.ctx.meta.list_runs()
+        if runs:
+            self.last_trained_at = max(r["created_at"] for r in runs)
+            self.retrain_times = tuple(r["created_at"] for r in runs)
+
+    def run(self, decision: Retrain, now: float, report: TickReport) -> None:
+        ctx, gate = self.ctx, self.ctx.spec.gate
+        if ctx.meta.find_run(decision.run_key):  # the same tick ran before (a restart): runs are idempotent
+            ctx.events.record("run_exists", f"run {decision.run_key} was already trained; not training it twice",
+                              {"run_key": decision.run_key})
+            return
+        run_id = "run-" + hashlib.sha256(decision.run_key.encode()).hexdigest()[:12]
+        report.run_id = run_id
+        snap = ctx.data.snapshot(self.follow_up.take_window(), cutoff=now, now=now)
+        interim = self.follow_up.answered(decision, now)
+        frame = ctx.data.read_snapshot(snap)
+        self.deployer.keep_snapshot(snap.id, frame)  # promoting this run's model reads its snapshot again
+        self._started(now)
+        n = len(frame)
+        n_hold = int(np.clip(round(gate.holdout * n), gate.min_holdout_rows, gate.max_holdout_rows))
+        if n - n_hold < gate.min_holdout_rows:
+            self._fail(run_id, decision, snap, now, f"snapshot {snap.id} has {n} labeled rows; need {n_hold} to "
+                       f"judge and {gate.min_holdout_rows} to train", report)
+            return
+        in_hold, unseen = self._holdout(frame, n_hold)
+        if in_hold.sum() < gate.min_holdout_rows:
+            self._defer(run_id, decision, snap, now, f"not trained: the champion was fitted on all but {unseen} "
+                        f"of the {n} labeled rows of snapshot {snap.id}, and the gate needs {gate.min_holdout_rows} "
+                        "rows neither model has seen to compare them; the champion keeps serving until more "
+                        "labels arrive", report)
+            return
+        seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
+        train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
+        cand, train = self._fit(decision, snap, train, run_id, now, report)
+        if cand is None:
+            return
+        verdict_id = "v-" + run_id[4:]
+        verdict = self._gate(cand.bundle, train, hold, seen_newest, verdict_id, run_id, snap.id, now)
+        report.verdict = verdict
+        if verdict.passed:
+            self._register(cand, decision, snap, frame, train, run_id, verdict_id, verdict, now, report,
+                           refit=ctx.spec.gate.refit and ctx.spec.model.mode == "full" and not interim)
+
+    def _started(self, now: float) -> None:
+        self.last_trained_at = now
+        self.retrain_times += (now,)
+        with self.ctx.lock:
+            self.ctx.monitor().trained()
+            self.ctx.outcomes.detector_restarted(now)
+
+    def _holdout(self, frame: pd.DataFrame, n_hold: int) -> tuple[np.ndarray, int]:
+        """The holdout is the newest rows the champion was not fitted on: a model scored on rows it learned
+        is scored in-sample, and a fresher candidate would lose to it for that alone. Returns the holdout's
+        mask and how many rows the champion has not seen."""
+        unseen = np.flatnonzero(~self._champion_saw(frame))
+        in_hold = np.zeros(len(frame), dtype=bool)
+        in_hold[unseen[-n_hold:]] = True
+        return in_hold, len(unseen)
+
+    def _champion_saw(self, frame: pd.DataFrame) -> np.ndarray:
+        """Which rows of ``frame`` the champion may have been fitted on: those no later than its newest
+        training row and labeled by its training cutoff (its lineage; a row labeled after the cutoff was not in
+        its snapshot, however old). Without that lineage, none are taken as seen."""
+        seen = np.zeros(len(frame), dtype=bool)
+        lineage = self.ctx.champion.lineage if self.ctx.champion is not None else {}
+        if lineage.get("t_last") is None:
+            return seen
+        seen = frame["_time"].to_numpy(dtype=float) <= float(lineage["t_last"])
+        if lineage.get("cutoff") is not None and "_label_time" in frame:
+            seen &= frame["_label_time"].to_numpy(dtype=float) <= float(lineage["cutoff"])
+        return seen
+
+    def _fit(self, decision: Retrain, snap: Snapshot, train: pd.DataFrame, run_id: str, now: float,
+             report: TickReport) -> tuple[Candidate | None, pd.DataFrame]:
+        """The candidate, fitted in the executor (warm-started from the champion on the rows it has not
+        learned, when the mode says so), and its run recorded; None when training failed."""
+        ctx, model = self.ctx, self.ctx.spec.model
+        assert ctx.schema is not None
+        base = None
+        if model.mode in ("warm_start", "online") and ctx.champion is not None:
+            base = ctx.champion.bundle
+            t_last = ctx.champion.lineage.get("t_last")
+            if t_last is not None:
+                train = train[train["_time"] > t_last]
+        req = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
+                           model.seed, model.scale, train.reset_index(drop=True), base)
+        try:
+            cand: Candidate = ctx.executor.submit(train_candidate, req).result()
+        except TrainingFailed as e:
+            self._fail(run_id, decision, snap, now, str(e), report)
+            return None, train
+        ctx.stats.retrains += 1
+        ctx.stats.train_rows += cand.train_rows
+        ctx.stats.train_seconds += cand.train_seconds
+        cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
+                             "cutoff": float(train["_label_time"].max()) if "_label_time" in train and len(train)
+                             else now, "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
+        ctx.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
+                              status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
+                              train_seconds=cand.train_seconds, created_at=now))
+        ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}",
+                          {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
+        return cand, train
+
+    def _gate(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame, seen: int, verdict_id: str,
+              run_id: str, snapshot_id: str, now: float) -> Verdict:
+        """The candidate against the champion on the holdout (a first model against a constant), recorded."""
+        ctx = self.ctx
+        assert ctx.schema is not None
+        metric, classes = ctx.metric, ctx.classes
+        y = cand.target(hold["_label"]).to_numpy()
+        p, pr = cand.predict(hold)
+        cand_rows = metric.per_row(y, p, pr, classes)
+        champ_rows = base_rows = None
+        if ctx.champion is not None:
+            hp, hpr = ctx.champion.bundle.predict(hold)
+            champ_rows = metric.per_row(y, hp, hpr, classes)
+        else:  # a first model must beat a constant: the majority class, or the mean
+            ytrain = cand.target(train["_label"]) if len(train) else pd.Series(y)
+            if ctx.schema.task == "classification":
+                freq = np.array([(ytrain == c).mean() for c in classes])
+                bp = np.full(len(y), classes[int(freq.argmax())], dtype=object).astype(type(classes[0]))
+                base_rows = metric.per_row(y, bp, np.tile(freq, (len(y), 1)), classes)
+            else:
+                base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
+        verdict = judge(ctx.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=ctx.spec.model.seed,
+                        champion_seen=seen)
+        ctx.meta.add_verdict(verdict_id, run_id, verdict.passed, {**verdict.to_dict(), "snapshot_id": snapshot_id},
+                             now)
+        ctx.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
+                          {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
+        if verdict.passed:
+            ctx.stats.gate_passed += 1
+        else:
+            ctx.stats.gate_failed += 1
+        return verdict
+
+    def _register(self, cand: Candidate, decision: Retrain, snap: Snapshot, frame: pd.DataFrame,
+                  train: pd.DataFrame, run_id: str, verdict_id: str, verdict: Verdict, now: float,
+                  report: TickReport, *, refit: bool) -> None:
+        """A passed candidate registered (refitted on the whole snapshot first, unless it serves before its
+        refit) and deployed. A model a follow-up will soon replace is not refitted: a second full fit for a
+        short stay."""
+        ctx = self.ctx
+        cand.lineage["gate_score"] = verdict.candidate_score
+        # Serving first: the gated fit serves as soon as it is judged and the refit replaces it when done, so
+        # the newest data is not held back by a second fit. Only for an immediate promotion: a staged rollout
+        # gathers its evidence on the version that will stay.
+        serve_first = refit and self.serve_before_refit and self.deployer.auto_promotion and (
+            ctx.champion is None or ctx.spec.rollout.strategy == "immediate")
+        if serve_first and "_arrived" in train and len(train):
+            cand.lineage["newest_arrival"] = float(train["_arrived"].max())  # the holdout is not in this fit
+        elif refit and not serve_first:
+            cand = self._refit(cand, decision, snap, frame, run_id)
+        mv = ctx.registry.register(cand.bundle, run_id=run_id, verdict_id=verdict_id, lineage=cand.lineage, now=now)
+        report.registered = mv.version
+        ctx.events.record("model_registered", f"version {mv.version} from {run_id}",
+                          {"version": mv.version, "sha256": mv.artifact_sha256})
+        self.deployer.deploy(mv.version, now, report, verdict.reason)
+        if serve_first and report.promoted == mv.version:
+            self.refit_due = PendingRefit(mv.version, cand, decision, snap, frame, run_id, verdict_id)
+
+    def _refit(self, cand: Candidate, decision: Retrain, snap: Snapshot, frame: pd.DataFrame,
+               run_id: str) -> Candidate:
+        """The gated candidate's settings fitted again on the whole snapshot (holdout included); the gated fit
+        itself if that fails."""
+        ctx, model = self.ctx, self.ctx.spec.model
+        assert ctx.schema is not None
+        full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
+                            model.seed, model.scale, frame, None)
+        try:
+            refit: Candidate = ctx.executor.submit(train_candidate, full).result()
+        except TrainingFailed as e:
+            ctx.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
+            return cand
+        ctx.stats.train_rows += refit.train_rows
+        ctx.stats.train_seconds += refit.train_seconds
+        return Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows, "t_last": snap.t_last,
+                                        "cutoff": snap.cutoff, "newest_arrival": snap.newest_arrival},
+                         cand.train_rows, cand.train_seconds)
+
+    def finish_refit(self) -> int | None:
+        """Fit the version that is serving again on its whole snapshot, register that as the next version and
+        promote it if the first is still the champion. Returns the refit's version, if one was registered."""
+        due, self.refit_due = self.refit_due, None
+        if due is None:
+            return None
+        ctx = self.ctx
+        version, snap, frame = due.version, due.snapshot, due.frame
+        refit = self._refit(due.candidate, due.decision, snap, frame, due.run_id)
+        if refit is due.candidate:
+            return None
+        mv = ctx.registry.register(refit.bundle, run_id=due.run_id, verdict_id=due.verdict_id,
+                                   lineage={**refit.lineage, "refit_of": version}, now=ctx.clock.now())
+        ctx.events.record("model_registered", f"version {mv.version}: version {version} refitted on all "
+                          f"{len(frame)} rows of snapshot {snap.id}",
+                          {"version": mv.version, "sha256": mv.artifact_sha256, "refit_of": version})
+        if ctx.champion is None or ctx.champion.version != version or ctx.active_rollout() is not None:
+            ctx.events.record("refit_not_promoted", f"version {version} no longer serves alone; version "
+                              f"{mv.version} stays registered", {"version": mv.version})
+            return mv.version
+        self.deployer.promote(mv.version, actor=ctx.actor, reason=f"refit of version {version} on the whole "
+                              f"snapshot {snap.id} (holdout included)")
+        return mv.version
+
+    def _fail(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str,
+              report: TickReport) -> None:
+        report.run_error = why
+        self.ctx.stats.failed_runs += 1
+        if self.ctx.stats.first_failure is None:
+            self.ctx.stats.first_failure = why
+        self._untrained(run_id, decision, snap, now, "failed", {"error": why})
+
+    def _defer(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, why: str,
+               report: TickReport) -> None:
+        report.deferred = why
+        self.ctx.stats.deferred_runs += 1
+        self._untrained(run_id, decision, snap, now, "deferred", {"reason": why})
+
+    def _untrained(self, run_id: str, decision: Retrain, snap: Snapshot, now: float, status: str,
+                   lineage: dict[str, str]) -> None:
+        """A run that produced no model (failed or deferred): its row, so a restart counts it, and its event."""
+        ctx = self.ctx
+        ctx.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=ctx.spec.model.mode,
+                              status=status, lineage=lineage, train_rows=0, train_seconds=0.0, created_at=now))
+        ctx.events.record(f"run_{status}", next(iter(lineage.values())), {"run_id": run_id, "snapshot_id": snap.id})
