@@ -42,6 +42,11 @@ DEMO_SPEC: dict[str, Any] = {
 }
 
 
+_BAD_INPUT = (413, 415, 422)  # the statuses of input that breaks a rule: exit code 2, here and from a server
+ReasonOpt = Annotated[str, typer.Option(help="why (recorded)")]
+RolloutArg = Annotated[str, typer.Argument(help="rollout id (ro-N)")]
+
+
 def _errors(fn: F) -> F:
     """One line on stderr and a non-zero exit for every error freshloop raises on purpose."""
 
@@ -51,7 +56,7 @@ def _errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except FreshloopError as e:
             err.print(f"[red]error[/red] ({e.code}): {e.message}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2 if e.code in ("invalid_spec", "invalid_data") else 1) from None
+            raise typer.Exit(2 if e.status in _BAD_INPUT else 1) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -221,13 +226,18 @@ NowOpt = Annotated[str | None, typer.Option(
     "for an orchestrator's logical date or a backfill")]
 
 
-def _stores(spec_path: Path) -> Any:
-    """The loop's metadata and blob stores alone, for a command that lists what they hold: opening the loop
-    would load (unpickle) its champion."""
+@contextmanager
+def _stores(spec_path: Path) -> Iterator[Any]:
+    """The loop's metadata and blob stores alone, for a command that lists what they hold (opening the loop
+    would load, unpickle, its champion); closed when the block ends."""
     from .store import open_stores
 
     spec = load_spec(spec_path)
-    return open_stores(spec.store.root or ".", spec.store.url)
+    meta, blobs = open_stores(spec.store.root or ".", spec.store.url)
+    try:
+        yield meta, blobs
+    finally:
+        meta.close()
 
 
 def _open(spec_path: Path, now: str | None = None) -> Any:
@@ -251,12 +261,9 @@ def _writing(spec_path: Path, command: str, now: str | None = None) -> Iterator[
     from .store import store_claim
 
     spec = load_spec(spec_path)
-    with store_claim(spec.name, spec.store.root or ".", spec.store.url, holder=f"`freshloop {command}`"):
-        loop = _loop(spec, now)
-        try:
-            yield loop
-        finally:
-            loop.close()
+    with store_claim(spec.name, spec.store.root or ".", spec.store.url, holder=f"`freshloop {command}`"), \
+            _loop(spec, now) as loop:
+        yield loop
 
 
 def _parse_now(value: str) -> float:
@@ -460,8 +467,7 @@ def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None
     """List model versions and aliases (from the metadata store alone: no model is loaded)."""
     from .registry import Registry
 
-    meta, blobs = _stores(spec_path)
-    try:
+    with _stores(spec_path) as (meta, blobs):
         registry = Registry(meta, blobs)
         aliases = registry.aliases()
         table = Table(title="model versions")
@@ -472,9 +478,7 @@ def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None
             table.add_row(str(v.version), names, v.run_id, str(v.lineage.get("snapshot_id")),
                           str(v.lineage.get("train_rows")), f"{v.lineage.get('gate_score', float('nan')):.4f}",
                           v.artifact_sha256[:12])
-        out.print(table)
-    finally:
-        meta.close()
+    out.print(table)
 
 
 @app.command()
@@ -483,11 +487,8 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             kind: Annotated[str | None, typer.Option(help="only events of this kind")] = None,
             limit: Annotated[int, typer.Option(help="newest N events")] = 50) -> None:
     """Print the event log: every state change with actor, reason and time."""
-    meta, _ = _stores(spec_path)
-    try:
+    with _stores(spec_path) as (meta, _):
         events = meta.list_events(kind)[-limit:]
-    finally:
-        meta.close()
     table = Table(title="events")
     for c in ("id", "at", "kind", "actor", "reason"):
         table.add_column(c, overflow="fold")
@@ -500,7 +501,7 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @_errors
 def promote(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             version: Annotated[int, typer.Argument(help="model version")],
-            reason: Annotated[str, typer.Option(help="why (recorded)")],
+            reason: ReasonOpt,
             actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Make a version the champion (one compare-and-set alias move, recorded)."""
     with _writing(spec_path, "promote") as loop:
@@ -512,7 +513,7 @@ def promote(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @app.command()
 @_errors
 def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
-             reason: Annotated[str, typer.Option(help="why (recorded)")],
+             reason: ReasonOpt,
              actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Abort a rollout, or move the champion back to the version it replaced."""
     with _writing(spec_path, "rollback") as loop:
@@ -524,11 +525,8 @@ def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @_errors
 def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                     all_: Annotated[bool, typer.Option("--all", help="include re-ingested items")] = False) -> None:
-    loop = _open(spec_path)
-    try:
+    with _open(spec_path) as loop:
         items = loop.data.quarantined(None if all_ else "held")
-    finally:
-        loop.close()
     table = Table(title="quarantine")
     for c in ("id", "batch", "rows", "status", "reasons"):
         table.add_column(c, overflow="fold")
@@ -541,11 +539,8 @@ def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")]
 @_errors
 def quarantine_show(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                     item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
-    loop = _open(spec_path)
-    try:
+    with _open(spec_path) as loop:
         frame = loop.data.read_quarantine(item)
-    finally:
-        loop.close()
     out.print(frame.to_string(max_rows=50))
 
 
@@ -688,7 +683,7 @@ def _call(method: str, server: str, path: str, token: str | None, *, headers: di
     if r.status_code >= 400:
         err.print(f"[red]error[/red] ({body.get('code', r.status_code)}): {body.get('message', r.text)}",
                   highlight=False, soft_wrap=True)
-        raise typer.Exit(2 if r.status_code in (413, 415, 422) else 1)
+        raise typer.Exit(2 if r.status_code in _BAD_INPUT else 1)
     return body
 
 
@@ -735,18 +730,22 @@ def remote_feedback(file: Annotated[Path, typer.Argument(help="a table with pred
     out.print_json(json.dumps(_call("POST", server, "/v1/feedback", token, json={"labels": labels})))
 
 
+def _operator_action(server: str, path: str, token: str | None, reason: str) -> None:
+    """An operator's action on a server, with its recorded reason; prints the answer."""
+    out.print_json(json.dumps(_call("POST", server, path, token, json={"reason": reason})))
+
+
 @remote_app.command("promote")
 def remote_promote(version: Annotated[int, typer.Argument(help="model version")],
-                   reason: Annotated[str, typer.Option(help="why (recorded)")],
+                   reason: ReasonOpt,
                    server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
-    out.print_json(json.dumps(_call("POST", server, f"/v1/models/{version}/promote", token,
-                                    json={"reason": reason})))
+    _operator_action(server, f"/v1/models/{version}/promote", token, reason)
 
 
 @remote_app.command("rollback")
-def remote_rollback(reason: Annotated[str, typer.Option(help="why (recorded)")],
+def remote_rollback(reason: ReasonOpt,
                     server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
-    out.print_json(json.dumps(_call("POST", server, "/v1/rollback", token, json={"reason": reason})))
+    _operator_action(server, "/v1/rollback", token, reason)
 
 
 @remote_app.command("tick")
@@ -818,21 +817,19 @@ def remote_decisions(server: ServerOpt = "http://127.0.0.1:8000", token: TokenOp
 
 
 @remote_app.command("approve")
-def remote_approve(rollout_id: Annotated[str, typer.Argument(help="rollout id (ro-N)")],
-                   reason: Annotated[str, typer.Option(help="why (recorded)")],
+def remote_approve(rollout_id: RolloutArg,
+                   reason: ReasonOpt,
                    server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
     """Let a rollout waiting for approval take its last step."""
-    out.print_json(json.dumps(_call("POST", server, f"/v1/rollouts/{rollout_id}/approve", token,
-                                    json={"reason": reason})))
+    _operator_action(server, f"/v1/rollouts/{rollout_id}/approve", token, reason)
 
 
 @remote_app.command("abort")
-def remote_abort(rollout_id: Annotated[str, typer.Argument(help="rollout id (ro-N)")],
-                 reason: Annotated[str, typer.Option(help="why (recorded)")],
+def remote_abort(rollout_id: RolloutArg,
+                 reason: ReasonOpt,
                  server: ServerOpt = "http://127.0.0.1:8000", token: TokenOpt = None) -> None:
     """Stop an active rollout; the champion keeps serving."""
-    out.print_json(json.dumps(_call("POST", server, f"/v1/rollouts/{rollout_id}/abort", token,
-                                    json={"reason": reason})))
+    _operator_action(server, f"/v1/rollouts/{rollout_id}/abort", token, reason)
 
 
 def main() -> None:  # pragma: no cover - console entry

@@ -21,6 +21,8 @@ import re
 import time
 from typing import Protocol
 
+from .errors import InvalidValueError
+
 __all__ = ["Clock", "SimulatedClock", "WallClock", "format_duration", "human_duration", "parse_duration",
            "round_duration"]
 
@@ -64,7 +66,7 @@ class SimulatedClock:
 
     def advance_to(self, t: float) -> None:
         if t < self._now:
-            raise ValueError(f"SimulatedClock cannot go backwards: {t} < {self._now}")
+            raise InvalidValueError(f"SimulatedClock cannot go backwards: {t} < {self._now}", field="t", value=t)
         self._now = float(t)
 
     def __repr__(self) -> str:
@@ -76,22 +78,22 @@ def parse_duration(value: str | float | int) -> float:
 
     >>> parse_duration("2w")
     1209600.0
-    >>> parse_duration("soon")
+    >>> parse_duration("soon")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    ValueError: must be a duration such as '30d', '12h' or a number of seconds >= 0. Got 'soon' instead.
+    freshloop.errors.InvalidValueError: must be a duration such as '30d', '12h' or ... Got 'soon' instead.
     """
     if isinstance(value, bool):
-        raise ValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
-                         f"Got {value!r} instead.")
+        raise InvalidValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
+                                f"Got {value!r} instead.", value=value)
     if isinstance(value, int | float):
         if value < 0 or value != value:
-            raise ValueError(f"must be a duration >= 0. Got {value!r} instead.")
+            raise InvalidValueError(f"must be a duration >= 0. Got {value!r} instead.", value=value)
         return float(value)
     m = _DURATION.match(str(value))
     if not m:
-        raise ValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
-                         f"Got {value!r} instead.")
+        raise InvalidValueError(f"must be a duration such as '30d', '12h' or a number of seconds >= 0. "
+                                f"Got {value!r} instead.", value=value)
     return float(m.group(1)) * {**_UNITS, **_UNITS_ROWS}[m.group(2) or "s"]
 
 

@@ -23,7 +23,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .. import __version__
 from ..data.validate import not_unicode
-from ..errors import HTTP_STATUS, FreshloopError, NotFoundError
+from ..errors import (
+    AuthError,
+    ForbiddenError,
+    FreshloopError,
+    InvalidRequestError,
+    MethodNotAllowedError,
+    NotFoundError,
+    TooLargeError,
+    UnreadableBodyError,
+    UnsupportedMediaError,
+    error_classes,
+)
 from .service import ROLES, LoopService, Settings
 
 __all__ = ["BackgroundServer", "create_app", "free_port"]
@@ -81,33 +92,38 @@ class ErrorBody(BaseModel):
     field: str | None = None
 
 
-# documented on every route (OpenAPI), so a client or a fuzzer knows every answer it may get
-ERRORS: dict[int | str, dict[str, Any]] = {
-    status: {"model": ErrorBody, "description": what} for status, what in (
-        (400, "a body that cannot be read as JSON"), (401, "no token, or an unknown one"),
-        (403, "the token's role may not do this"),
-        (404, "no such model version, rollout or prediction; or no champion yet"),
-        (409, "a compare-and-set lost, or a batch id reused with other content"),
-        (413, "the body, or its rows, past a limit"), (415, "a file upload of a type not read"),
-        (422, "a request that breaks a rule: the message names the field, the rule and the value"),
-        (503, "back-pressure: the ingest queue is full for now; retry shortly"))}
+def _documented() -> dict[int | str, dict[str, Any]]:
+    """Every error answer, from the error classes (their status, code and what they mean): documented on
+    every route (OpenAPI), so a client or a fuzzer knows every answer it may get."""
+    by_status: dict[int, list[str]] = {}
+    for cls in error_classes()[1:]:
+        what = " ".join((cls.__doc__ or cls.code).split())
+        by_status.setdefault(cls.status, []).append(f"{cls.code}: {what}")
+    return {status: {"model": ErrorBody, "description": "; ".join(whats)}
+            for status, whats in sorted(by_status.items()) if status < 500}
 
 
-def _error(status: int, code: str, message: str, field: str | None = None) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"code": code, "message": message, "field": field})
+ERRORS = _documented()
+
+
+def error_response(e: FreshloopError) -> JSONResponse:
+    """The one place an error becomes an HTTP answer: its class's status, its code, message and field."""
+    return JSONResponse(status_code=e.status, content={"code": e.code, "message": e.message, "field": e.field})
 
 
 def _too_large(what: str, limit: int) -> JSONResponse:
-    return _error(413, "too_large", f"{what} exceeds {limit:,} bytes (rule: request body size limit)", "body")
+    return error_response(TooLargeError(f"{what} exceeds {limit:,} bytes (rule: request body size limit)",
+                                        field="body"))
 
 
-class _BodyTooLarge(HTTPException):
-    """Raised while a body is read, past the limit: an HTTPException, so FastAPI passes it on as it is instead
-    of calling it a body it could not parse."""
+class _BodyTooLarge(HTTPException, TooLargeError):
+    """Raised while a body is read, past the limit: an HTTPException too, so FastAPI passes it on as it is
+    instead of calling it a body it could not parse."""
 
     def __init__(self, limit: int) -> None:
-        super().__init__(413)
-        self.limit = limit
+        HTTPException.__init__(self, 413)
+        TooLargeError.__init__(self, f"the body, read so far, exceeds {limit:,} bytes (rule: request body size "
+                               "limit)", field="body")
 
 
 class _LimitsAndMetrics:
@@ -211,12 +227,12 @@ def create_app(settings: Settings, service: LoopService | None = None,
             return None  # the docs, the OpenAPI schema, open metrics, an unknown path's 404
         header = dict(scope["headers"]).get(b"authorization", b"").decode("latin-1")
         if not header.startswith("Bearer "):
-            return _error(401, "unauthorized", "missing bearer token (rule: Authorization: Bearer <token>)")
+            return error_response(AuthError("missing bearer token (rule: Authorization: Bearer <token>)"))
         have = _role_of(settings.tokens, header.removeprefix("Bearer ").strip())
         if have is None:
-            return _error(401, "unauthorized", "unknown token")
+            return error_response(AuthError("unknown token"))
         if ROLES.index(have) < ROLES.index(needed):
-            return _error(403, "forbidden", f"role {have!r} may not do this (rule: needs {needed!r})")
+            return error_response(ForbiddenError(f"role {have!r} may not do this (rule: needs {needed!r})"))
         return None
 
     app.add_middleware(_LimitsAndMetrics, max_body_bytes=settings.max_body_bytes, svc_holder=svc_holder,
@@ -224,23 +240,28 @@ def create_app(settings: Settings, service: LoopService | None = None,
 
     @app.exception_handler(FreshloopError)
     async def domain_error(_: Request, e: FreshloopError) -> JSONResponse:
-        return _error(HTTP_STATUS.get(e.code, 500), e.code, e.message, e.field)
+        return error_response(e)
 
     @app.exception_handler(_BodyTooLarge)
     async def too_large(_: Request, e: _BodyTooLarge) -> JSONResponse:
-        return _too_large("the body, read so far,", e.limit)
+        return error_response(e)
 
     @app.exception_handler(HTTPException)
-    async def http_error(_: Request, e: HTTPException) -> JSONResponse:  # FastAPI's own: unreadable body, 405
-        code = {400: "unreadable_body", 404: "not_found", 405: "method_not_allowed"}.get(e.status_code, "http_error")
-        return _error(e.status_code, code, f"{e.detail} (rule: a JSON body that matches the operation's schema)"
-                      if e.status_code == 400 else str(e.detail))
+    async def http_error(_: Request, e: HTTPException) -> JSONResponse:  # FastAPI's own: unreadable body, 404, 405
+        if e.status_code == 400:
+            return error_response(UnreadableBodyError(f"{e.detail} (rule: a JSON body that matches the "
+                                                      "operation's schema)"))
+        cls = {404: NotFoundError, 405: MethodNotAllowedError}.get(e.status_code)
+        if cls is None:
+            return JSONResponse(status_code=e.status_code, content={"code": "http_error", "message": str(e.detail),
+                                                                    "field": None})
+        return error_response(cls(str(e.detail)))
 
     @app.exception_handler(RequestValidationError)
     async def invalid(_: Request, e: RequestValidationError) -> JSONResponse:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"] if p != "body")
-        return _error(422, "invalid_request", f"{loc}: {first['msg']}", loc)
+        return error_response(InvalidRequestError(f"{loc}: {first['msg']}", field=loc))
 
     @app.post("/v1/ingest", operation_id="ingest_batch", dependencies=[Depends(role("labeler"))])
     def ingest(body: BatchCreate, idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None
@@ -255,8 +276,8 @@ def create_app(settings: Settings, service: LoopService | None = None,
         suffix = {"text/csv": ".csv", "application/vnd.apache.parquet": ".parquet", "application/x-parquet": ".parquet",
                   "application/json": ".json", "application/x-ndjson": ".jsonl"}.get(kind)
         if suffix is None:
-            return _error(415, "unsupported_media_type", f"content-type {kind!r} is not text/csv, "
-                          "application/vnd.apache.parquet or application/json", "content-type")
+            raise UnsupportedMediaError(f"content-type {kind!r} is not text/csv, application/vnd.apache.parquet "
+                                        "or application/json", field="content-type")
         body = await request.body()
         key = batch_id or idempotency_key
         from starlette.concurrency import run_in_threadpool
@@ -277,51 +298,23 @@ def create_app(settings: Settings, service: LoopService | None = None,
 
     @app.get("/v1/status", operation_id="get_status", dependencies=[Depends(role("reader"))])
     def status() -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            loop = s.loop
-            r = loop.rollout
-            return {"name": loop.spec.name, "champion": loop.champion_version, "schema_locked": loop.schema is not None,
-                    # how the champion predicts a request's rows: its compiled form, or why scikit-learn does
-                    "serving": loop.champion().serving if loop.champion_version is not None else None,
-                    "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
-                    "rollout": None if r is None or not r.active else
-                    {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
-                    "stats": {"retrains": loop.stats.retrains, "promotions": loop.stats.promotions,
-                              "rollbacks": loop.stats.rollbacks}}
+        return svc().status()
 
     @app.get("/v1/models", operation_id="list_models", dependencies=[Depends(role("reader"))])
     def models() -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            aliases = s.loop.registry.aliases()
-            data = [{"version": v.version, "run_id": v.run_id, "verdict_id": v.verdict_id,
-                     "sha256": v.artifact_sha256, "created_at": v.created_at,
-                     "aliases": sorted(k for k, x in aliases.items() if x == v.version),
-                     "snapshot_id": v.lineage.get("snapshot_id"), "train_rows": v.lineage.get("train_rows")}
-                    for v in s.loop.registry.versions()]
-        return {"data": data, "count": len(data)}
+        return _page(svc().models())
 
     @app.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
     def decisions(kind: Kind = None, limit: Limit = 100) -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            data = s.loop.meta.list_decisions(kind)[-limit:]
-        return {"data": data, "count": len(data)}
+        return _page(svc().decisions(kind, limit))
 
     @app.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
     def events(kind: Kind = None, limit: Limit = 200) -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            data = s.loop.events.list(kind)[-limit:]
-        return {"data": data, "count": len(data)}
+        return _page(svc().events(kind, limit))
 
     @app.get("/v1/rollouts", operation_id="list_rollouts", dependencies=[Depends(role("reader"))])
     def rollouts() -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            data = s.loop.meta.list_rollouts()
-        return {"data": data, "count": len(data)}
+        return _page(svc().rollouts())
 
     @app.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])
     def tick() -> dict[str, Any]:
@@ -335,37 +328,22 @@ def create_app(settings: Settings, service: LoopService | None = None,
     @app.post("/v1/models/{version}/promote", operation_id="promote_model",
               dependencies=[Depends(role("operator"))])
     def promote(version: Version, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            moved = s.loop.promote(version, actor=x_actor, reason=body.reason)
-            s.metrics.champion.set(version)
-        return {"champion": version, "moved": moved}
+        return {"champion": version, "moved": svc().promote(version, actor=x_actor, reason=body.reason)}
 
     @app.post("/v1/rollback", operation_id="rollback", dependencies=[Depends(role("operator"))])
     def rollback(body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            version = s.loop.rollback(actor=x_actor, reason=body.reason)
-            s.metrics.rollbacks.inc()
-        return {"champion": version}
+        return {"champion": svc().rollback(actor=x_actor, reason=body.reason)}
 
     @app.post("/v1/rollouts/{rollout_id}/approve", operation_id="approve_rollout",
               dependencies=[Depends(role("operator"))])
     def approve(rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            s.loop.approve(rollout_id, actor=x_actor, reason=body.reason)
+        svc().approve(rollout_id, actor=x_actor, reason=body.reason)
         return {"rollout_id": rollout_id, "status": "running"}
 
     @app.post("/v1/rollouts/{rollout_id}/abort", operation_id="abort_rollout",
               dependencies=[Depends(role("operator"))])
     def abort(rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-        s = svc()
-        with s.lock:
-            r = s.loop.rollout
-            if r is None or r.id != rollout_id or not r.active:
-                raise NotFoundError(f"no active rollout {rollout_id!r}.", field="rollout_id", value=rollout_id)
-            s.loop.rollback(actor=x_actor, reason=f"abort: {body.reason}")
+        svc().abort(rollout_id, actor=x_actor, reason=body.reason)
         return {"rollout_id": rollout_id, "status": "rolled_back"}
 
     @app.get("/metrics", operation_id="metrics", include_in_schema=False)
@@ -377,6 +355,11 @@ def create_app(settings: Settings, service: LoopService | None = None,
             needs += [(route, str(getattr(d.call, "needed", ""))) for d in route.dependant.dependencies
                       if hasattr(d.call, "needed")]
     return app
+
+
+def _page(data: list[dict[str, Any]]) -> dict[str, Any]:
+    """A listing's answer: the items, and how many."""
+    return {"data": data, "count": len(data)}
 
 
 def _role_of(tokens: dict[str, str], given: str) -> str | None:

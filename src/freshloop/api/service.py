@@ -16,6 +16,8 @@ import secrets
 import threading
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -417,17 +419,76 @@ class LoopService:
         if actor == self.loop.actor and newest is not None:
             self.metrics.data_to_deploy.observe(max(0.0, self.loop.clock.now() - float(newest)))
 
-    def tick(self) -> TickReport:
+    @contextmanager
+    def _acting(self) -> Iterator[Loop]:
+        """The control path, under its lock; the counters then move by what the loop did (retrains, rollbacks,
+        promotions) and the champion gauge follows, whoever acted (a tick, or an operator)."""
         with self.lock:
-            self._drain()
-            before = (self.loop.stats.retrains, self.loop.stats.rollbacks, self.loop.stats.promotions)
-            rep = self.loop.tick()
-            self._last_tick = time.monotonic()
             st = self.loop.stats
+            before = (st.retrains, st.rollbacks, st.promotions)
+            yield self.loop
             self.metrics.retrains.inc(st.retrains - before[0])
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
             self.metrics.champion.set(self.loop.champion_version or 0)
+
+    # -- reading ------------------------------------------------------------------------------
+    def status(self) -> dict[str, Any]:
+        with self.lock:
+            loop = self.loop
+            r = loop.rollout
+            return {"name": loop.spec.name, "champion": loop.champion_version, "schema_locked": loop.schema is not None,
+                    # how the champion predicts a request's rows: its compiled form, or why scikit-learn does
+                    "serving": loop.champion().serving if loop.champion_version is not None else None,
+                    "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
+                    "rollout": None if r is None or not r.active else
+                    {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
+                    "stats": {"retrains": loop.stats.retrains, "promotions": loop.stats.promotions,
+                              "rollbacks": loop.stats.rollbacks}}
+
+    def models(self) -> list[dict[str, Any]]:
+        with self.lock:
+            aliases = self.loop.registry.aliases()
+            return [{"version": v.version, "run_id": v.run_id, "verdict_id": v.verdict_id,
+                     "sha256": v.artifact_sha256, "created_at": v.created_at,
+                     "aliases": sorted(k for k, x in aliases.items() if x == v.version),
+                     "snapshot_id": v.lineage.get("snapshot_id"), "train_rows": v.lineage.get("train_rows")}
+                    for v in self.loop.registry.versions()]
+
+    def decisions(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.loop.meta.list_decisions(kind)[-limit:]
+
+    def events(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.loop.events.list(kind)[-limit:]
+
+    def rollouts(self) -> list[dict[str, Any]]:
+        with self.lock:
+            return self.loop.meta.list_rollouts()
+
+    # -- an operator's actions ----------------------------------------------------------------
+    def promote(self, version: int, *, actor: str, reason: str) -> bool:
+        with self._acting() as loop:
+            return loop.promote(version, actor=actor, reason=reason)
+
+    def rollback(self, *, actor: str, reason: str) -> int:
+        with self._acting() as loop:
+            return loop.rollback(actor=actor, reason=reason)
+
+    def approve(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        with self._acting() as loop:
+            loop.approve(rollout_id, actor=actor, reason=reason)
+
+    def abort(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        with self._acting() as loop:
+            loop.abort(rollout_id, actor=actor, reason=reason)
+
+    def tick(self) -> TickReport:
+        with self._acting() as loop:
+            self._drain()
+            rep = loop.tick()
+            self._last_tick = time.monotonic()
             self.metrics.awaiting.set(self.loop.predictions.pending)
             self.metrics.expired.set(self.loop.predictions.expired)
             if rep.signals is not None:

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from ..errors import InvalidValueError
 from ..spec import GateSpec
 from .metrics import Metric
 
@@ -100,7 +101,7 @@ def judge(spec: GateSpec, metric: Metric, holdout: pd.DataFrame, y: np.ndarray, 
     cand_score = float(metric.aggregate(cand_rows)) if n else float("nan")
     if champ_rows is None:
         if baseline_rows is None:
-            raise ValueError("judge: baseline_rows are needed when there is no champion")
+            raise InvalidValueError("judge: baseline_rows are needed when there is no champion", field="baseline_rows")
         base = paired_bootstrap(cand_rows, baseline_rows, metric, n=spec.bootstrap, confidence=spec.confidence,
                                 seed=seed) if n else None
         ok = base is not None and base.delta > 0

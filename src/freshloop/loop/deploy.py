@@ -227,6 +227,12 @@ class Deployer:
         ctx.stats.rollbacks += 1
         return target
 
+    def abort(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        r = self.ctx.active_rollout()
+        if r is None or r.id != rollout_id:
+            raise NotFoundError(f"no active rollout {rollout_id!r}.", field="rollout_id", value=rollout_id)
+        self.rollback(actor=actor, reason=f"abort: {reason}")
+
     def _replaced_by(self, version: int | None) -> int | None:
         """The champion that ``version`` replaced when it was last promoted."""
         previous = [m.old_version for m in self.ctx.registry.history("champion")

@@ -334,6 +334,10 @@ class Loop:
         """Abort an active rollout, or move the champion back to the version it replaced."""
         return self.deployer.rollback(actor=actor, reason=reason)
 
+    def abort(self, rollout_id: str, *, actor: str, reason: str) -> None:
+        """Abort the active rollout ``rollout_id`` (an operator's rollback that names the rollout)."""
+        self.deployer.abort(rollout_id, actor=actor, reason=reason)
+
     # -- closing ------------------------------------------------------------------------------
     def flush(self) -> None:
         """Write the buffered prediction and outcome logs (a server does it off the request path)."""

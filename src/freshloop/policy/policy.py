@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Literal, get_args
 
 from ..clock import human_duration, parse_duration
+from ..errors import InvalidValueError
 from ..monitor import Signals
 from ..spec import PolicySpec
 from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, TriggerName, Volume
@@ -69,7 +70,8 @@ class Retrain:
 
     def __post_init__(self) -> None:
         if len(self.triggers) != len(self.reasons):
-            raise ValueError(f"a Retrain names one trigger per reason: {self.triggers} for {self.reasons}")
+            raise InvalidValueError(f"a Retrain names one trigger per reason: {self.triggers} for {self.reasons}",
+                                    field="triggers")
 
     @property
     def answers_change(self) -> bool:

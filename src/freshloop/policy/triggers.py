@@ -43,6 +43,14 @@ class Trigger:
         raise NotImplementedError
 
 
+def _since_training(signals: Signals, limit: float) -> float | None:
+    """The time since the last training, once it has reached ``limit``; None before, or before any."""
+    if signals.last_trained_at is None:
+        return None
+    age = signals.now - signals.last_trained_at
+    return age if age >= limit else None
+
+
 @dataclass(frozen=True)
 class Schedule(Trigger):
     every: float
@@ -50,13 +58,9 @@ class Schedule(Trigger):
     name = "schedule"
 
     def check(self, signals: Signals) -> str | None:
-        if signals.last_trained_at is None:
-            return None
-        age = signals.now - signals.last_trained_at
-        if age >= self.every:
-            return (f"schedule: {_d(age, self.rows)} since the last training >= every "
-                    f"{_d(self.every, self.rows)}")
-        return None
+        age = _since_training(signals, self.every)
+        return None if age is None else \
+            f"schedule: {_d(age, self.rows)} since the last training >= every {_d(self.every, self.rows)}"
 
 
 @dataclass(frozen=True)
@@ -139,10 +143,6 @@ class Staleness(Trigger):
     name = "staleness"
 
     def check(self, signals: Signals) -> str | None:
-        if signals.last_trained_at is None:
-            return None
-        age = signals.now - signals.last_trained_at
-        if age >= self.max_age:
-            return (f"staleness: model trained {_d(age, self.rows)} ago >= max "
-                    f"{_d(self.max_age, self.rows)}")
-        return None
+        age = _since_training(signals, self.max_age)
+        return None if age is None else \
+            f"staleness: model trained {_d(age, self.rows)} ago >= max {_d(self.max_age, self.rows)}"

@@ -295,9 +295,13 @@ class MetadataStore:
         return dict(r._mapping) if r is not None else None
 
     def list_decisions(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        q = select(t.decisions).order_by(t.decisions.c.id)
+        return self._log(t.decisions, kind, limit)
+
+    def _log(self, table: Any, kind: str | None, limit: int | None) -> list[dict[str, Any]]:
+        """The rows of a log table (decisions, events) in the order written, of one kind or all."""
+        q = select(table).order_by(table.c.id)
         if kind:
-            q = q.where(t.decisions.c.kind == kind)
+            q = q.where(table.c.kind == kind)
         if limit:
             q = q.limit(limit)
         with self.tx() as c:
@@ -309,13 +313,7 @@ class MetadataStore:
             c.execute(t.events.insert(), dict(at=at, kind=kind, actor=actor, reason=reason, payload=payload))
 
     def list_events(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        q = select(t.events).order_by(t.events.c.id)
-        if kind:
-            q = q.where(t.events.c.kind == kind)
-        if limit:
-            q = q.limit(limit)
-        with self.tx() as c:
-            return [dict(r._mapping) for r in c.execute(q)]
+        return self._log(t.events, kind, limit)
 
     def save_rollout(self, row: dict[str, Any]) -> None:
         with self.tx() as c:

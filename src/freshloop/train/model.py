@@ -30,7 +30,7 @@ import pandas as pd
 
 from ..data.numbers import bool_cells
 from ..data.schema import Schema
-from ..errors import SpecError, param_message
+from ..errors import InvalidValueError, SpecError, param_message
 from ..spec import ModelSpec
 from .compiled import Compiled, compile_pipeline
 
@@ -318,7 +318,8 @@ class ModelBundle:
         codes = pd.Index(list(self.schema.classes or ())).get_indexer(y)
         if (codes < 0).any():
             bad = y[codes < 0].iloc[0]
-            raise ValueError(f"label {bad!r} is not one of the schema's classes {list(self.schema.classes or ())!r}")
+            raise InvalidValueError(f"label {bad!r} is not one of the schema's classes "
+                                    f"{list(self.schema.classes or ())!r}", field="label", value=bad)
         return codes
 
     def _decoded(self, codes: np.ndarray) -> np.ndarray:

@@ -21,13 +21,10 @@ import pandas as pd
 from .. import __version__
 from ..data.numbers import LARGEST, past_largest
 from ..data.schema import Schema
+from ..errors import TrainingFailed
 from .model import ModelBundle
 
 __all__ = ["Candidate", "TrainRequest", "TrainingFailed", "package_versions", "train_candidate"]
-
-
-class TrainingFailed(Exception):
-    """The estimator could not be trained on this snapshot (kept as a failed run, never served)."""
 
 
 @dataclass(frozen=True)
