@@ -7,8 +7,9 @@ import pandas as pd
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
+from freshloop.data.rules import categories as _categories
 from freshloop.data.schema import Feature, Schema
-from freshloop.data.validate import _categories, first_error, first_record_error, validate_frame
+from freshloop.data.validate import first_error, first_record_error, validate_frame
 from freshloop.spec import QualitySpec
 from freshloop.train.model import ModelBundle
 

@@ -10,7 +10,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freshloop.data.validate import to_seconds, validate_frame
+from freshloop.data.times import to_seconds
+from freshloop.data.validate import validate_frame
 from freshloop.datasets import load_rainfall
 from freshloop.replay import replay
 from freshloop.spec import QualitySpec, WindowSpec, load_spec_dict

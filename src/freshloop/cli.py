@@ -158,7 +158,7 @@ def init(data: Annotated[Path, typer.Option(help="CSV, Parquet or JSON file")],
     """Write a loop spec for a data file: task, clock, features, sizes and model family inferred, each said in
     the spec's opening comment; the schema is locked at first ingest."""
     from .data.numbers import type_numbers
-    from .data.validate import UNIT_SECONDS
+    from .data.times import UNIT_SECONDS
     from .suggest import suggest_spec
 
     raw = _read_table(data, typed=False)
@@ -267,7 +267,7 @@ def _writing(spec_path: Path, command: str, now: str | None = None) -> Iterator[
 
 
 def _parse_now(value: str) -> float:
-    from .data.validate import to_seconds
+    from .data.times import to_seconds
 
     secs, bad = to_seconds(pd.Series([value]), "s")
     if bad.iloc[0]:
@@ -411,7 +411,7 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
     from .data.files import read_submission
     from .data.numbers import type_numbers
     from .data.schema import looks_like_index
-    from .data.validate import to_seconds
+    from .data.times import to_seconds
     from .monitor import DEFAULT_THRESHOLDS, drift_report
 
     for name, value in (("numeric", numeric), ("categorical", categorical)):

@@ -44,7 +44,7 @@ import pandas as pd
 from .clock import human_duration, parse_duration, round_duration
 from .data.numbers import check_numbers
 from .data.schema import Schema, infer_schema, infer_task
-from .data.validate import UNIT_SECONDS, to_seconds
+from .data.times import UNIT_SECONDS, to_seconds
 from .errors import SpecError
 from .evaluate.metrics import default_metric, get_metric
 from .spec import DataSpec, load_spec_dict

@@ -28,20 +28,22 @@ import numpy as np
 import pandas as pd
 
 from ..spec import QualitySpec
-from .numbers import LARGEST, bool_cells, number_cells, past_largest
+from .numbers import bool_cells, number_cells, past_largest
+from .rules import (
+    CategoryRule,
+    Checked,
+    NumericRule,
+    TimeRule,
+    as_float,
+    is_missing,
+    magnitude_problem,
+    missing_column,
+    required,
+    unknown_class,
+)
 from .schema import Schema
 
-__all__ = ["UNIT_SECONDS", "ValidationResult", "coerce_label", "first_error", "first_record_error", "to_seconds",
-           "unit_seconds", "validate_frame"]
-
-#: what one unit of a numeric time column is worth in seconds (``data.time_unit``)
-UNIT_SECONDS = {"ns": 1e-9, "us": 1e-6, "ms": 1e-3, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
-
-
-def unit_seconds(unit: str) -> float:
-    """Seconds in one unit a summary gives durations in: a ``data.time_unit``, or ``rows`` when there is no
-    time column and the row number is the clock (one row a second)."""
-    return 1.0 if unit == "rows" else UNIT_SECONDS[unit]
+__all__ = ["ValidationResult", "coerce_label", "column_rules", "first_error", "first_record_error", "validate_frame"]
 
 
 @dataclass
@@ -55,27 +57,6 @@ class ValidationResult:
 
 def _text(s: pd.Series) -> pd.Series:
     return s.astype("string").str.strip()
-
-
-def _categories(s: pd.Series, categories: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A categorical column as text (missing and blank: NA), whether each cell is filled, and whether it is a
-    known category. Text columns are judged once per distinct value, not once per row."""
-    codes, uniques = pd.factorize(s, use_na_sentinel=True)
-    if not all(isinstance(u, str) for u in uniques):  # numbers or mixed types: pandas' text conversion per cell
-        text = s.astype("string")
-        filled = (text.notna() & (text.str.strip() != "")).fillna(False).to_numpy(dtype=bool)
-        known = text.isin(categories).fillna(False).to_numpy(dtype=bool)
-        return text.where(filled).astype(object).to_numpy(), filled, known
-    blank_u = np.array([not u.strip() for u in uniques], dtype=bool)
-    allowed = set(categories)
-    known_u = np.array([u in allowed for u in uniques], dtype=bool)
-    present = codes >= 0
-    filled = present & ~blank_u[np.where(present, codes, 0)] if len(uniques) else present
-    known = present & known_u[np.where(present, codes, 0)] if len(uniques) else present
-    values = np.asarray(uniques, dtype=object)[np.where(present, codes, 0)] if len(uniques) \
-        else np.full(len(s), pd.NA, dtype=object)
-    values[~filled] = pd.NA
-    return values, filled, known
 
 
 def _duplicated(frame: pd.DataFrame, narrow: str | None = None) -> np.ndarray:
@@ -104,41 +85,6 @@ def _duplicated(frame: pd.DataFrame, narrow: str | None = None) -> np.ndarray:
     return hashed.duplicated(keep="first").to_numpy()
 
 
-def to_seconds(s: pd.Series, unit: str) -> tuple[pd.Series, pd.Series]:
-    """Times as POSIX seconds and a mask of unreadable values.
-
-    Numbers are in ``unit`` (``data.time_unit``: ``"s"``, ``"ms"``, ...). Dates and datetimes, as text (ISO
-    forms, with or without a time zone) or as a ``datetime64`` column of any resolution, are read whatever
-    unit pandas holds them in (pandas 3 parses text to microseconds, pandas 2 to nanoseconds); a time without
-    a zone is taken as UTC.
-
-    >>> import pandas as pd
-    >>> to_seconds(pd.Series(["2024-01-05", "2024-01-06 12:00:00+01:00", "soon"]), "s")[0].tolist()
-    [1704412800.0, 1704538800.0, nan]
-    >>> to_seconds(pd.Series([1704412800000]), "ms")[0].tolist()
-    [1704412800.0]
-    """
-    if isinstance(s.dtype, pd.DatetimeTZDtype) or pd.api.types.is_datetime64_dtype(s.dtype):
-        return _datetime_seconds(pd.to_datetime(s, utc=True), s.index)
-    num, present, bad = number_cells(s)
-    if not bad.any():
-        return pd.Series(num * UNIT_SECONDS[unit], index=s.index), pd.Series(~present, index=s.index)
-    return _datetime_seconds(pd.to_datetime(_text(s).where(present), errors="coerce", utc=True, format="mixed"),
-                             s.index)
-
-
-def _datetime_seconds(dt: pd.Series, index: pd.Index) -> tuple[pd.Series, pd.Series]:
-    # numpy converts between resolutions exactly (``astype("int64")`` on the column is not unit-aware: its
-    # integers are in whatever resolution pandas holds), and in microseconds a year like 1041, which pandas 3
-    # can parse, does not overflow as it would in nanoseconds
-    arr = dt.dt.tz_convert("UTC").dt.tz_localize(None).to_numpy()
-    nat = np.isnat(arr)
-    secs = arr.astype("datetime64[us]").astype(np.int64) / 1e6
-    secs[nat] = np.nan
-    out = pd.Series(secs, index=index)
-    return out, out.isna()
-
-
 def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, list[str]]:
     """(typed labels, invalid mask, message per invalid row); missing labels are not invalid."""
     if schema.task == "regression":
@@ -155,7 +101,7 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         present_b = flags.notna().to_numpy(dtype=bool) | _text(s).fillna("").ne("").to_numpy(dtype=bool)
         ok_b = flags.isin(classes).to_numpy(dtype=bool)
         bad_b = present_b & ~ok_b
-        msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_b]]
+        msgs = [unknown_class(schema.label, classes, v) for v in s[bad_b]]
         return flags.where(ok_b, None).astype(object), pd.Series(bad_b, index=s.index), msgs
     if classes and all(isinstance(c, int) for c in classes) and pd.api.types.is_numeric_dtype(s) \
             and not pd.api.types.is_bool_dtype(s):
@@ -164,7 +110,7 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         ok_n = np.isin(vals, classes)
         bad_n = present_n & ~ok_n
         typed_n = pd.Series(np.where(ok_n, vals, np.nan), index=s.index).astype("Int64")
-        msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_n]]
+        msgs = [unknown_class(schema.label, classes, v) for v in s[bad_n]]
         return typed_n, pd.Series(bad_n, index=s.index), msgs
     text = _text(s)
     present_s = (text.notna() & (text != "")).fillna(False).astype(bool)
@@ -176,7 +122,7 @@ def coerce_label(s: pd.Series, schema: Schema) -> tuple[pd.Series, pd.Series, li
         ok = text.isin([str(c) for c in classes])
         typed = text.where(ok).astype(object)
     bad_s = present_s & ~ok.fillna(False).astype(bool)
-    msgs = [f"field {schema.label!r}: must be one of the known classes {classes!r} (got {v!r})" for v in s[bad_s]]
+    msgs = [unknown_class(schema.label, classes, v) for v in s[bad_s]]
     return typed, bad_s, msgs
 
 
@@ -185,140 +131,118 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     n = len(raw)
     if not isinstance(raw.index, pd.RangeIndex) or raw.index.start != 0:
         raw = raw.reset_index(drop=True)
-    reasons: dict[int, list[str]] = {}  # only rows with a problem get an entry
-    kinds: dict[str, int] = {}
-    batch_reasons: list[str] = []
-    warnings: list[str] = []
-
-    def flag(mask: pd.Series | np.ndarray, msgs: list[str], kind: str) -> None:
-        idx = np.flatnonzero(np.asarray(mask))
-        for i, m in zip(idx, msgs, strict=True):
-            reasons.setdefault(int(i), []).append(m)
-        if len(idx):
-            kinds[kind] = kinds.get(kind, 0) + len(idx)
-
-    if raw.columns.has_duplicates:  # a header naming a column twice: which cell is which is unknown
-        counts = raw.columns.value_counts()
-        for c, k in counts[counts > 1].items():
-            batch_reasons.append(f"column {c!r}: appears {k} times (rule: each column is named once)")
-        seen: dict[str, int] = {}
-        names = []
-        for c in raw.columns:  # the rows are kept with the columns told apart: x1, x1 (2)
-            seen[c] = seen.get(c, 0) + 1
-            names.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
-        raw = raw.set_axis(names, axis=1)
-    missing_cols = [f.name for f in schema.features if f.name not in raw.columns]
-    if require_label and schema.label not in raw.columns:
-        missing_cols.append(schema.label)
-    if schema.time and schema.time not in raw.columns:
-        missing_cols.append(schema.time)
-    for c in missing_cols:
-        batch_reasons.append(f"column {c!r}: missing (rule: every schema column must be present)")
-
+    found = _Found(n)
+    raw = _named_once(raw, found.batch_reasons)
+    missing_cols = [c for c in [f.name for f in schema.features] + ([schema.label] if require_label else [])
+                    + ([schema.time] if schema.time else []) if c not in raw.columns]
+    found.batch_reasons += [missing_column(c) for c in missing_cols]
     out: dict[str, Any] = {}
     if schema.time and schema.time in raw.columns:
-        tcol = raw[schema.time]
-        secs, bad_t = to_seconds(tcol, schema.time_unit)
-        if bad_t.any():
-            no_time = (tcol.isna() | (tcol.astype("string").str.strip() == "")).fillna(True).to_numpy(dtype=bool)
-            bad_time = bad_t.to_numpy(dtype=bool)
-            flag(bad_time, [f"field {schema.time!r}: required (got a missing value)" if a else
-                            f"field {schema.time!r}: must be a time (got {v!r})"
-                            for v, a in zip(tcol[bad_time], no_time[bad_time], strict=True)], "bad_time")
-        out["_time"] = secs.to_numpy(dtype=float)
+        out["_time"] = found.take(TimeRule(schema.time, schema.time_unit).column(raw[schema.time]))
     else:
         out["_time"] = np.full(n, float(now))
-    # float columns are read as they are (views, no copy); one at a time, since a multi-column selection
-    # copies a frame
-    fast = {f.name: raw[f.name].to_numpy(dtype=float) for f in schema.features if f.kind == "numeric"
-            and f.name in raw.columns and pd.api.types.is_float_dtype(raw[f.name].dtype)}
-    columns = set(raw.columns)
-    for f in schema.features:
-        if f.name not in columns:
+    for rule in column_rules(schema, quality):
+        if rule.name not in raw.columns:
             continue
-        if f.kind == "numeric":
-            if f.name in fast:
-                num = fast[f.name]
-                present = ~np.isnan(num)
-                bad = np.zeros(n, dtype=bool)
-            else:
-                s = raw[f.name]
-                num, present, bad = number_cells(s)
-            if bad.any():
-                flag(bad, [f"field {f.name!r}: must be a number (got {v!r})" for v in s[bad]], "not_a_number")
-            inf = present & ~bad & past_largest(num)
-            if inf.any():
-                cells = num[inf] if f.name in fast else s[inf]
-                flag(inf, [magnitude_problem(f.name, c, v) for c, v in zip(cells, num[inf], strict=True)],
-                     "not_finite")
-            if f.low is not None and f.high is not None:
-                span = (f.high - f.low) or max(abs(f.high), 1.0)
-                lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
-                with np.errstate(invalid="ignore"):
-                    out_r = present & ~bad & ~inf & ((num < lo) | (num > hi))
-                if out_r.any() and quality.out_of_range == "quarantine":
-                    flag(out_r, [f"field {f.name!r}: must lie within the learned range [{lo:.6g}, {hi:.6g}] "
-                                 f"(got {v:.6g})" for v in num[out_r]], "out_of_range")
-                elif out_r.any():
-                    warnings.append(f"field {f.name!r}: {int(out_r.sum())} value(s) outside the learned range "
-                                    f"[{lo:.6g}, {hi:.6g}], accepted (data.quality.out_of_range: accept)")
-            missing_rate = float((~present).mean()) if n else 0.0
-            out[f.name] = np.where(inf, np.nan, num) if inf.any() else num
-        else:
-            s = raw[f.name]
-            try:
-                values, filled_arr, known = _categories(s, f.categories)
-            except TypeError:  # unhashable cells: JSON objects or lists where a category belongs
-                nested = s.map(lambda v: isinstance(v, dict | list)).to_numpy(dtype=bool)
-                flag(nested, [nested_problem(f.name, v) for v in s[nested]], "not_a_category")
-                values, filled_arr, known = _categories(s.where(~nested, None), f.categories)
-            missing_rate = float((~filled_arr).mean()) if n else 0.0
-            if quality.unseen_categories == "quarantine" and f.categories:
-                unseen = filled_arr & ~known
-                flag(unseen, [f"field {f.name!r}: must be a known category (got {v!r})" for v in s[unseen]],
-                     "unseen_category")
-            out[f.name] = values
+        checked = rule.column(raw[rule.name])
+        out[rule.name] = found.take(checked)
+        missing_rate = float(checked.missing.mean()) if n else 0.0
         if missing_rate > quality.max_missing_rate:
-            batch_reasons.append(f"column {f.name!r}: missing rate {missing_rate:.2f} exceeds "
-                                 f"data.quality.max_missing_rate {quality.max_missing_rate}")
+            found.batch_reasons.append(f"column {rule.name!r}: missing rate {missing_rate:.2f} exceeds "
+                                       f"data.quality.max_missing_rate {quality.max_missing_rate}")
     if schema.label in raw.columns:
         typed, bad_l, msgs = coerce_label(raw[schema.label], schema)
-        flag(bad_l, msgs, "bad_label")
+        found.flag(bad_l, msgs, "bad_label")
         if require_label:
             absent = typed.isna() & ~bad_l
-            flag(absent, [f"field {schema.label!r}: required (got a missing value)"] * int(absent.sum()),
-                 "missing_label")
+            found.flag(absent, [required(schema.label)] * int(absent.sum()), "missing_label")
         out[schema.label] = typed.array
     if schema.entity and schema.entity in raw.columns:
         out[schema.entity] = raw[schema.entity].astype("string").astype(object).to_numpy()
-    typed_frame = pd.DataFrame(out)
     if quality.duplicates == "quarantine" and n > 1 and not missing_cols:
-        dup = np.zeros(n, dtype=bool)
-        t = out["_time"]
-        if (schema.time or schema.entity) and not (schema.time and (t[1:] > t[:-1]).all()):
-            # (times that strictly increase, as most batches' do, cannot repeat: then no row equals another)
-            # the key columns as they are: a selection of a frame's columns would copy them all first
-            dup = _duplicated(pd.DataFrame({c: v for c, v in out.items() if c != schema.label}, copy=False),
-                              "_time" if schema.time else schema.entity)
-        flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
-             * int(dup.sum()), "duplicate")
+        dup = _duplicate_rows(out, schema)
+        found.flag(dup, ["row: duplicate of an earlier row in the batch (rule: data.quality.duplicates)"]
+                   * int(dup.sum()), "duplicate")
+    return found.result(raw, pd.DataFrame(out))
 
-    bad_rows = np.zeros(n, dtype=bool)
-    bad_rows[list(reasons)] = True
-    if batch_reasons:
-        bad_rows[:] = True
-    if not bad_rows.any():  # the common case: a clean batch, no masking copies
-        accepted = typed_frame
-        accepted.insert(0, "_row", np.arange(n))
-        return ValidationResult(accepted=accepted, rejected=raw.iloc[:0].assign(_row=[], _reason=[]),
-                                batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
-    rejected = raw[bad_rows].copy()
-    rejected["_row"] = np.flatnonzero(bad_rows)
-    rejected["_reason"] = ["; ".join(batch_reasons + reasons.get(int(i), [])) for i in np.flatnonzero(bad_rows)]
-    accepted = typed_frame[~bad_rows]
-    accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
-    return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
-                            batch_reasons=batch_reasons, row_reasons=kinds, warnings=warnings)
+
+def column_rules(schema: Schema, quality: QualitySpec) -> list[NumericRule | CategoryRule]:
+    """The rule of each feature column, as the schema locked it and the quality spec tightens it."""
+    return [NumericRule.of(f, quality) if f.kind == "numeric" else CategoryRule.of(f, quality)
+            for f in schema.features]
+
+
+class _Found:
+    """What validation found in a batch: reasons per row (only rows with a problem get an entry), counts per
+    rule, batch reasons and warnings."""
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self.reasons: dict[int, list[str]] = {}
+        self.kinds: dict[str, int] = {}
+        self.batch_reasons: list[str] = []
+        self.warnings: list[str] = []
+
+    def flag(self, mask: pd.Series | np.ndarray, msgs: list[str], kind: str) -> None:
+        idx = np.flatnonzero(np.asarray(mask))
+        for i, m in zip(idx, msgs, strict=True):
+            self.reasons.setdefault(int(i), []).append(m)
+        if len(idx):
+            self.kinds[kind] = self.kinds.get(kind, 0) + len(idx)
+
+    def take(self, checked: Checked) -> Any:
+        """A column check's problems and warning, recorded; its typed values, returned."""
+        for p in checked.problems:
+            self.flag(p.mask, p.messages, p.kind)
+        if checked.warning:
+            self.warnings.append(checked.warning)
+        return checked.values
+
+    def result(self, raw: pd.DataFrame, typed: pd.DataFrame) -> ValidationResult:
+        n = self.n
+        bad_rows = np.zeros(n, dtype=bool)
+        bad_rows[list(self.reasons)] = True
+        if self.batch_reasons:
+            bad_rows[:] = True
+        if not bad_rows.any():  # the common case: a clean batch, no masking copies
+            typed.insert(0, "_row", np.arange(n))
+            return ValidationResult(accepted=typed, rejected=raw.iloc[:0].assign(_row=[], _reason=[]),
+                                    batch_reasons=self.batch_reasons, row_reasons=self.kinds, warnings=self.warnings)
+        rejected = raw[bad_rows].copy()
+        rejected["_row"] = np.flatnonzero(bad_rows)
+        rejected["_reason"] = ["; ".join(self.batch_reasons + self.reasons.get(int(i), []))
+                               for i in np.flatnonzero(bad_rows)]
+        accepted = typed[~bad_rows]
+        accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
+        return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
+                                batch_reasons=self.batch_reasons, row_reasons=self.kinds, warnings=self.warnings)
+
+
+def _named_once(raw: pd.DataFrame, batch_reasons: list[str]) -> pd.DataFrame:
+    """A header naming a column twice: which cell is which is unknown, so the batch is refused, and its rows
+    are kept with the columns told apart (x1, x1 (2))."""
+    if not raw.columns.has_duplicates:
+        return raw
+    counts = raw.columns.value_counts()
+    for c, k in counts[counts > 1].items():
+        batch_reasons.append(f"column {c!r}: appears {k} times (rule: each column is named once)")
+    seen: dict[str, int] = {}
+    names = []
+    for c in raw.columns:
+        seen[c] = seen.get(c, 0) + 1
+        names.append(c if seen[c] == 1 else f"{c} ({seen[c]})")
+    return raw.set_axis(names, axis=1)
+
+
+def _duplicate_rows(out: dict[str, Any], schema: Schema) -> np.ndarray:
+    """Rows equal to an earlier row of the batch on every column but the label (with a time or an entity)."""
+    t = out["_time"]
+    if not (schema.time or schema.entity) or (schema.time and (t[1:] > t[:-1]).all()):
+        # (times that strictly increase, as most batches' do, cannot repeat: then no row equals another)
+        return np.zeros(len(t), dtype=bool)
+    # the key columns as they are: a selection of a frame's columns would copy them all first
+    return _duplicated(pd.DataFrame({c: v for c, v in out.items() if c != schema.label}, copy=False),
+                       "_time" if schema.time else schema.entity)
 
 
 def first_error(res: ValidationResult) -> str | None:
@@ -364,51 +288,13 @@ def not_unicode(text: str | None) -> str | None:
     return text
 
 
-def nested_problem(name: str, cell: object) -> str:
-    return f"field {name!r}: must be text or a number, not a JSON {type(cell).__name__} (got {cell!r:.60})"
-
-
-def magnitude_problem(name: str, cell: object, num: float) -> str:
-    """Why a number past :data:`LARGEST` is refused: infinity is not a measurement, and larger values overflow
-    a model's arithmetic (float32 models, a scaler's variance), failing every training run that holds them."""
-    cell = cell.item() if isinstance(cell, np.generic) else cell
-    if np.isinf(num) and not isinstance(cell, int):
-        return f"field {name!r}: must be finite (got {num})"
-    shown = repr(cell)
-    if len(shown) > 40:
-        shown = f"{shown[:20]}… ({len(shown):,} characters)"
-    return (f"field {name!r}: must lie within ±{LARGEST:g}, as larger values overflow a model's arithmetic "
-            f"(got {shown})")
-
-
-def _is_missing(v: object) -> bool:
-    return v is None or (isinstance(v, float) and v != v) or (isinstance(v, str) and not v.strip())
-
-
-def _as_float(v: object) -> float | None:
-    """The value as a number, or None when it is not one: the same reading as ``_numbers`` (booleans are
-    text there, and the text "nan" is not a number)."""
-    if isinstance(v, bool):
-        return None
-    if isinstance(v, int | float):
-        try:
-            return float(v)
-        except OverflowError:  # an integer past a float's range
-            return float("inf") if v > 0 else float("-inf")
-    try:
-        num = float(str(v).strip())
-    except ValueError:
-        return None
-    return None if num != num else num
-
-
 def first_record_error(records: list[dict[str, Any]], schema: Schema, quality: QualitySpec) -> str | None:
     """:func:`validate_frame`'s first complaint about a few request rows, without building frames.
 
-    Prediction requests are small and frequent, and pandas costs more than the model there. The rules and
-    messages are :func:`validate_frame`'s (a property test holds the two together). Rows it cannot judge
-    the same way cheaply (text timestamps, labels included) go through :func:`validate_frame` itself.
-    Duplicates and missing rates are batch rules, not request rules.
+    Prediction requests are small and frequent, and pandas costs more than the model there. Each column's
+    rule is :func:`validate_frame`'s (:mod:`.rules`: one message for both). Rows it cannot judge the same way
+    cheaply (text timestamps, labels included) go through :func:`validate_frame` itself. Duplicates and
+    missing rates are batch rules, not request rules.
 
     >>> from freshloop.data.schema import Feature
     >>> s = Schema("y", "classification", (Feature("x", "numeric", 0.0, 1.0),), classes=(0, 1))
@@ -417,35 +303,19 @@ def first_record_error(records: list[dict[str, Any]], schema: Schema, quality: Q
     """
     columns: set[str] = set().union(*(r.keys() for r in records)) if records else set()
     slow = schema.label in columns or (schema.time is not None and any(
-        not _is_missing(r.get(schema.time)) and _as_float(r.get(schema.time)) is None for r in records))
+        not is_missing(r.get(schema.time)) and as_float(r.get(schema.time)) is None for r in records))
     if slow:
         frame = pd.DataFrame.from_records(records)
         return first_error(validate_frame(frame, schema, quality.model_copy(
             update={"duplicates": "accept", "max_missing_rate": 1.0}), now=0.0))
     for name in [f.name for f in schema.features] + ([schema.time] if schema.time else []):
         if name not in columns:
-            return f"column {name!r}: missing (rule: every schema column must be present)"
+            return missing_column(name)
+    rules: list[TimeRule | NumericRule | CategoryRule] = \
+        ([TimeRule(schema.time, schema.time_unit)] if schema.time else []) + column_rules(schema, quality)
     for i, r in enumerate(records):
-        if schema.time and _is_missing(r.get(schema.time)):
-            return f"row {i}: field {schema.time!r}: required (got a missing value)"
-        for f in schema.features:
-            v = r.get(f.name)
-            if _is_missing(v):
-                continue
-            if f.kind == "numeric":
-                num = _as_float(v)
-                if num is None:
-                    return f"row {i}: field {f.name!r}: must be a number (got {v!r})"
-                if not abs(num) <= LARGEST:
-                    return f"row {i}: {magnitude_problem(f.name, v, num)}"
-                if quality.out_of_range == "quarantine" and f.low is not None and f.high is not None:
-                    span = (f.high - f.low) or max(abs(f.high), 1.0)
-                    lo, hi = f.low - quality.range_margin * span, f.high + quality.range_margin * span
-                    if num < lo or num > hi:
-                        return (f"row {i}: field {f.name!r}: must lie within the learned range [{lo:.6g}, "
-                                f"{hi:.6g}] (got {num:.6g})")
-            elif isinstance(v, dict | list):
-                return f"row {i}: {nested_problem(f.name, v)}"
-            elif quality.unseen_categories == "quarantine" and f.categories and str(v) not in f.categories:
-                return f"row {i}: field {f.name!r}: must be a known category (got {v!r})"
+        for rule in rules:
+            problem = rule.value(r.get(rule.name))
+            if problem is not None:
+                return f"row {i}: {problem}"
     return None

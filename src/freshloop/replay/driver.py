@@ -20,7 +20,7 @@ import pandas as pd
 
 from ..clock import SimulatedClock, parse_duration, round_duration
 from ..data.store import DataStore
-from ..data.validate import to_seconds, unit_seconds
+from ..data.times import to_seconds, unit_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset

@@ -11,7 +11,7 @@ from typing import Any
 import matplotlib
 
 from ..clock import human_duration
-from ..data.validate import unit_seconds
+from ..data.times import unit_seconds
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
