@@ -295,7 +295,7 @@ def http_ratio(requests: int, repeats: int, flush_every: float | None = None) ->
     service.ingest(frame.to_dict(orient="records"), batch_id="warm", source="bench")
     service.tick()
     model = service.loop.champion()
-    serving = model.prepare()
+    serving = model.compile()
     bare = FastAPI()
 
     @bare.post("/predict")

@@ -221,7 +221,7 @@ def serve_vs_mlflow(requests: int, concurrency: tuple[int, ...] = (1, 16)) -> di
     # the model call each server makes per request: MLflow calls the fitted pipeline on the encoded row;
     # freshloop encodes the request's record and calls the pipeline's compiled form (or the pipeline)
     calls = timeit.repeat(lambda: bundle.model_.predict_proba(x), number=200, repeat=7)
-    serving = bundle.prepare()
+    serving = bundle.compile()
     records = one.to_dict(orient="records")
     ours_calls = timeit.repeat(lambda: bundle.predict(records), number=200, repeat=7)
     model_dir = tmp / "mlflow-model"

@@ -118,7 +118,7 @@ def test_small_batches_are_predicted_by_the_compiled_model_as_by_the_pipeline(
     fitted = ModelBundle(schema, estimator, params, seed=0).fit(frame, frame["y"])
     bundle = pickle.loads(pickle.dumps(fitted))  # as the registry keeps it: compiled again where it is loaded
     trees = estimator.startswith("sklearn.ensemble.")
-    assert bundle.prepare() == (f"treelite {importlib.metadata.version('treelite')} up to {SMALL_BATCH} rows"
+    assert bundle.compile() == (f"treelite {importlib.metadata.version('treelite')} up to {SMALL_BATCH} rows"
                                 if trees else "coefficients, every batch")
     rows = _ragged_rows(3 * SMALL_BATCH, seed=4).drop(columns="y")
     pipeline = bundle.model_.predict_proba if schema.task == "classification" else bundle.model_.predict
@@ -150,19 +150,19 @@ def test_a_model_its_compiled_form_cannot_reproduce_is_served_by_scikit_learn() 
     schema = infer_schema(frame, DataSpec(label="y", time="t"))
     bundle = ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingRegressor", {"loss": "poisson"}).fit(
         frame, frame["y"])
-    assert bundle.prepare().startswith("scikit-learn (the compiled form differs by")
+    assert bundle.compile().startswith("scikit-learn (the compiled form differs by")
     rows = frame.drop(columns="y").iloc[:5]
     assert bundle.predict(rows)[0].tolist() == bundle.model_.predict(bundle.encode(rows)).tolist()
     classes = infer_schema(make_frame(100), DataSpec(label="y", time="t"))
     huber = ModelBundle(classes, "sklearn.linear_model.SGDClassifier", {"loss": "modified_huber"}).fit(
         make_frame(100), make_frame(100)["y"])  # probabilities clipped from the margin, not linked by expit
-    assert huber.prepare().startswith("scikit-learn (the compiled form differs by")
+    assert huber.compile().startswith("scikit-learn (the compiled form differs by")
     knn = ModelBundle(classes, "sklearn.neighbors.KNeighborsClassifier", {}).fit(make_frame(100), make_frame(100)["y"])
-    assert knn.prepare() == "scikit-learn (KNeighborsClassifier is neither a tree ensemble Treelite reads nor a " \
+    assert knn.compile() == "scikit-learn (KNeighborsClassifier is neither a tree ensemble Treelite reads nor a " \
                             "linear model)"
     # a refit forgets the compiled form: the next small batch compiles the new trees
     trees = ModelBundle(schema, "sklearn.ensemble.HistGradientBoostingRegressor", {}).fit(frame, frame["y"])
-    assert trees.prepare().startswith("treelite")
+    assert trees.compile().startswith("treelite")
     before = trees.predict(rows)[0]
     trees.fit(frame.iloc[::-1], -frame["y"].iloc[::-1])
     assert trees.serving is None
@@ -180,7 +180,7 @@ def test_a_model_registered_before_compiled_serving_still_serves_through_scikit_
         state.pop(newer, None)
     old = ModelBundle.__new__(ModelBundle)
     old.__setstate__(state)
-    assert old.prepare() == "scikit-learn (no fitted rows to check a compiled form against)"
+    assert old.compile() == "scikit-learn (no fitted rows to check a compiled form against)"
     rows = frame.drop(columns="y").iloc[:5]
     np.testing.assert_array_equal(old.predict(rows)[1], bundle.model_.predict_proba(bundle.encode(rows)))
 

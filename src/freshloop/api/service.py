@@ -496,7 +496,7 @@ class LoopService:
                     self.metrics.live_metric.set(rep.signals.live_metric)
                 for f, s in rep.signals.drift.items():
                     self.metrics.drift.labels(f).set(s.value)
-            if rep.staleness is not None:
-                self.metrics.staleness.set(rep.staleness)
+            if rep.data_age is not None:
+                self.metrics.staleness.set(rep.data_age)
         return rep
 

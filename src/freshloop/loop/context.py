@@ -75,7 +75,7 @@ class TickReport:
     refit: int | None = None  # the version a served gated fit was refitted into (``serve_before_refit``)
     rolled_back: int | None = None
     rollout_action: Action | None = None
-    staleness: float | None = None
+    data_age: float | None = None  # the age of the champion's newest training row (a summary's "staleness")
     run_error: str | None = None  # why this tick's training run failed
     deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
 
@@ -89,7 +89,7 @@ class TickReport:
                 "verdict": None if self.verdict is None else {"passed": self.verdict.passed,
                                                               "reason": self.verdict.reason},
                 "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
-                "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "staleness": self.staleness}
+                "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "data_age": self.data_age}
 
 
 @dataclass

@@ -66,7 +66,7 @@ class Deployer:
                 for k, v in ctx.outcomes.step_evidence(row["version"]).items():  # what the step gathered so far
                     setattr(ctx.rollout, k, v)
                 ctx.candidate = RolloutCandidate(row["version"], ctx.registry.load(row["version"]))
-                ctx.candidate.bundle.prepare()
+                ctx.candidate.bundle.compile()
 
     def restore_rollbacks(self) -> None:
         """The consecutive automatic rollbacks so far, from the event log: enough of them stop promotion."""
@@ -99,7 +99,7 @@ class Deployer:
             return
         rid = f"ro-{version}"
         bundle = ctx.registry.load(version)
-        bundle.prepare()  # compiled before it takes traffic, so no request waits for it
+        bundle.compile()  # compiled before it takes traffic, so no request waits for it
         with ctx.lock:
             ctx.rollout = Rollout(rid, version, ctx.champion.version, strategy, tuple(ctx.spec.rollout.steps), now)
             ctx.candidate = RolloutCandidate(version, bundle)
@@ -244,7 +244,7 @@ class Deployer:
         """Everything a version needs before it serves: compiled, its lineage read, the monitor's reference
         rows read and scored. A version that fails here never serves; requests wait only for the swap."""
         ctx = self.ctx
-        bundle.prepare()  # compiled before it takes traffic, so no request waits for it
+        bundle.compile()  # compiled before it takes traffic, so no request waits for it
         lineage = dict(ctx.registry.get(version).lineage)
         # a loop opened later reads when its champion was promoted from the alias history, not its own clock
         lineage["promoted_at"] = ctx.clock.now() if promoted_at is None else promoted_at

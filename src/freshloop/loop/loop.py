@@ -302,7 +302,7 @@ class Loop:
         r = self.ctx.active_rollout()
         if isinstance(decision, Retrain) and r is not None:
             decision = decision.held("rollout in progress", f"rollout of version {r.version} in progress")
-        report.staleness = now - float(self.ctx.champion.lineage.get("t_last") or now)
+        report.data_age = now - float(self.ctx.champion.lineage.get("t_last") or now)
         return decision
 
     def _bootstrap(self, now: float) -> Decision:

@@ -1,8 +1,17 @@
 """Policy: triggers, guards against thrashing, and the pure decide() returning Retrain or Skip."""
 
 from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, run_key
-from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, TriggerName, Volume
+from .triggers import (
+           DetectorTrigger,
+           DriftTrigger,
+           QualityTrigger,
+           ScheduleTrigger,
+           StalenessTrigger,
+           Trigger,
+           TriggerName,
+           VolumeTrigger,
+)
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "Guard", "Policy",
-           "PolicyState", "QualityTrigger", "Retrain", "Schedule", "Skip", "Staleness", "Trigger", "TriggerName",
-           "Volume", "run_key"]
+           "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger", "Trigger",
+           "TriggerName", "VolumeTrigger", "run_key"]

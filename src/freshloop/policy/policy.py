@@ -27,7 +27,16 @@ from ..clock import human_duration, parse_duration
 from ..errors import InvalidValueError
 from ..monitor import Signals
 from ..spec import PolicySpec
-from .triggers import DetectorTrigger, DriftTrigger, QualityTrigger, Schedule, Staleness, Trigger, TriggerName, Volume
+from .triggers import (
+    DetectorTrigger,
+    DriftTrigger,
+    QualityTrigger,
+    ScheduleTrigger,
+    StalenessTrigger,
+    Trigger,
+    TriggerName,
+    VolumeTrigger,
+)
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip", "TriggerName",
            "run_key"]
@@ -125,9 +134,9 @@ class Policy:
         t = spec.triggers
         trig: list[Trigger] = []
         if t.schedule:
-            trig.append(Schedule(parse_duration(t.schedule), rows))
+            trig.append(ScheduleTrigger(parse_duration(t.schedule), rows))
         if t.volume:
-            trig.append(Volume(t.volume))
+            trig.append(VolumeTrigger(t.volume))
         if t.drift:
             trig.append(DriftTrigger(t.drift.min_features))
         if t.quality:
@@ -135,7 +144,7 @@ class Policy:
         if t.detector:
             trig.append(DetectorTrigger(t.detector))
         if t.staleness:
-            trig.append(Staleness(parse_duration(t.staleness), rows))
+            trig.append(StalenessTrigger(parse_duration(t.staleness), rows))
         budget = (spec.budget.max_retrains, parse_duration(spec.budget.per)) if spec.budget else None
         return cls(spec.name, tuple(trig), spec.min_new_labels, parse_duration(spec.cooldown), spec.hysteresis,
                    budget, spec.online, rows=rows)

@@ -2,14 +2,14 @@
 
 Each trigger has the same contract: ``check(signals) -> str | None`` (the reason when it fires)
 and a ``persistent`` flag saying whether the policy's hysteresis applies. The baselines are just
-more triggers: ``Schedule`` is "retrain every N days", and a policy with no trigger never retrains.
+more triggers: ``ScheduleTrigger`` is "retrain every N days", and a policy with no trigger never retrains.
 
 Examples
 --------
 >>> from freshloop.monitor import Signals
->>> Schedule(every=86400.0).check(Signals(now=2 * 86400.0, last_trained_at=0.0))
+>>> ScheduleTrigger(every=86400.0).check(Signals(now=2 * 86400.0, last_trained_at=0.0))
 'schedule: 2 d since the last training >= every 1 d'
->>> Schedule(every=86400.0).check(Signals(now=3600.0, last_trained_at=0.0)) is None
+>>> ScheduleTrigger(every=86400.0).check(Signals(now=3600.0, last_trained_at=0.0)) is None
 True
 """
 
@@ -22,8 +22,8 @@ from typing import ClassVar, Literal
 from ..clock import human_duration
 from ..monitor import Signals
 
-__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "Schedule", "Staleness", "Trigger", "TriggerName",
-           "Volume"]
+__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "ScheduleTrigger", "StalenessTrigger", "Trigger",
+           "TriggerName", "VolumeTrigger"]
 
 # What fired a retrain: the policy's triggers, and the loop's own two (a first model; the follow-up after a change)
 TriggerName = Literal["schedule", "volume", "drift", "quality", "detector", "staleness", "bootstrap", "follow-up"]
@@ -52,7 +52,7 @@ def _since_training(signals: Signals, limit: float) -> float | None:
 
 
 @dataclass(frozen=True)
-class Schedule(Trigger):
+class ScheduleTrigger(Trigger):
     every: float
     rows: bool = False  # no time column: the clock counts rows
     name = "schedule"
@@ -64,7 +64,7 @@ class Schedule(Trigger):
 
 
 @dataclass(frozen=True)
-class Volume(Trigger):
+class VolumeTrigger(Trigger):
     min_labels: int
     name = "volume"
 
@@ -137,7 +137,10 @@ class DetectorTrigger(Trigger):
 
 
 @dataclass(frozen=True)
-class Staleness(Trigger):
+class StalenessTrigger(Trigger):
+    """The spec's ``triggers.staleness``: the time since the last training reached ``max_age`` (unlike
+    :class:`ScheduleTrigger`, it is one of the default policy's signals, not a fixed period)."""
+
     max_age: float
     rows: bool = False
     name = "staleness"

@@ -306,8 +306,8 @@ def _tick(r: _Run, k: int, total: int) -> None:
     rep = loop.tick()
     if loop.rollout is not None and loop.rollout.status == "awaiting_approval":
         loop.approve(loop.rollout.id, actor="replay", reason="replay approves manual steps automatically")
-    if rep.staleness is not None:
-        r.staleness.append(rep.staleness)
+    if rep.data_age is not None:
+        r.staleness.append(rep.data_age)
     if rep.run_id:
         r.retrain_at.append(rep.now)
     if rep.signals is not None and rep.signals.drift and k % max(1, total // _SERIES_POINTS) == 0:

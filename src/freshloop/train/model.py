@@ -134,7 +134,7 @@ class ModelBundle:
         self._check_rows: np.ndarray | None = None
         self._compiled: Compiled | None = None
         self._generation = 0  # counts the model's changes: a compile that raced one is not kept
-        self.serving: str | None = None  # how small batches are predicted, once :meth:`prepare` has run
+        self.serving: str | None = None  # how small batches are predicted, once :meth:`compile` has run
         # A classifier with the scikit-learn API learns the classes as their positions in schema.classes
         # (0..k-1) and its answers are decoded back: every such estimator takes those (XGBoost takes nothing
         # else), whatever the label's type (bool, text, numbers). River models learn the labels themselves.
@@ -260,7 +260,7 @@ class ModelBundle:
             at = np.unique(np.linspace(0, len(xs) - 1, min(_CHECK_ROWS, len(xs))).astype(np.int64))
             self._check_rows = np.array(xs[at], dtype=np.float64)
 
-    def prepare(self) -> str:
+    def compile(self) -> str:
         """Compile the model for small batches if it can be (see :mod:`freshloop.train.compiled`).
 
         Returns how small batches will be predicted; :meth:`predict` calls it on its first small batch,
@@ -346,7 +346,7 @@ class ModelBundle:
             proba /= proba.sum(axis=1, keepdims=True)
             return np.array(classes, dtype=object)[proba.argmax(axis=1)].astype(type(classes[0])), proba
         xs = self.encode(frame)
-        self.prepare()
+        self.compile()
         compiled = self._compiled
         if compiled is not None and compiled.max_rows is not None and len(xs) > compiled.max_rows:
             compiled = None  # a large batch: scikit-learn's parallel loop over the trees is faster
