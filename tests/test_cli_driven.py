@@ -69,7 +69,8 @@ def drive_one_process(spec_path: Path) -> None:
 
 def history(root: Path) -> tuple[list[Any], list[Any], list[Any]]:
     meta, _ = open_stores(root)
-    decisions = [(d["at"], d["kind"], tuple(d["reasons"])) for d in meta.list_decisions()]
+    decisions = [(d["at"], d["kind"], tuple(d["reasons"]), tuple(d["triggers"]), d["guard"])
+                 for d in meta.list_decisions()]
     verdicts = [(v["created_at"], v["passed"], v["body"]["reason"]) for v in meta.list_verdicts()]
     moves = [(m.name, m.old_version, m.new_version, m.at) for m in meta.alias_history()]
     meta.close()
@@ -108,7 +109,7 @@ def test_cli_processes_decide_as_one_long_lived_loop(tmp_path: Path) -> None:
     drive_one_process(one)
     d_cli, v_cli, m_cli = history(tmp_path / "cli-store")
     d_one, v_one, m_one = history(tmp_path / "one-store")
-    assert len({d[2][0].split(":")[0] for d in d_one if d[1] == "retrain"}) >= 3  # several triggers took part
+    assert len({d[3][0] for d in d_one if d[1] == "retrain"}) >= 3  # several triggers took part
     assert d_cli == d_one
     assert v_cli == v_one
     assert m_cli == m_one
@@ -145,8 +146,9 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
         assert json.loads(fb.stdout)["scored"] == 100  # joined to predictions an earlier process logged
         tick = run("tick", str(spec), "--json", "--now", now, cwd=tmp_path)
         assert tick.returncode == 0, tick.stderr
-        reasons.append(json.loads(tick.stdout)["decision"]["reasons"][0])
-    assert [r.split(":")[0] for r in reasons[:3]] == ["no trigger fired"] * 3, reasons
+        decision = json.loads(tick.stdout)["decision"]
+        reasons.append((decision["guard"], decision["reasons"][0]))
+    assert [g for g, _ in reasons[:3]] == ["no trigger fired"] * 3, reasons
     # the first flipped batch: its live window against the reference an earlier process set; hysteresis 2
     # (the default) waits for the second, whose process remembers the streak
     assert "live 0.2200 vs 0.8600 on 100 labels" in reasons[2]

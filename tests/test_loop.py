@@ -285,7 +285,7 @@ def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     replay(spec, frame, tmp_path / "b")
     assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
     assert a["predictions_scored"] == 1500 - 300
-    assert a["retrains"] >= 2 and a["decisions"]["retrain"][0]["reasons"][0].startswith("bootstrap")
+    assert a["retrains"] >= 2 and a["decisions"]["retrain"][0]["triggers"] == ["bootstrap"]
     assert any(k == "t" for k in a["series"][0])
     report = write_report({"default": a}, tmp_path / "r.html", title="t")
     text = report.read_text()
@@ -506,8 +506,8 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     res = compare(spec, frame, tmp_path, ["default"])["default"]
     change = info["drift_points"][0]
     retrains = res["decisions"]["retrain"]
-    found = [d for d in retrains if d["at"] >= change and d["reasons"][0].split(":")[0] in ("detector", "quality")]
-    follow = [d for d in retrains if d["reasons"][0].startswith("follow-up:")]
+    found = [d for d in retrains if d["at"] >= change and d["triggers"][0] in ("detector", "quality")]
+    follow = [d for d in retrains if d["triggers"][0] == "follow-up"]
     assert found and follow, [(d["at"], d["reasons"][0]) for d in retrains]
     assert found[0]["at"] < follow[0]["at"] and "training on the rows after it" in follow[0]["reasons"][0]
     store = tmp_path / "runs" / "default" / "store"
@@ -518,9 +518,10 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     after = [s for s in snaps if s["window"]["period"] is not None]
     assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
     # the model the follow-up replaces serves its gated fit (no refit); the follow-up's own model is refitted
-    run_at = {r["id"]: r["lineage"]["reasons"][0] for r in meta.list_runs()}
-    refitted = {run_at[v["run_id"]].split(":")[0]: "refit_rows" in v["lineage"] for v in meta.list_versions()}
-    assert refitted[found[0]["reasons"][0].split(":")[0]] is False and refitted["follow-up"] is True, refitted
+    trigger = {d["run_key"]: d["triggers"][0] for d in retrains}
+    run_for = {r["id"]: trigger[r["run_key"]] for r in meta.list_runs()}
+    refitted = {run_for[v["run_id"]]: "refit_rows" in v["lineage"] for v in meta.list_versions()}
+    assert refitted[found[0]["triggers"][0]] is False and refitted["follow-up"] is True, refitted
     meta.close()
 
 
@@ -535,7 +536,7 @@ def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_pat
     raw["replay"]["label_delay"] = "100s"
     spec = load_spec_dict(raw)
     res = compare(spec, frame, tmp_path, ["default"])["default"]
-    retrains = [(d["at"], d["reasons"][0].split(":")[0]) for d in res["decisions"]["retrain"]]
+    retrains = [(d["at"], d["triggers"][0]) for d in res["decisions"]["retrain"]]
     change = info["drift_points"][0]
     kinds = [k for at, k in retrains if at >= change]
     assert kinds[:2] in (["quality", "follow-up"], ["detector", "follow-up"], ["drift", "follow-up"]), retrains
@@ -561,7 +562,7 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
 
     def found(lp: Loop) -> list[dict[str, Any]]:
         return [d for d in retrains(lp) if d["at"] >= change
-                and d["reasons"][0].split(":")[0] in ("detector", "quality", "drift")]
+                and d["triggers"][0] in ("detector", "quality", "drift")]
 
     clock.advance_to(float(frame["t"].iloc[1199]))
     loop.ingest(frame.iloc[:1200], source="test", batch_id="warmup", row_ids=[f"r{i}" for i in range(1200)])
@@ -584,7 +585,7 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
             loop = Loop(spec, clock=clock)
             assert loop.follow_up.pending is not None and loop.follow_up.pending.since == found(loop)[0]["at"]
             restarted = True
-    follow = [d for d in retrains(loop) if d["reasons"][-1].startswith("follow-up:")]
+    follow = [d for d in retrains(loop) if d["triggers"][-1] == "follow-up"]
     assert restarted and follow, [(d["at"], d["reasons"]) for d in retrains(loop)]
     assert follow[0]["at"] > found(loop)[0]["at"]
     loop.close()

@@ -119,7 +119,7 @@ def test_a_follow_up_over_months_of_daily_rows_trains(tmp_path: Path) -> None:
         "replay": {"batch": {"rows": 50}, "label_delay": "40d", "warmup": 300}})
     summary = replay(spec, frame, tmp_path / "out")
     assert summary["error"] is None and summary["failed_runs"] == 0
-    follow = [d for d in summary["decisions"]["retrain"] if any(r.startswith("follow-up:") for r in d["reasons"])]
+    follow = [d for d in summary["decisions"]["retrain"] if "follow-up" in d["triggers"]]
     assert follow
     since = [float(r.split("found at ")[1].split(" ")[0]) for r in follow[0]["reasons"] if "found at" in r][0]
     assert follow[0]["at"] - since > 1e6

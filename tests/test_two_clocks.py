@@ -47,8 +47,8 @@ def stream() -> pd.DataFrame:
     return pd.concat([before, after], ignore_index=True)
 
 
-def decisions_of(meta: Any) -> list[tuple[float, str, tuple[str, ...]]]:
-    return [(d["at"], d["kind"], tuple(d["reasons"])) for d in meta.list_decisions()]
+def decisions_of(meta: Any) -> list[tuple[Any, ...]]:
+    return [(d["at"], d["kind"], tuple(d["reasons"]), tuple(d["triggers"]), d["guard"]) for d in meta.list_decisions()]
 
 
 def verdicts_of(meta: Any) -> list[tuple[float, bool, str]]:
@@ -161,7 +161,7 @@ def test_a_loop_opened_for_every_call_decides_as_one_long_replay(tmp_path: Path,
     called, _ = open_stores(tmp_path / "calls")
     replayed, _ = open_stores(tmp_path / "replay" / "store")
     d_called, d_replay = decisions_of(called), decisions_of(replayed)
-    kinds = {r.split(":")[0] for d in d_called if d[1] == "retrain" for r in d[2]}
+    kinds = {t for d in d_called if d[1] == "retrain" for t in d[3]}
     assert len([d for d in d_called if d[1] == "retrain"]) >= 2 and kinds  # the drift made the loop retrain
     assert d_called == d_replay
     assert verdicts_of(called) == verdicts_of(replayed)

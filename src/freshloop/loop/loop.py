@@ -32,6 +32,7 @@ from ..train.model import Rows
 from .context import Context, LoopStats, PredictResult, TickReport
 from .deploy import Deployer
 from .join import FeedbackResult, LabelJoin
+from .memory import PolicyMemory
 from .online import OnlineUpdater
 from .router import Router
 from .training import FollowUp, TrainingRun
@@ -72,7 +73,7 @@ class Loop:
         self.follow_up = FollowUp(ctx)
         self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
                                     if serve_before_refit is None else serve_before_refit)
-        self._streaks: tuple[tuple[str, int], ...] = ()
+        self.memory = PolicyMemory(ctx, self.training)
         self._policies: dict[bool, Policy] = {}
         self._restore()
 
@@ -107,7 +108,7 @@ class Loop:
     @property
     def state(self) -> PolicyState:
         """What the policy remembers between ticks: when it retrained, and its triggers' streaks."""
-        return PolicyState(self.training.retrain_times, self._streaks)
+        return self.memory.state
 
     @property
     def rollout(self) -> Rollout | None:
@@ -157,42 +158,14 @@ class Loop:
 
     # -- opening again ------------------------------------------------------------------------
     def _restore(self) -> None:
-        """Rebuild from the store what the stages held in memory, so a loop opened by each CLI call, a
-        restarted server and one long replay decide alike."""
+        """Rebuild from the store what the stages held in memory (see :mod:`.memory`)."""
         self.deployer.restore()
         if self.schema is not None:  # predictions served before a restart still meet their labels
             self.predictions.restore(lambda ids: ~self.data.has_label(ids), self.typed_predictions)
         self.follow_up.restore()
         self.training.restore()
-        self._restore_policy_memory()
+        self.memory.restore()
         self.deployer.restore_rollbacks()
-
-    def _policy_memory(self) -> dict[str, Any]:
-        """What the policy needs from this tick at the next one, kept with the decision: its streaks and the
-        drift it saw (a training run remembers it, so drift a retrain cannot remove is not re-alarmed)."""
-        mon = self.ctx.monitor_if_made
-        return {"streaks": [list(s) for s in self._streaks], "drift": mon.last_drift if mon is not None else {}}
-
-    def _restore_policy_memory(self) -> None:
-        """The window of recent rows (drift), the labels since the last training run (volume and the
-        min_new_labels guard), the streaks (hysteresis) and the drift the last run was trained under."""
-        if self.schema is not None:
-            mon = self.ctx.monitor()
-            for frame in self.data.recent_batches(mon.drift_window):
-                mon.observe_rows(frame)
-            if self.ctx.champion is not None:  # its live quality, reference and detector, from the outcome log
-                mon.restore_outcomes(*self.outcomes.current())
-            lt = self.data.label_times()
-            since = self.training.last_trained_at
-            mon.new_labels = int(np.count_nonzero(np.isfinite(lt) & (lt > (-np.inf if since is None else since))))
-            promoted_at = self.ctx.champion.lineage.get("promoted_at") if self.ctx.champion else None
-            if since is not None and (promoted_at is None or since > promoted_at):  # trained, not yet promoted
-                mon.drift_at_training = next(
-                    (dict(d["state"].get("drift", {})) for d in reversed(self.meta.list_decisions("retrain"))
-                     if d["at"] == since and d.get("state")), {})
-        last = self.meta.last_decision()
-        if last is not None and last.get("state"):
-            self._streaks = tuple((str(k), int(v)) for k, v in last["state"].get("streaks", []))
 
     # -- data and labels ----------------------------------------------------------------------
     def ingest(self, frame: pd.DataFrame, *, source: str = "api", batch_id: str | None = None,
@@ -275,7 +248,7 @@ class Loop:
             decision = self._decide(now, report)
         report.decision = decision
         self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
-                               self._policy_memory(), triggers=list(decision.triggers), guard=decision.guard)
+                               self.memory.to_store(), triggers=list(decision.triggers), guard=decision.guard)
         if isinstance(decision, Retrain):
             self.events.record("decision_retrain", "; ".join(decision.reasons),
                                {"run_key": decision.run_key, "triggers": list(decision.triggers)})
@@ -297,7 +270,7 @@ class Loop:
                                              champion_since=self.ctx.champion.lineage.get("promoted_at"))
         report.signals = signals
         decision = self.policy.decide(signals, self.state)
-        self._streaks = decision.streaks
+        self.memory.streaks = decision.streaks
         decision = self.follow_up.amend(decision, now)
         r = self.ctx.active_rollout()
         if isinstance(decision, Retrain) and r is not None:
