@@ -2,14 +2,14 @@
 
 from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, run_key
 from .triggers import (
-           DetectorTrigger,
-           DriftTrigger,
-           QualityTrigger,
-           ScheduleTrigger,
-           StalenessTrigger,
-           Trigger,
-           TriggerName,
-           VolumeTrigger,
+                       DetectorTrigger,
+                       DriftTrigger,
+                       QualityTrigger,
+                       ScheduleTrigger,
+                       StalenessTrigger,
+                       Trigger,
+                       TriggerName,
+                       VolumeTrigger,
 )
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "Guard", "Policy",

@@ -27,16 +27,8 @@ from ..clock import human_duration, parse_duration
 from ..errors import InvalidValueError
 from ..monitor import Signals
 from ..spec import PolicySpec
-from .triggers import (
-    DetectorTrigger,
-    DriftTrigger,
-    QualityTrigger,
-    ScheduleTrigger,
-    StalenessTrigger,
-    Trigger,
-    TriggerName,
-    VolumeTrigger,
-)
+from . import triggers as tr
+from .triggers import Trigger, TriggerName
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip", "TriggerName",
            "run_key"]
@@ -134,17 +126,17 @@ class Policy:
         t = spec.triggers
         trig: list[Trigger] = []
         if t.schedule:
-            trig.append(ScheduleTrigger(parse_duration(t.schedule), rows))
+            trig.append(tr.ScheduleTrigger(parse_duration(t.schedule), rows))
         if t.volume:
-            trig.append(VolumeTrigger(t.volume))
+            trig.append(tr.VolumeTrigger(t.volume))
         if t.drift:
-            trig.append(DriftTrigger(t.drift.min_features))
+            trig.append(tr.DriftTrigger(t.drift.min_features))
         if t.quality:
-            trig.append(QualityTrigger(t.quality.max_drop, t.quality.min_labels, bigger_is_better))
+            trig.append(tr.QualityTrigger(t.quality.max_drop, t.quality.min_labels, bigger_is_better))
         if t.detector:
-            trig.append(DetectorTrigger(t.detector))
+            trig.append(tr.DetectorTrigger(t.detector))
         if t.staleness:
-            trig.append(StalenessTrigger(parse_duration(t.staleness), rows))
+            trig.append(tr.StalenessTrigger(parse_duration(t.staleness), rows))
         budget = (spec.budget.max_retrains, parse_duration(spec.budget.per)) if spec.budget else None
         return cls(spec.name, tuple(trig), spec.min_new_labels, parse_duration(spec.cooldown), spec.hysteresis,
                    budget, spec.online, rows=rows)
