@@ -7,9 +7,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from .conftest import make_frame
+
+pytestmark = pytest.mark.slow  # the CLI as real processes
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

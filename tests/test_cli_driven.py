@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from freshloop.clock import SimulatedClock
@@ -19,6 +20,8 @@ from freshloop.spec import load_spec
 from freshloop.store import open_stores
 
 from .conftest import make_frame
+
+pytestmark = pytest.mark.slow  # a loop driven by separate CLI processes
 
 
 def run(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:

@@ -80,6 +80,7 @@ def test_duplicate_rows_in_a_batch_are_quarantined(tmp_path: Path) -> None:
     assert res.quarantined == 1 and "duplicate" in res.reasons[0]
 
 
+@pytest.mark.slow
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(cells=st.lists(st.one_of(st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=3),
                                 st.none()), min_size=1, max_size=30))
@@ -204,6 +205,7 @@ def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_pat
     assert list(again.labeled_rows([f"{future}:1", ids[1]])["_label"]) == [0, 0]
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(picks=st.lists(st.integers(0, 10_000), max_size=60),
        batches=st.lists(st.tuples(st.integers(1, 30), st.booleans()), min_size=1, max_size=12))
@@ -256,6 +258,7 @@ def test_small_batches_merge_into_few_segments(tmp_path: Path) -> None:
     assert list(got["x1"]) == list(want["x1"]) and list(got["_time"]) == list(want["t"].astype(float))
 
 
+@pytest.mark.slow
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(times=st.lists(st.integers(0, 8), min_size=1, max_size=80), k=st.integers(1, 90))
 def test_a_row_window_keeps_the_newest_rows_as_a_full_sort_would(tmp_path_factory: pytest.TempPathFactory,

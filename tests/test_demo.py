@@ -7,6 +7,10 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+pytestmark = pytest.mark.slow  # the demo, end to end
+
 
 def test_demo_meets_the_quality_bar(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-m", "freshloop.cli", "demo", "--out", str(tmp_path / "demo")],

@@ -70,6 +70,7 @@ def test_every_command_shown_exists() -> None:
     assert unknown == set(), unknown
 
 
+@pytest.mark.slow
 def test_every_test_file_and_selection_cited_exists() -> None:
     text = _text()
     files = set(re.findall(r"tests/(test_[a-z_0-9]+\.py)", text))

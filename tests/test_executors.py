@@ -24,6 +24,8 @@ from freshloop.train import DaskExecutor, TrainingFailed, TrainRequest, make_exe
 from .conftest import make_frame, spec_dict
 from .test_loop import drive
 
+pytestmark = pytest.mark.slow  # process pools and a Dask cluster
+
 
 @pytest.fixture(scope="module")
 def dask_scheduler() -> Iterator[str]:

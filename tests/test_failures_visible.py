@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import yaml
 
 from freshloop.replay import replay
 from freshloop.spec import load_spec_dict
 
 from .conftest import make_frame, spec_dict
+
+pytestmark = pytest.mark.slow  # replays in worker processes
 
 ROOT = Path(__file__).resolve().parents[1]
 FRAGILE = "tests.estimators.FragileClassifier"

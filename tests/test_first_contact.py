@@ -24,6 +24,8 @@ import yaml
 from freshloop.api import BackgroundServer, LoopService, Settings, create_app
 from freshloop.clock import SimulatedClock
 
+pytestmark = pytest.mark.slow  # init, replay, CLI and serve on each kind of file
+
 N = 2400
 ENV = {**os.environ, "FRESHLOOP_ALLOWED_ESTIMATORS": "xgboost.,lightgbm."}
 

@@ -265,6 +265,7 @@ def fuzz(operation: Any, mode: str, tried: dict[str, int]) -> Any:
     return call
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore")
 @pytest.mark.parametrize("mode", ["positive", "negative"])
 def test_schemathesis_finds_no_server_error(fuzzed: Any, mode: str) -> None:

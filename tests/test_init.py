@@ -82,6 +82,7 @@ REAL = [("LUdata.csv", "target", "at3"), ("outdoorStream.csv", "target", None),
         ("usenet2.csv", "interesting", None)]
 
 
+@pytest.mark.slow
 @needs_streams
 @pytest.mark.parametrize(("name", "label", "leak"), REAL, ids=[r[0] for r in REAL])
 def test_init_on_each_public_stream(name: str, label: str, leak: str | None) -> None:
@@ -105,6 +106,7 @@ def test_init_on_each_public_stream(name: str, label: str, leak: str | None) -> 
         assert len(leaks) == 1 and leaks[0].startswith(f"column {leak!r}: a likely leak: alone it predicts the label")
 
 
+@pytest.mark.slow
 @needs_streams
 @pytest.mark.parametrize(("name", "label"), [("outdoorStream.csv", "target"), ("powersupply.csv", "class")])
 def test_init_then_replay_scores_class_ids_by_accuracy(tmp_path: Path, name: str, label: str) -> None:
@@ -130,6 +132,7 @@ def test_the_task_follows_scikit_learns_type_of_target(values: list) -> None:
     assert infer_task(pd.Series(values)).task == ("regression" if sk == "continuous" else "classification")
 
 
+@pytest.mark.slow
 def test_a_label_of_40_class_ids_is_a_classification_and_a_fractional_one_a_regression() -> None:
     data = frame()
     data["y"] = np.random.default_rng(1).integers(0, 40, N)
@@ -153,6 +156,7 @@ def test_a_text_label_is_a_classification() -> None:
     assert found.header[0].startswith("task classification: the label holds text (2 distinct values)")
 
 
+@pytest.mark.slow
 def test_hundreds_of_whole_numbers_are_a_close_call_the_flag_decides(tmp_path: Path) -> None:
     data = frame()
     data["y"] = (np.abs(data["x1"]) * 150).astype(int)  # an amount, perhaps: hundreds of whole numbers
@@ -174,6 +178,7 @@ def test_hundreds_of_whole_numbers_are_a_close_call_the_flag_decides(tmp_path: P
 # the clock
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("form", ["iso_datetime", "iso_date", "iso_datetime_tz", "datetime64", "epoch_s",
                                   "epoch_ms"])
 def test_a_time_column_is_found_and_sizes_are_in_its_units(tmp_path: Path, form: str) -> None:
@@ -264,6 +269,7 @@ def test_two_time_columns_are_named_and_neither_is_a_feature() -> None:
 # degenerate streams
 
 
+@pytest.mark.slow
 def test_a_feature_that_determines_the_label_is_named_as_a_likely_leak(tmp_path: Path) -> None:
     data = frame()
     data["outcome_code"] = np.where(data["y"] == 1, "closed-won", "closed-lost")
@@ -286,6 +292,7 @@ def test_a_regression_target_copied_into_a_feature_is_a_likely_leak() -> None:
     assert any("(R² 1.000 on the later half" in n for n in found.notes)
 
 
+@pytest.mark.slow
 def test_a_warm_up_with_one_class_is_an_error_that_says_how_many_rows_it_needs(tmp_path: Path) -> None:
     data = frame()
     data.loc[:899, "y"] = 0  # the first 900 rows hold one class; the warm-up is 240 rows
@@ -304,6 +311,7 @@ def test_a_warm_up_with_one_class_is_an_error_that_says_how_many_rows_it_needs(t
     assert yaml.safe_load((tmp_path / "loop.yaml").read_text())["replay"]["warmup"] == 1000
 
 
+@pytest.mark.slow
 def test_the_readme_example_is_what_init_writes(tmp_path: Path) -> None:
     """The README shows `init` on a user's hourly file: the same file gives the same words."""
     rng = np.random.default_rng(0)

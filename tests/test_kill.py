@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pyarrow.parquet as pq
+import pytest
 
 from freshloop.api import LoopService, Settings
 from freshloop.registry import Registry
@@ -22,6 +23,8 @@ from freshloop.store import open_stores
 
 from .conftest import make_frame
 from .test_serve import OP, ServeProcess, auth, records, write_spec
+
+pytestmark = pytest.mark.slow  # kill -9 under load, servers on two backends
 
 
 def _answered(tmp_path: Path) -> tuple[Settings, LoopService, list[dict], list[int]]:

@@ -292,6 +292,7 @@ def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     assert text.count("<svg") == 2 and "default" in text
 
 
+@pytest.mark.slow
 def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
     frame, info = load_stream("sea_abrupt", n=6000, seed=3)
     spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
@@ -308,6 +309,7 @@ def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
     assert set(summary["policies"]) == {"never", "default"}
 
 
+@pytest.mark.slow
 def test_policies_replayed_together_store_the_stream_once_and_decide_as_alone(tmp_path: Path) -> None:
     frame, _ = load_stream("sea_abrupt", n=3000, seed=3)
     spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
@@ -330,6 +332,7 @@ def test_policies_replayed_together_store_the_stream_once_and_decide_as_alone(tm
         assert not (store / "batches").exists() and list((store / "artifacts").rglob("*"))
 
 
+@pytest.mark.slow
 def test_compare_in_parallel_groups_the_cheap_policies(tmp_path: Path) -> None:
     from freshloop.replay.compare import _groups
 
@@ -492,6 +495,7 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
     assert "slower than the champion" in loop.events.list("rollout_rolled_back")[-1]["reason"]
 
 
+@pytest.mark.slow
 def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Path) -> None:
     """Agrawal switches function at row 6,000. The retrain the detector starts still trains on a window
     mostly from before the change; once enough labels have matured since, one follow-up trains on the rows
@@ -525,6 +529,7 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     meta.close()
 
 
+@pytest.mark.slow
 def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_path: Path) -> None:
     """SEA changes concept at row 5,000. The retrain the change starts trains mostly on the old concept, so
     the live quality is still low after it: that is the same change, answered by the follow-up, not a
@@ -544,6 +549,7 @@ def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_pat
     assert res["decisions"]["retrain_counts"] == {k: [r for _, r in retrains].count(k) for _, k in retrains}
 
 
+@pytest.mark.slow
 def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
     """The follow-up owed to a detected change is read back from the decision log when the loop reopens."""
     frame, info = load_stream("agrawal_abrupt", n=12000)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import yaml
 
 from freshloop.clock import SimulatedClock
@@ -33,6 +34,7 @@ def messy(n: int = 400, seed: int = 0) -> pd.DataFrame:
     return frame
 
 
+@pytest.mark.slow
 def test_init_says_what_it_made_of_each_column(tmp_path: Path) -> None:
     messy().to_csv(tmp_path / "data.csv", index=False)
     init = run("init", "--data", "data.csv", "--label", "y", "--time", "t", "--out", "loop.yaml", cwd=tmp_path)
@@ -54,6 +56,7 @@ def test_init_says_what_it_made_of_each_column(tmp_path: Path) -> None:
     assert "note" in init.stderr and "'price'" in init.stderr
 
 
+@pytest.mark.slow
 def test_ingest_quarantines_the_cell_that_is_not_a_number_and_keeps_the_blanks(tmp_path: Path) -> None:
     messy().to_csv(tmp_path / "data.csv", index=False)
     assert run("init", "--data", "data.csv", "--label", "y", "--time", "t", "--out", "loop.yaml",
@@ -68,6 +71,7 @@ def test_ingest_quarantines_the_cell_that_is_not_a_number_and_keeps_the_blanks(t
     loop.close()
 
 
+@pytest.mark.slow
 def test_drift_scores_numbers_with_blanks_as_numbers_and_leaves_out_time_and_label(tmp_path: Path) -> None:
     ref, cur = messy(600, seed=1), messy(600, seed=2)
     cur["blanks"] = [v + 2 if isinstance(v, float) else v for v in cur["blanks"]]

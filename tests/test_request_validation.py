@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +46,7 @@ def slow(rows: list[dict[str, object]], schema: Schema, quality: QualitySpec) ->
     return first_error(validate_frame(pd.DataFrame.from_records(rows), schema, q, now=0.0))
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None)
 @given(rows=records(timed=False), strict=st.booleans())
 def test_request_validator_matches_validate_frame(rows: list[dict[str, object]], strict: bool) -> None:
@@ -58,6 +60,7 @@ def test_request_validator_matches_with_a_time_column(rows: list[dict[str, objec
     assert first_record_error(rows, TIMED, QualitySpec()) == slow(rows, TIMED, QualitySpec())
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.filter_too_much])
 @given(rows=records(timed=False))
 def test_records_encode_like_their_frame(rows: list[dict[str, object]]) -> None:

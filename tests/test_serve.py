@@ -21,6 +21,8 @@ from freshloop.api import free_port
 
 from .conftest import make_frame
 
+pytestmark = pytest.mark.slow  # real servers on loopback ports
+
 OP, READ, LAB = "op-" + "o" * 20, "rd-" + "r" * 20, "lb-" + "l" * 20
 
 

@@ -7,11 +7,14 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import pytest
 import yaml
 
 from freshloop.api import BackgroundServer, LoopService, Settings, create_app
 
 from .conftest import make_frame, spec_dict
+
+pytestmark = pytest.mark.slow  # a real server under a held lock
 
 
 def test_predictions_answer_while_the_control_path_is_held(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ def _rainfall_spec(root: Path, time_unit: str) -> dict[str, object]:
             "replay": {"batch": {"period": "30d"}, "label_delay": "1d", "warmup": 365}}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("policy", ["periodic:30d", "default"])
 def test_rainfall_on_iso_dates_decides_as_on_integer_days(tmp_path: Path, policy: str) -> None:
     days = load_rainfall().iloc[:4000]

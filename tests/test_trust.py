@@ -36,6 +36,7 @@ def test_estimators_of_the_allowed_packages_are_built(path: str) -> None:
     assert import_estimator(path).__name__ == path.rpartition(".")[2]
 
 
+@pytest.mark.slow
 def test_malicious_spec_cannot_open_a_file_at_check_or_tick(tmp_path: Path) -> None:
     """GzipFile under sklearn.datasets truncated the file its params named at ``tick``. ``check`` refuses the
     spec as ``tick`` does, and the file is untouched."""
@@ -66,6 +67,7 @@ class _Planted:
         return (Path.write_text, (self.path, "code ran"))
 
 
+@pytest.mark.slow
 def test_malicious_artifact_planted_in_the_store_is_never_unpickled(tmp_path: Path) -> None:
     """The planted pickle has the right sha256 (the attacker wrote that too) and is made the champion. Nothing
     runs it: `freshloop models` reads only the metadata, and `promote`, a server's start or a loop opening
@@ -111,6 +113,7 @@ def test_malicious_artifact_planted_in_the_store_is_never_unpickled(tmp_path: Pa
     assert not marker.exists()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("root", ["../elsewhere", "/etc/freshloop-malicious"])
 def test_malicious_store_root_outside_the_spec_folder_needs_a_flag(tmp_path: Path, root: str) -> None:
     folder = tmp_path / "spec"
@@ -127,6 +130,7 @@ def test_malicious_store_root_outside_the_spec_folder_needs_a_flag(tmp_path: Pat
         assert load_spec(folder / "loop.yaml").store.root == str((tmp_path / "elsewhere").resolve())
 
 
+@pytest.mark.slow
 def test_a_store_root_that_cannot_be_written_is_a_clear_error(tmp_path: Path) -> None:
     (tmp_path / "a-file").write_text("not a folder")
     d = {**spec_dict(tmp_path), "store": {"root": "a-file/store"}}

@@ -20,6 +20,8 @@ from freshloop.spec import load_spec, load_spec_dict
 
 from .conftest import make_frame
 
+pytestmark = pytest.mark.slow  # one stream through serve and through replay
+
 SPEC: dict[str, Any] = {
     "name": "parity",
     "data": {"label": "y", "time": "t"},

@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 
 from freshloop.datasets import load_rainfall
 from freshloop.replay import compare, summary_rows, write_report
@@ -39,6 +40,7 @@ def test_without_a_time_column_durations_are_rows(tmp_path: Path) -> None:
     assert float(row["max_staleness"].split()[0].replace(",", "")) == default["max_staleness"]
 
 
+@pytest.mark.slow
 def test_a_stream_of_dates_reports_dates_and_human_durations(tmp_path: Path) -> None:
     days = load_rainfall().iloc[:2500]
     days["day"] = (pd.Timestamp("1950-01-01") + pd.to_timedelta(days["day"], unit="D")).dt.strftime("%Y-%m-%d")
