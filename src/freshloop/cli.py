@@ -335,6 +335,8 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             now: NowOpt = None) -> None:
     """Batch predictions from the champion, as a scheduled scoring job makes them: logged, so labels sent
     later with `freshloop feedback` are joined and scored, and the rows stored as the server stores them."""
+    from .loop import predicted_batch_id
+
     with _writing(spec_path, "predict", now) as loop:
         frame = _read_table(file)
         ids: list[str] | None = None
@@ -344,7 +346,7 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                                 f"Columns are {list(frame.columns)!r}.", field="id_column", value=id_column)
             ids = frame.pop(id_column).astype(str).tolist()
         res = loop.predict(frame, row_ids=ids)
-        loop.ingest(frame, source="predict", batch_id=f"predict-{res.row_ids[0]}" if res.row_ids else None,
+        loop.ingest(frame, source="predict", batch_id=predicted_batch_id(res.row_ids) if res.row_ids else None,
                     row_ids=res.row_ids)
     table = pd.DataFrame({"prediction_id": res.row_ids, "prediction": res.predictions, "version": res.versions})
     if res.proba is not None and loop.schema is not None:
@@ -391,6 +393,21 @@ def feedback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
         raise typer.Exit(3)
 
 
+def _not_a_feature(ref: pd.Series, role: str | None) -> str | None:
+    """Why `freshloop drift` leaves a column out: its role in the spec, a row counter, or times."""
+    from .data.schema import looks_like_index
+    from .data.times import to_seconds
+
+    if role is not None:
+        return f"the {role} column"
+    if looks_like_index(ref):
+        return "a row counter"
+    if pd.api.types.is_datetime64_any_dtype(ref) or (  # text: its first 1,000 cells are all times
+            ref.dtype == object and ref.notna().any() and not to_seconds(ref.dropna()[:1000], "s")[1].any()):
+        return "holds times"
+    return None
+
+
 @app.command()
 @_errors
 def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet or JSON file")],
@@ -410,8 +427,6 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
     look like a row counter or hold times; --column asks for columns by name instead."""
     from .data.files import read_submission
     from .data.numbers import type_numbers
-    from .data.schema import looks_like_index
-    from .data.times import to_seconds
     from .monitor import DEFAULT_THRESHOLDS, drift_report
 
     for name, value in (("numeric", numeric), ("categorical", categorical)):
@@ -433,15 +448,7 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
         roles = {label: "label", time_col: "time"}
         if data is not None:
             roles.update({data.label: "label", data.time: "time", data.entity: "entity"})
-        for c in shared:
-            ref = frames[0][c]
-            if c in roles:
-                left_out[c] = f"the {roles[c]} column"
-            elif looks_like_index(ref):
-                left_out[c] = "a row counter"
-            elif pd.api.types.is_datetime64_any_dtype(ref) or (  # text: its first 1,000 cells are all times
-                    ref.dtype == object and ref.notna().any() and not to_seconds(ref.dropna()[:1000], "s")[1].any()):
-                left_out[c] = "holds times"
+        left_out = {c: why for c in shared if (why := _not_a_feature(frames[0][c], roles.get(c))) is not None}
         names = [c for c in shared if c not in left_out]
     report = drift_report(frames[0], frames[1], columns=names, numeric=numeric, categorical=categorical)
     if left_out:

@@ -13,7 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
-from ..data.validate import not_unicode
+from ..data.rules import not_unicode
 from ..errors import UnsupportedMediaError
 from .service import LoopService
 

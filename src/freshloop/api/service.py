@@ -28,10 +28,11 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
 from ..data.files import MalformedRow, parse_submission
+from ..data.rules import record_text_problem, text_problem
 from ..data.schema import Schema
-from ..data.validate import first_record_error, record_text_problem
+from ..data.validate import first_record_error
 from ..errors import BusyError, DataError, SpecError, TooLargeError
-from ..loop import Loop, TickReport
+from ..loop import Loop, TickReport, predicted_batch_id
 from ..spec import load_spec
 from .journal import Entry, Journal
 
@@ -106,10 +107,15 @@ class Settings:
                    metrics=metrics, generated_token=generated)
 
 
-def _predict_batch(ids: list[str]) -> str:
-    """The batch id of predicted rows the worker ingests, named by the first: a server starting again gives
-    the rows a crash left in its journal the same id, so rows the worker stored are not stored twice."""
-    return f"predict-{ids[0]}"
+def _answer(ids: list[str], preds: list[Any], versions: list[int], proba: list[list[float]] | None,
+            classes: list[str]) -> dict[str, Any]:
+    """One request's answer: each row's prediction id, prediction, version and class probabilities."""
+    items: list[dict[str, Any]] = [{"prediction_id": i, "prediction": p, "version": int(v)}
+                                   for i, p, v in zip(ids, preds, versions, strict=True)]
+    if proba is not None:
+        for item, row in zip(items, proba, strict=True):
+            item["proba"] = dict(zip(classes, row, strict=True))
+    return {"data": items, "count": len(items)}
 
 
 def _plain(values: list[Any]) -> list[Any]:
@@ -222,7 +228,7 @@ class LoopService:
             return
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
         ids = [i for _, batch in queue for i in batch]
-        res = self.loop.ingest(frames, source="predict", batch_id=_predict_batch(ids), row_ids=ids)
+        res = self.loop.ingest(frames, source="predict", batch_id=predicted_batch_id(ids), row_ids=ids)
         self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
         self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
         self.loop.flush()
@@ -247,7 +253,7 @@ class LoopService:
 
     def _store_journaled(self, entries: list[Entry]) -> int:
         ids = [i for e in entries for i in e.ids]
-        key = _predict_batch(ids)  # the batch id the worker gives the same requests
+        key = predicted_batch_id(ids)  # the batch id the worker gives the same requests
         if self.loop.meta.find_batch("predict", key) is None:  # the worker had not stored them
             rows = pd.DataFrame.from_records([r for e in entries for r in e.rows])
             self.loop.ingest(rows, source="predict", batch_id=key, row_ids=ids)
@@ -356,19 +362,15 @@ class LoopService:
             self._queue.append((rows_all, ids))
             self._queued_rows += len(ids)
             self.metrics.queue.set(self._queued_rows)
-        classes = [str(c) for c in schema.classes or []] if schema else []
         for v in set(versions):
             self.metrics.predictions.labels(str(v)).inc(versions.count(v))
+        classes = [str(c) for c in schema.classes or []] if schema else []
         at = 0
         for i in good:
-            items = []
-            for j in range(at, at + len(requests[i][0])):
-                item: dict[str, Any] = {"prediction_id": ids[j], "prediction": preds[j], "version": int(versions[j])}
-                if proba is not None:
-                    item["proba"] = dict(zip(classes, proba[j], strict=True))
-                items.append(item)
-            at += len(items)
-            results[i] = {"data": items, "count": len(items)}
+            n = len(requests[i][0])
+            results[i] = _answer(ids[at:at + n], preds[at:at + n], versions[at:at + n],
+                                 None if proba is None else proba[at:at + n], classes)
+            at += n
         return results
 
     def _check_request(self, rows: list[dict[str, Any]], keys: list[str] | None, schema: Schema | None) -> None:
@@ -393,7 +395,7 @@ class LoopService:
         if not pairs:
             raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
         for p, label in pairs:
-            if isinstance(label, str) and (why := record_text_problem({"label": label})) is not None:
+            if (why := text_problem("label", label)) is not None:
                 raise DataError(f"prediction {p!r}: {why}", field="labels", rule="unicode")
         ids = [p for p, _ in pairs]
         with self._qlock:

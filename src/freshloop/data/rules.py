@@ -29,8 +29,9 @@ from .numbers import LARGEST, number_cells, past_largest
 from .schema import Feature
 from .times import to_seconds
 
-__all__ = ["CategoryRule", "Checked", "NumericRule", "Problem", "TimeRule", "as_float", "categories", "is_missing",
-           "magnitude_problem", "missing_column", "nested_problem", "required", "unknown_class"]
+__all__ = ["CategoryRule", "Checked", "NumericRule", "Problem", "TimeRule", "as_float", "broken_text", "categories",
+           "is_missing", "magnitude_problem", "missing_column", "nested_problem", "not_unicode",
+           "record_text_problem", "required", "text_problem", "unknown_class"]
 
 
 # -- the messages ---------------------------------------------------------------------------------
@@ -83,6 +84,47 @@ def as_float(v: object) -> float | None:
     except ValueError:
         return None
     return None if num != num else num
+
+
+def broken_text(text: str) -> bool:
+    """Text that is not valid Unicode: a lone surrogate, which JSON can carry (``\\ud800``) and UTF-8 (so
+    Parquet, pandas' Arrow strings and the database) cannot."""
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def text_problem(name: str, value: object) -> str | None:
+    """A value that is text but not valid Unicode: the message naming its field, else None."""
+    if isinstance(value, str) and broken_text(value):
+        return f"field {name!r}: must be valid Unicode text (got {value!r}: a lone surrogate)"
+    return None
+
+
+def record_text_problem(record: dict[str, Any]) -> str | None:
+    """What in one JSON record is text that is not valid Unicode (a column name or a value), if anything:
+    such a record cannot become a frame, so it is refused or quarantined before one is built.
+
+    >>> record_text_problem({"c": "a" + chr(0xD800), "x": 1})
+    "field 'c': must be valid Unicode text (got 'a\\\\ud800': a lone surrogate)"
+    """
+    for k, v in record.items():
+        if isinstance(k, str) and broken_text(k):
+            return f"column {k!r}: the name must be valid Unicode text (a lone surrogate)"
+        if (problem := text_problem(k, v)) is not None:
+            return problem
+    return None
+
+
+def not_unicode(text: str | None) -> str | None:
+    """``text`` unless it holds a lone surrogate: for pydantic fields (ids, reasons) a client sends."""
+    if text is not None and broken_text(text):
+        raise ValueError(f"must be valid Unicode text (got {text!r}: a lone surrogate)")
+    return text
 
 
 # -- what a column check finds --------------------------------------------------------------------

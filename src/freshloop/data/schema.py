@@ -144,20 +144,7 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
                         f"column). Columns are {list(df.columns)!r}.", field="data.label", value=spec.label)
     label = df[spec.label]
     task = spec.task or infer_task(label).task
-    label_num = _as_numeric(label)
-    classes: tuple[Any, ...] | None = None
-    if task == "classification" and spec.classes:
-        classes = tuple(sorted(spec.classes, key=str))
-    elif task == "classification" and _is_bool(label):
-        classes = (False, True)  # a bool label, or true/false text: served as bools
-    elif task == "classification":
-        values = label_num.dropna().astype(int) if label_num is not None and label_num.dropna().mod(1).eq(0).all() \
-            else label.dropna().astype(str)
-        classes = tuple(sorted({_plain(v) for v in values}))
-        if len(classes) < 2:
-            raise DataError(f"column {spec.label!r}: classification needs at least 2 classes in the first batch "
-                            f"or data.classes in the spec. Got {list(classes)!r}.", field="data.label",
-                            value=list(classes))
+    classes = _classes(label, spec) if task == "classification" else None
     reserved = {spec.label, spec.time, spec.entity}
     excluded: list[str] = []
     notes: list[str] = []
@@ -210,6 +197,24 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
                         field="data.features")
     return Schema(label=spec.label, task=task, features=tuple(feats), classes=classes, time=spec.time,
                   time_unit=spec.time_unit, entity=spec.entity, excluded=tuple(excluded), notes=tuple(notes))
+
+
+def _classes(label: pd.Series, spec: DataSpec) -> tuple[Any, ...]:
+    """A classification's classes: the spec's, true/false for a bool label, else those of the first batch
+    (whole numbers as ints, anything else as text); fewer than two is an error."""
+    if spec.classes:
+        return tuple(sorted(spec.classes, key=str))
+    if _is_bool(label):
+        return (False, True)  # a bool label, or true/false text: served as bools
+    label_num = _as_numeric(label)
+    values = label_num.dropna().astype(int) if label_num is not None and label_num.dropna().mod(1).eq(0).all() \
+        else label.dropna().astype(str)
+    classes = tuple(sorted({_plain(v) for v in values}))
+    if len(classes) < 2:
+        raise DataError(f"column {spec.label!r}: classification needs at least 2 classes in the first batch "
+                        f"or data.classes in the spec. Got {list(classes)!r}.", field="data.label",
+                        value=list(classes))
+    return classes
 
 
 def _is_bool(s: pd.Series) -> bool:

@@ -254,40 +254,6 @@ def first_error(res: ValidationResult) -> str | None:
     return None
 
 
-def _broken(text: str) -> bool:
-    """Text that is not valid Unicode: a lone surrogate, which JSON can carry (``\\ud800``) and UTF-8 (so
-    Parquet, pandas' Arrow strings and the database) cannot."""
-    if text.isascii():
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return True
-    return False
-
-
-def record_text_problem(record: dict[str, Any]) -> str | None:
-    """What in one JSON record is text that is not valid Unicode (a column name or a value), if anything:
-    such a record cannot become a frame, so it is refused or quarantined before one is built.
-
-    >>> record_text_problem({"c": "a" + chr(0xD800), "x": 1})
-    "field 'c': must be valid Unicode text (got 'a\\\\ud800': a lone surrogate)"
-    """
-    for k, v in record.items():
-        if isinstance(k, str) and _broken(k):
-            return f"column {k!r}: the name must be valid Unicode text (a lone surrogate)"
-        if isinstance(v, str) and _broken(v):
-            return f"field {k!r}: must be valid Unicode text (got {v!r}: a lone surrogate)"
-    return None
-
-
-def not_unicode(text: str | None) -> str | None:
-    """``text`` unless it holds a lone surrogate: for pydantic fields (ids, reasons) a client sends."""
-    if text is not None and _broken(text):
-        raise ValueError(f"must be valid Unicode text (got {text!r}: a lone surrogate)")
-    return text
-
-
 def first_record_error(records: list[dict[str, Any]], schema: Schema, quality: QualitySpec) -> str | None:
     """:func:`validate_frame`'s first complaint about a few request rows, without building frames.
 

@@ -3,5 +3,7 @@
 from .context import Champion, Context, LoopStats, PredictResult, TickReport
 from .join import FeedbackResult
 from .loop import Loop
+from .router import predicted_batch_id
 
-__all__ = ["Champion", "Context", "FeedbackResult", "Loop", "LoopStats", "PredictResult", "TickReport"]
+__all__ = ["Champion", "Context", "FeedbackResult", "Loop", "LoopStats", "PredictResult", "TickReport",
+           "predicted_batch_id"]

@@ -19,7 +19,14 @@ from ..rollout import Rollout, route_to_candidate
 from ..train.model import Rows
 from .context import Context, PredictResult, prediction_scores
 
-__all__ = ["Router"]
+__all__ = ["Router", "predicted_batch_id"]
+
+
+def predicted_batch_id(ids: list[str]) -> str:
+    """The batch id of predicted rows stored as a batch, named by the first row's id: a server starting again
+    gives the rows a crash left in its journal the same id (so rows the worker stored are not stored twice),
+    and a scoring job run twice on the same ids stores them once."""
+    return f"predict-{ids[0]}"
 
 
 class Router:

@@ -213,45 +213,22 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
     label = spec.data.label
     labels = frame[label].to_numpy()
     features = frame.drop(columns=[label])
-    delay = parse_duration(spec.replay.label_delay)
     warm = min(spec.replay.warmup, len(frame) - 1)
-    clock.advance_to(float(times[warm - 1]))
+    _warm_up(runs, data, clock, frame, times, warm)
+    firsts = _batch_starts(spec, times, warm)
+    ends = np.r_[firsts[1:], len(frame)]
+    due = times + parse_duration(spec.replay.label_delay)
+    next_label = warm
     # Rows keep the ids the store generates ("<batch id>:<row>"): nothing is held per row for them, so a
     # long replay's memory is its data, not a map of ids. ``firsts``/``keys`` find a row's batch.
-    ingested = data.ingest(frame.iloc[:warm], now=clock.now(), source="replay", batch_id="warmup")
-    for r in runs:
-        r.guard(clock.now(), r.loop.observe_ingest, ingested)
-        r.guard(clock.now(), r.loop.tick)
-
-    # batches of the rest, by rows or by period: batch k is the sorted rows firsts[k] .. ends[k] - 1
-    if spec.replay.batch.rows:
-        firsts = np.arange(warm, len(frame), spec.replay.batch.rows, dtype=np.int64)
-    else:
-        period = parse_duration(spec.replay.batch.period or "1d")
-        _, starts = np.unique(np.floor((times[warm:] - times[warm]) / period).astype(np.int64), return_index=True)
-        firsts = warm + starts.astype(np.int64)
-    ends = np.r_[firsts[1:], len(frame)]
-    due = times + delay
-    next_label = warm
     keys = [f"batch-{f}" for f in firsts]
-
-    def ids_of(lo: int, hi: int) -> list[str]:
-        """The generated ids of sorted rows lo..hi (all after the warm-up), batch by batch."""
-        out: list[str] = []
-        k = int(np.searchsorted(firsts, lo, side="right")) - 1
-        while lo < hi:
-            end = int(firsts[k + 1]) if k + 1 < len(firsts) else hi
-            ids = data.row_ids_for("replay", keys[k], min(end, hi) - int(firsts[k]))
-            out += ids[lo - int(firsts[k]):]
-            lo, k = min(end, hi), k + 1
-        return out
 
     def mature(now: float) -> None:
         nonlocal next_label
         hi = int(np.searchsorted(due[warm:], now, side="right")) + warm
         hi = min(hi, batch_end)
         if hi > next_label:
-            ids = ids_of(next_label, hi)
+            ids = _ids_of(data, firsts, keys, next_label, hi)
             res = data.ingest_labels(ids, labels[next_label:hi].tolist(), now=now, source="replay",
                                      batch_id=f"labels-{next_label}")
             for r in runs:
@@ -285,14 +262,47 @@ def _steps(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.D
     if next_label < len(frame):
         clock.advance_to(max(clock.now(), float(due[-1])))
         mature(clock.now())
-    summaries = []
+    return [_closed_summary(r, clock.now(), times) for r in runs]
+
+
+def _warm_up(runs: list[_Run], data: DataStore, clock: SimulatedClock, frame: pd.DataFrame, times: np.ndarray,
+             warm: int) -> None:
+    """The first ``warm`` rows, labels included, stored at once; each loop observes them and ticks."""
+    clock.advance_to(float(times[warm - 1]))
+    ingested = data.ingest(frame.iloc[:warm], now=clock.now(), source="replay", batch_id="warmup")
     for r in runs:
-        r.guard(clock.now(), r.loop.close)
-        try:
-            summaries.append(_summarise(r, times))
-        except Exception as e:  # noqa: BLE001 - a loop that failed before it had a schema has nothing to sum up
-            summaries.append(failed_summary(r.spec, r.spec.policy.name, r.error or f"{type(e).__name__}: {e}"))
-    return summaries
+        r.guard(clock.now(), r.loop.observe_ingest, ingested)
+        r.guard(clock.now(), r.loop.tick)
+
+
+def _batch_starts(spec: LoopSpec, times: np.ndarray, warm: int) -> np.ndarray:
+    """Where each batch after the warm-up starts, by rows or by period: batch k is the sorted rows
+    firsts[k] up to the next batch's first."""
+    if spec.replay.batch.rows:
+        return np.arange(warm, len(times), spec.replay.batch.rows, dtype=np.int64)
+    period = parse_duration(spec.replay.batch.period or "1d")
+    _, starts = np.unique(np.floor((times[warm:] - times[warm]) / period).astype(np.int64), return_index=True)
+    return warm + starts.astype(np.int64)
+
+
+def _ids_of(data: DataStore, firsts: np.ndarray, keys: list[str], lo: int, hi: int) -> list[str]:
+    """The generated ids of sorted rows lo..hi (all after the warm-up), batch by batch."""
+    out: list[str] = []
+    k = int(np.searchsorted(firsts, lo, side="right")) - 1
+    while lo < hi:
+        end = int(firsts[k + 1]) if k + 1 < len(firsts) else hi
+        ids = data.row_ids_for("replay", keys[k], min(end, hi) - int(firsts[k]))
+        out += ids[lo - int(firsts[k]):]
+        lo, k = min(end, hi), k + 1
+    return out
+
+
+def _closed_summary(r: _Run, now: float, times: np.ndarray) -> dict[str, Any]:
+    r.guard(now, r.loop.close)
+    try:
+        return _summarise(r, times)
+    except Exception as e:  # noqa: BLE001 - a loop that failed before it had a schema has nothing to sum up
+        return failed_summary(r.spec, r.spec.policy.name, r.error or f"{type(e).__name__}: {e}")
 
 
 def _observe_labels(r: _Run, ids: list[str], res: Any) -> None:
@@ -315,6 +325,34 @@ def _tick(r: _Run, k: int, total: int) -> None:
         r.drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
 
 
+def _decisions(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+    """The retrain decisions, and how many decisions of each kind each trigger (retrains, by the first) or
+    guard (skips) made."""
+    retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"], "triggers": d["triggers"]}
+                for d in decisions if d["kind"] == "retrain"]
+    counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}
+    for d in decisions:
+        head = (d["triggers"] or ["?"])[0] if d["kind"] == "retrain" else d["guard"] or "?"
+        by = counts.setdefault(d["kind"], {})
+        by[head] = by.get(head, 0) + 1
+    return {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]}
+
+
+def _data_to_deploy(loop: Loop) -> tuple[np.ndarray, int]:
+    """For each label that matured after the first model went live, the time until a promoted model had
+    been trained on it; and how many labels no later model used (never deployed)."""
+    label_times = loop.data.label_times()
+    deployed = sorted(loop.stats.deployments)
+    if not deployed:
+        return np.array([]), 0
+    at_d = np.array([d[0] for d in deployed])
+    cut = np.maximum.accumulate(np.array([d[1] for d in deployed]))
+    later = label_times[np.isfinite(label_times) & (label_times > at_d[0])]
+    j = np.searchsorted(cut, later, side="left")
+    ok = j < len(cut)
+    return at_d[j[ok]] - later[ok], int((~ok).sum())
+
+
 def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     spec, loop, out, staleness = run.spec, run.loop, run.out, run.staleness
     metric = loop.metric
@@ -324,29 +362,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     arr, at = arr[order], at[order]
     chunks = np.array_split(np.arange(len(arr)), min(_SERIES_POINTS, max(len(arr), 1)))
     series = [{"t": float(at[c[-1]]), "metric": float(metric.aggregate(arr[c]))} for c in chunks if len(c)]
-    decisions = loop.meta.list_decisions()
-    retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"], "triggers": d["triggers"]}
-                for d in decisions if d["kind"] == "retrain"]
-    counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}  # by kind, then first trigger or the guard
-    for d in decisions:
-        head = (d["triggers"] or ["?"])[0] if d["kind"] == "retrain" else d["guard"] or "?"
-        by = counts.setdefault(d["kind"], {})
-        by[head] = by.get(head, 0) + 1
     verdicts = loop.meta.list_verdicts()
-    # data-to-deploy: for each label that matured after the first model went live, the time until a
-    # promoted model had been trained on it (labels no later model used are counted as never deployed)
-    label_times = loop.data.label_times()
-    deployed = sorted(st_ for st_ in loop.stats.deployments)
-    lags = np.array([])
-    never_deployed = 0
-    if deployed:
-        at_d = np.array([d[0] for d in deployed])
-        cut = np.maximum.accumulate(np.array([d[1] for d in deployed]))
-        later = label_times[np.isfinite(label_times) & (label_times > at_d[0])]
-        j = np.searchsorted(cut, later, side="left")
-        ok = j < len(cut)
-        lags = at_d[j[ok]] - later[ok]
-        never_deployed = int((~ok).sum())
+    lags, never_deployed = _data_to_deploy(loop)
     unit_name = _time_unit(spec)
     unit = unit_seconds(unit_name)
     st = loop.stats
@@ -374,7 +391,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "mean_staleness": round(float(np.mean(staleness)) / unit, 4) if staleness else None,
         "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
         "labels_never_deployed": never_deployed,
-        "decisions": {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]},
+        "decisions": _decisions(loop.meta.list_decisions()),
         "verdicts": [{"at": v["created_at"], "passed": v["passed"], "reason": v["body"]["reason"]} for v in verdicts],
         "series": series,
         "retrain_times": run.retrain_at,
