@@ -30,6 +30,7 @@ from ..clock import Clock, WallClock, parse_duration
 from ..data.files import MalformedRow, parse_submission
 from ..data.rules import record_text_problem, text_problem
 from ..data.schema import Schema
+from ..data.store import IngestResult
 from ..data.validate import first_record_error
 from ..errors import BusyError, DataError, SpecError, TooLargeError
 from ..loop import Loop, TickReport, predicted_batch_id
@@ -229,8 +230,7 @@ class LoopService:
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
         ids = [i for _, batch in queue for i in batch]
         res = self.loop.ingest(frames, source="predict", batch_id=predicted_batch_id(ids), row_ids=ids)
-        self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
-        self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        self._count_ingest(res)
         self.loop.flush()
         if sealed is not None:  # its rows and predictions are stored: a restart has nothing to replay
             sealed.unlink(missing_ok=True)
@@ -268,6 +268,12 @@ class LoopService:
         self.loop.flush()
         return len(ids)
 
+    def _count_ingest(self, res: IngestResult) -> None:
+        """A stored batch's rows in the ingest counters; a batch sent again (same id, same rows) counts once."""
+        if not res.replayed:
+            self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
+            self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+
     def _queued(self) -> int:
         with self._qlock:
             return self._queued_rows
@@ -286,9 +292,7 @@ class LoopService:
         with self.lock:
             res = self.loop.ingest(pd.DataFrame.from_records(good), source=source, batch_id=batch_id,
                                    malformed=malformed, raw=raw)
-        if not res.replayed:
-            self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
-            self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        self._count_ingest(res)
         return res.to_dict()
 
     def ingest_file(self, data: bytes, suffix: str, *, batch_id: str | None, source: str) -> dict[str, Any]:
@@ -298,9 +302,7 @@ class LoopService:
         with self.lock:
             res = self.loop.ingest(sub.frame, source=source, batch_id=batch_id, malformed=sub.malformed,
                                    raw=sub.raw)
-        if not res.replayed:
-            self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
-            self.metrics.ingest_rows.labels("quarantined").inc(res.quarantined)
+        self._count_ingest(res)
         return res.to_dict()
 
     def predict(self, rows: list[dict[str, Any]], keys: list[str] | None) -> dict[str, Any]:
