@@ -298,6 +298,46 @@ def _warmup_classes(first: pd.DataFrame, ordered: pd.DataFrame, label: str, warm
                     f"Pass --warmup {need} or more.", field="replay.warmup", rule="two classes", value=warmup)
 
 
+def _sizes(spec: dict[str, Any], *, time: str | None, secs: np.ndarray | None, n: int, warm: int,
+           warmup_given: bool) -> tuple[list[str], list[str]]:
+    """Batch, window, cooldown and staleness of ``spec``, scaled to the stream: in time when its clock spans
+    some time, else in rows. Returns the header lines that say how, and notes."""
+    batch_rows = max(10, min(500, n // 100))
+    window_rows = max(1000, min(20000, n // 4))
+    # the window stays a number of rows: a period counts back from the loop's clock, and finds no rows
+    # when a backfill through CLI calls, or a stream that pauses, leaves the newest rows far behind it
+    spec["model"]["window"] = {"rows": window_rows}
+    finite = secs[np.isfinite(secs)] if secs is not None else np.array([])
+    span = float(finite.max() - finite.min()) if len(finite) > 1 else 0.0
+    triggers: dict[str, Any] = {"drift": {}, "quality": {}, "detector": "adwin"}
+    if time is not None and span > 0:
+        every = span / max(n - 1, 1)  # seconds per row, on average
+        batch = round_duration(batch_rows * every)
+        b = parse_duration(batch)
+        spec["replay"]["batch"] = {"period": batch}
+        spec["policy"] = {"cooldown": round_duration(2 * b),
+                          "triggers": triggers | {"staleness": round_duration(max(20 * b, span / 4))}}
+        how = "" if warmup_given else ": 1/10 of the rows, 200..5,000"
+        return [f"clock {time!r}: {human_duration(span)} of rows, one every {human_duration(every)} on average",
+                f"sizes: batch {batch} (about {batch_rows:,} rows: 1/100 of the rows, 10..500), warm-up "
+                f"{warm:,} rows (about {human_duration(warm * every)}{how}), window {window_rows:,} rows "
+                f"(about {human_duration(window_rows * every)}: 1/4, 1,000..20,000; rows, so that it is never "
+                "empty), cooldown 2 batches, "
+                "staleness the larger of 20 batches and 1/4 of the span; compared: every 5 and 20 batches"], []
+    notes = []
+    if time is not None:
+        notes.append(f"time column {time!r} holds one time for every row: the batches are counted in rows")
+    else:  # the row number is the clock (1 row = 1 s), as the notes say
+        spec["data"].pop("time")
+    spec["replay"]["batch"] = {"rows": batch_rows}
+    spec["policy"] = {"cooldown": f"{2 * batch_rows}rows",
+                      "triggers": triggers | {"staleness": f"{max(20 * batch_rows, n // 4)}rows"}}
+    return [f"sizes: batch {batch_rows:,} rows (1/100 of the rows, 10..500), warm-up {warm:,} rows"
+            f"{'' if warmup_given else ' (1/10, 200..5,000)'}, window {window_rows:,} rows (1/4, 1,000..20,000), "
+            "cooldown 2 batches, staleness the larger of 20 batches and 1/4 of the rows; compared: "
+            "every 5 and 20 batches"], notes
+
+
 def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None = None,
                  time_unit: str | None = None, task: str | None = None, warmup: int | None = None,
                  raw: pd.DataFrame | None = None, leaks: bool = True) -> Suggestion:
@@ -312,7 +352,6 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
     usable = frame.drop(columns=list(clock.left_out))
     schema = infer_schema(usable, dspec)
     n = len(frame)
-    batch_rows = max(10, min(500, n // 100))
     warm = warmup or max(200, min(5000, n // 10))
     if time is not None:  # the warm-up is the first rows in time order, as a replay takes them
         secs = to_seconds(frame[time], unit)[0].to_numpy(dtype=float)
@@ -323,7 +362,6 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
     if schema.task == "classification":
         _warmup_classes(first, ordered, label, warm)
     choice = choose_model(first, schema)
-    window_rows = max(1000, min(20000, n // 4))
     spec: dict[str, Any] = {
         "name": name,
         "data": {"label": label, "task": schema.task, "time": time, "time_unit": unit,
@@ -337,41 +375,9 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
     notes = list(clock.said)
     if guess.close and not task:
         notes.append(guess.close)
-    finite = secs[np.isfinite(secs)] if secs is not None else np.array([])
-    span = float(finite.max() - finite.min()) if len(finite) > 1 else 0.0
-    if time is not None and span > 0:
-        every = span / max(n - 1, 1)  # seconds per row, on average
-        batch = round_duration(batch_rows * every)
-        b = parse_duration(batch)
-        # the window stays a number of rows: a period counts back from the loop's clock, and finds no rows
-        # when a backfill through CLI calls, or a stream that pauses, leaves the newest rows far behind it
-        spec["model"]["window"] = {"rows": window_rows}
-        spec["replay"]["batch"] = {"period": batch}
-        spec["policy"] = {"cooldown": round_duration(2 * b),
-                          "triggers": {"drift": {}, "quality": {}, "detector": "adwin",
-                                       "staleness": round_duration(max(20 * b, span / 4))}}
-        header.append(f"clock {time!r}: "
-                      f"{human_duration(span)} of rows, one every {human_duration(every)} on average")
-        how = "" if warmup else ": 1/10 of the rows, 200..5,000"
-        header.append(f"sizes: batch {batch} (about {batch_rows:,} rows: 1/100 of the rows, 10..500), warm-up "
-                      f"{warm:,} rows (about {human_duration(warm * every)}{how}), window {window_rows:,} rows "
-                      f"(about {human_duration(window_rows * every)}: 1/4, 1,000..20,000; rows, so that it is never "
-                      "empty), cooldown 2 batches, "
-                      "staleness the larger of 20 batches and 1/4 of the span; compared: every 5 and 20 batches")
-    else:
-        if time is not None:
-            notes.append(f"time column {time!r} holds one time for every row: the batches are counted in rows")
-        else:  # the row number is the clock (1 row = 1 s), as the notes say
-            spec["data"].pop("time")
-        spec["model"]["window"] = {"rows": window_rows}
-        spec["replay"]["batch"] = {"rows": batch_rows}
-        spec["policy"] = {"cooldown": f"{2 * batch_rows}rows",
-                          "triggers": {"drift": {}, "quality": {}, "detector": "adwin",
-                                       "staleness": f"{max(20 * batch_rows, n // 4)}rows"}}
-        header.append(f"sizes: batch {batch_rows:,} rows (1/100 of the rows, 10..500), warm-up {warm:,} rows"
-                      f"{'' if warmup else ' (1/10, 200..5,000)'}, window {window_rows:,} rows (1/4, 1,000..20,000), "
-                      "cooldown 2 batches, staleness the larger of 20 batches and 1/4 of the rows; compared: "
-                      "every 5 and 20 batches")
+    header_sizes, notes_sizes = _sizes(spec, time=time, secs=secs, n=n, warm=warm, warmup_given=bool(warmup))
+    header += header_sizes
+    notes += notes_sizes
     from .replay.driver import default_compare
 
     spec["replay"]["compare"] = default_compare(load_spec_dict(spec))

@@ -320,24 +320,20 @@ class LoopService:
         so concurrent callers share the per-call cost of the model. The serving path never takes the
         control lock: the loop's serving lock guards what it reads, and the rows join the ingest queue the
         worker drains."""
-        results: list[dict[str, Any] | Exception] = []
-        good: list[int] = []
         schema = self.loop.schema
-        for rows, keys in requests:
-            try:
-                self._check_request(rows, keys, schema)
-            except Exception as e:
-                results.append(e)
-                continue
-            results.append({})
-            good.append(len(results) - 1)
+        results = self._checked(requests, schema)
+        good = [i for i, r in enumerate(results) if not isinstance(r, Exception)]
         if not good:
             return results
+
+        def failing(e: Exception) -> list[dict[str, Any] | Exception]:
+            return [e if i in good else r for i, r in enumerate(results)]
+
         queued, n = self._queued(), sum(len(requests[i][0]) for i in good)
         if queued + n > self.settings.max_queue_rows:
-            busy = BusyError(f"ingest queue holds {queued} rows (rule: at most {self.settings.max_queue_rows}); "
-                             f"retry shortly.", field="rows", rule="back-pressure")
-            return [busy if i in good else r for i, r in enumerate(results)]
+            return failing(BusyError(f"ingest queue holds {queued} rows (rule: at most "
+                                     f"{self.settings.max_queue_rows}); retry shortly.", field="rows",
+                                     rule="back-pressure"))
         rows_all: list[dict[str, Any]] = []
         ids: list[str] = []
         route_keys: list[str] = []
@@ -351,19 +347,14 @@ class LoopService:
         try:  # records: no DataFrame per request
             out = self.loop.predict(rows_all, row_ids=ids, keys=route_keys, defer_shadow=True)
         except Exception as e:
-            return [e if i in good else r for i, r in enumerate(results)]
+            return failing(e)
         proba = None if out.proba is None else out.proba.tolist()
         preds, versions = _plain(out.predictions.tolist()), out.versions.tolist()
-        with self._qlock:
-            try:  # on disk before anyone is answered: an answered prediction survives a crash
-                self.journal.append(Entry(out.at, ids, rows_all, versions, preds, proba))
-            except OSError as e:
-                failed = BusyError(f"the prediction journal could not be written ({e.strerror}); retry shortly.",
-                                   field="rows", rule="durable")
-                return [failed if i in good else r for i, r in enumerate(results)]
-            self._queue.append((rows_all, ids))
-            self._queued_rows += len(ids)
-            self.metrics.queue.set(self._queued_rows)
+        try:
+            self._journal_and_queue(Entry(out.at, ids, rows_all, versions, preds, proba))
+        except OSError as e:
+            return failing(BusyError(f"the prediction journal could not be written ({e.strerror}); retry shortly.",
+                                     field="rows", rule="durable"))
         for v in set(versions):
             self.metrics.predictions.labels(str(v)).inc(versions.count(v))
         classes = [str(c) for c in schema.classes or []] if schema else []
@@ -374,6 +365,28 @@ class LoopService:
                                  None if proba is None else proba[at:at + n], classes)
             at += n
         return results
+
+    def _checked(self, requests: list[tuple[list[dict[str, Any]], list[str] | None]], schema: Schema | None
+                 ) -> list[dict[str, Any] | Exception]:
+        """Each request checked alone: an empty answer to fill in, or its own error."""
+        results: list[dict[str, Any] | Exception] = []
+        for rows, keys in requests:
+            try:
+                self._check_request(rows, keys, schema)
+            except Exception as e:
+                results.append(e)
+                continue
+            results.append({})
+        return results
+
+    def _journal_and_queue(self, entry: Entry) -> None:
+        """On disk before anyone is answered (an answered prediction survives a crash), then queued for the
+        worker to ingest; raises OSError when the journal cannot be written, and nothing is queued."""
+        with self._qlock:
+            self.journal.append(entry)
+            self._queue.append((entry.rows, entry.ids))
+            self._queued_rows += len(entry.ids)
+            self.metrics.queue.set(self._queued_rows)
 
     def _check_request(self, rows: list[dict[str, Any]], keys: list[str] | None, schema: Schema | None) -> None:
         if not rows:

@@ -137,6 +137,37 @@ def looks_like_index(s: pd.Series) -> bool:
     return bool(np.all(diffs == 1) and num.iloc[0] in (0, 1))
 
 
+def _feature(name: str, s: pd.Series, kind: str | None, *, declared: bool) -> tuple[Feature | None, list[str]]:
+    """One column's feature (None: left out) and what to say about it; ``kind`` as data.features declares it."""
+    chk = check_numbers(s)
+    num = pd.Series(chk.values, index=s.index) if chk.numeric else None
+    if kind is None:
+        why = _leave_out(name, s)
+        if why:
+            return None, [f"column {name!r}: left out, {why}"]
+        kind = "numeric" if num is not None else "categorical"
+    # mostly numbers, but too many cells that are not for the column to be numeric: say which
+    mostly = num is None and chk.bad > 0 and chk.present - chk.bad >= 0.5 * chk.present
+    fix = "clean those cells, or declare it numeric in data.features (rows with them are then quarantined)"
+    if kind == "numeric":
+        if num is None:
+            raise DataError(f"{chk.describe(name)}: declared numeric, and fewer than "
+                            f"{NUMERIC_SHARE:.0%} of its cells are numbers (rule: numeric).",
+                            field=f"data.features.{name}", rule="numeric", value=name)
+        notes = [f"{chk.describe(name)}: numeric; rows with such cells are quarantined at ingest"] if chk.bad else []
+        finite = num[np.isfinite(num)]
+        return Feature(name, "numeric", float(finite.min()) if len(finite) else None,
+                       float(finite.max()) if len(finite) else None), notes
+    counts = s.dropna().astype(str).value_counts()
+    if not declared and len(counts) > max(_MAX_CATEGORIES, 0.5 * len(s)):  # an id-like column: every value new
+        return None, [f"{chk.describe(name)}: left out, since as text it has {len(counts):,} "
+                      f"distinct values in {len(s):,} rows, like an id; {fix}" if mostly else
+                      f"column {name!r}: left out, an id ({len(counts):,} distinct values in {len(s):,} "
+                      "rows): a model cannot learn from values it will not see again"]
+    notes = [f"{chk.describe(name)}: taken as categorical; {fix}"] if mostly else []
+    return Feature(name, "categorical", categories=tuple(sorted(counts.index[:_MAX_CATEGORIES]))), notes
+
+
 def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
     """Infer feature kinds, ranges, domains and the task from a first batch."""
     if spec.label not in df.columns:
@@ -155,43 +186,13 @@ def infer_schema(df: pd.DataFrame, spec: DataSpec) -> Schema:
         if name not in df.columns:
             raise DataError(f"column {name!r}: declared in data.features but missing from the data.",
                             field="data.features", value=name)
-        s = df[name]
-        kind = declared.get(name) if declared else None
-        chk = check_numbers(s)
-        num = pd.Series(chk.values, index=s.index) if chk.numeric else None
-        if kind is None:
-            why = _leave_out(str(name), s)
-            if why:
-                excluded.append(str(name))
-                notes.append(f"column {name!r}: left out, {why}")
-                continue
-            kind = "numeric" if num is not None else "categorical"
-        # mostly numbers, but too many cells that are not for the column to be numeric: say which
-        mostly = num is None and chk.bad > 0 and chk.present - chk.bad >= 0.5 * chk.present
-        fix = "clean those cells, or declare it numeric in data.features (rows with them are then quarantined)"
-        if kind == "numeric":
-            if num is None:
-                raise DataError(f"{chk.describe(str(name))}: declared numeric, and fewer than "
-                                f"{NUMERIC_SHARE:.0%} of its cells are numbers (rule: numeric).",
-                                field=f"data.features.{name}", rule="numeric", value=name)
-            if chk.bad:
-                notes.append(f"{chk.describe(str(name))}: numeric; rows with such cells are quarantined at ingest")
-            finite = num[np.isfinite(num)]
-            feats.append(Feature(str(name), "numeric", float(finite.min()) if len(finite) else None,
-                                 float(finite.max()) if len(finite) else None))
+        feat, said = _feature(str(name), df[name], declared.get(name) if declared else None,
+                              declared=declared is not None)
+        notes += said
+        if feat is None:
+            excluded.append(str(name))
         else:
-            cats = s.dropna().astype(str)
-            counts = cats.value_counts()
-            if declared is None and len(counts) > max(_MAX_CATEGORIES, 0.5 * len(s)):
-                excluded.append(str(name))  # an id-like column: every value new
-                notes.append(f"{chk.describe(str(name))}: left out, since as text it has {len(counts):,} "
-                             f"distinct values in {len(s):,} rows, like an id; {fix}" if mostly else
-                             f"column {name!r}: left out, an id ({len(counts):,} distinct values in {len(s):,} "
-                             "rows): a model cannot learn from values it will not see again")
-                continue
-            if mostly:
-                notes.append(f"{chk.describe(str(name))}: taken as categorical; {fix}")
-            feats.append(Feature(str(name), "categorical", categories=tuple(sorted(counts.index[:_MAX_CATEGORIES]))))
+            feats.append(feat)
     if not feats:
         raise DataError("no usable feature columns (rule: at least one feature besides label, time and entity).",
                         field="data.features")

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from ..clock import Clock, parse_duration
 from ..data.schema import Schema
@@ -178,6 +179,14 @@ class Context:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
                                 field="champion")
         return self.champion
+
+    def typed_predictions(self, text: pd.Series) -> np.ndarray:
+        """Predictions as the log's text gives them back, typed as the model returns them."""
+        assert self.schema is not None
+        if self.schema.task == "regression":
+            return text.astype(float).to_numpy()
+        lookup = {str(c): c for c in self.schema.classes or ()}
+        return np.array([lookup.get(t, t) for t in text], dtype=object)
 
     def score(self, y: np.ndarray, answers: list[tuple[Any, np.ndarray | None]]) -> np.ndarray:
         """Per-row metric of logged answers (prediction, probabilities) against their labels, in one call."""

@@ -4,9 +4,10 @@
 drives it with the wall clock behind HTTP. No code path here knows which one is running.
 
 :class:`Loop` conducts; each stage does its own work on the shared :class:`~.context.Context`:
-:class:`~.router.Router` answers requests, :class:`~.join.LabelJoin` grades what was served when labels
-come, :class:`~.online.OnlineUpdater` teaches an online champion, :class:`~.training.TrainingRun` and
-:class:`~.training.FollowUp` train and judge candidates, and :class:`~.deploy.Deployer` moves the champion.
+:class:`~.intake.Intake` takes in stored batches, :class:`~.router.Router` answers requests,
+:class:`~.join.LabelJoin` grades what was served when labels come, :class:`~.online.OnlineUpdater` teaches
+an online champion, :class:`~.training.TrainingRun` and :class:`~.training.FollowUp` train and judge
+candidates, and :class:`~.deploy.Deployer` moves the champion.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from ..data.schema import Schema
 from ..data.store import DataStore, IngestResult
 from ..errors import SpecError
 from ..evaluate.metrics import Metric
-from ..policy import Decision, Policy, PolicyState, Retrain, Skip, run_key
+from ..policy import Decision, Policy, PolicyState, Retrain, Skip, bootstrap, run_key
 from ..rollout import Rollout
 from ..spec import LoopSpec
 from ..store import open_stores
@@ -31,6 +32,7 @@ from ..train import Executor, ModelBundle, make_executor
 from ..train.model import Rows
 from .context import Context, LoopStats, PredictResult, TickReport
 from .deploy import Deployer
+from .intake import Intake
 from .join import FeedbackResult, LabelJoin
 from .memory import PolicyMemory
 from .online import OnlineUpdater
@@ -66,11 +68,9 @@ class Loop:
         # gate.serve_before_refit; unset, when the clock moves while the loop trains (a server, not a replay).
         if serve_before_refit is None:
             serve_before_refit = spec.gate.serve_before_refit
-        self.router = Router(ctx)
-        self.join = LabelJoin(ctx)
-        self.online = OnlineUpdater(ctx)
-        self.deployer = Deployer(ctx)
-        self.follow_up = FollowUp(ctx)
+        self.router, self.join, self.online, self.deployer, self.follow_up = \
+            Router(ctx), LabelJoin(ctx), OnlineUpdater(ctx), Deployer(ctx), FollowUp(ctx)
+        self.intake = Intake(ctx, self.online)
         self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
                                     if serve_before_refit is None else serve_before_refit)
         self.memory = PolicyMemory(ctx, self.training)
@@ -150,11 +150,7 @@ class Loop:
 
     def typed_predictions(self, text: pd.Series) -> np.ndarray:
         """Predictions as the log's text gives them back, typed as the model returns them."""
-        assert self.schema is not None
-        if self.schema.task == "regression":
-            return text.astype(float).to_numpy()
-        lookup = {str(c): c for c in self.schema.classes or ()}
-        return np.array([lookup.get(t, t) for t in text], dtype=object)
+        return self.ctx.typed_predictions(text)
 
     # -- opening again ------------------------------------------------------------------------
     def _restore(self) -> None:
@@ -184,27 +180,9 @@ class Loop:
         return res
 
     def observe_ingest(self, res: IngestResult) -> None:
-        """What the loop makes of a batch its data store took: events, the monitor's windows, online rows.
-        ``ingest`` calls it; a driver that stores a batch once for several loops calls it on each."""
-        if res.replayed:
-            return
-        payload = res.to_dict()
-        if res.accepted:
-            self.events.record("batch_accepted", f"{res.accepted}/{res.submitted} rows accepted", payload)
-        if res.quarantined:
-            self.events.record("batch_quarantined", f"{res.quarantined}/{res.submitted} rows quarantined: "
-                               + "; ".join(res.reasons[:3]), payload)
-        if res.warnings:
-            self.events.record("batch_warning", "; ".join(res.warnings[:3]), payload)
-        acc = res.accepted_frame
-        if acc is not None and len(acc) and self.schema is not None:
-            with self.ctx.lock:
-                mon = self.ctx.monitor()
-                mon.observe_rows(acc)
-                if self.schema.label in acc:
-                    labeled = acc[acc[self.schema.label].notna()]
-                    mon.new_labels += len(labeled)
-                    self.online.rows_arrived(labeled)
+        """What the loop makes of a batch its data store took (:class:`~.intake.Intake`). ``ingest`` calls it;
+        a driver that stores a batch once for several loops calls it on each."""
+        self.intake.observe(res)
 
     def feedback(self, row_ids: list[str], labels: list[Any], *, source: str = "feedback",
                  batch_id: str | None = None) -> FeedbackResult:
@@ -254,7 +232,7 @@ class Loop:
                                {"run_key": decision.run_key, "triggers": list(decision.triggers)})
             self.training.run(decision, now, report)
             if self.training.refit_due is not None:
-                report.refit = self.finish_refit()
+                report.refit = self.training.finish_refit()
                 if report.refit is not None and self.champion_version == report.refit:
                     report.promoted = report.refit
         return report
@@ -264,8 +242,10 @@ class Loop:
         self.online.apply(now)
         if self.ctx.active_rollout() is not None:
             self.deployer.advance(now, report)
-        if self.ctx.champion is None:
-            return self._bootstrap(now)
+        if self.ctx.champion is None:  # a first model, once there are labeled rows enough to train and judge one
+            return bootstrap(now, labeled=int(np.isfinite(self.data.label_times()).sum()),
+                             needed=2 * self.spec.gate.min_holdout_rows,
+                             tried=self.meta.find_run(run_key("bootstrap", now)) is not None)
         signals = self.ctx.monitor().signals(now, last_trained_at=self.training.last_trained_at,
                                              champion_since=self.ctx.champion.lineage.get("promoted_at"))
         report.signals = signals
@@ -277,17 +257,6 @@ class Loop:
             decision = decision.held("rollout in progress", f"rollout of version {r.version} in progress")
         report.data_age = now - float(self.ctx.champion.lineage.get("t_last") or now)
         return decision
-
-    def _bootstrap(self, now: float) -> Decision:
-        """No champion yet: a first model once there are labeled rows enough to train and judge one."""
-        labeled = int(np.isfinite(self.data.label_times()).sum())
-        need = 2 * self.spec.gate.min_holdout_rows
-        if self.meta.find_run(run_key("bootstrap", now)):
-            return Skip("bootstrap: already tried at this time", guard="bootstrap")
-        if labeled >= need:
-            return Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",),
-                           triggers=("bootstrap",))
-        return Skip(f"bootstrap: {labeled} labeled rows < {need} needed for a first model", guard="bootstrap")
 
     def finish_refit(self) -> int | None:
         """Fit the version that is serving again on its whole snapshot, register that as the next version and

@@ -1,6 +1,6 @@
 """Policy: triggers, guards against thrashing, and the pure decide() returning Retrain or Skip."""
 
-from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, run_key
+from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, bootstrap, run_key
 from .triggers import (
                        DetectorTrigger,
                        DriftTrigger,
@@ -14,4 +14,4 @@ from .triggers import (
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "Guard", "Policy",
            "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger", "Trigger",
-           "TriggerName", "VolumeTrigger", "run_key"]
+           "TriggerName", "VolumeTrigger", "bootstrap", "run_key"]

@@ -31,7 +31,7 @@ from . import triggers as tr
 from .triggers import Trigger, TriggerName
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip", "TriggerName",
-           "run_key"]
+           "bootstrap", "run_key"]
 
 CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
 # What held a retrain back, or why none was due
@@ -107,6 +107,23 @@ class Skip:
 
 
 Decision = Retrain | Skip
+
+
+def bootstrap(now: float, *, labeled: int, needed: int, tried: bool) -> Decision:
+    """No champion yet: a first model once ``needed`` labeled rows are there to train and judge one (once
+    per tick time: ``tried`` says a run already has this tick's key).
+
+    >>> bootstrap(0.0, labeled=40, needed=100, tried=False).reason
+    'bootstrap: 40 labeled rows < 100 needed for a first model'
+    >>> bootstrap(5.0, labeled=120, needed=100, tried=False).triggers
+    ('bootstrap',)
+    """
+    if tried:
+        return Skip("bootstrap: already tried at this time", guard="bootstrap")
+    if labeled >= needed:
+        return Retrain(run_key("bootstrap", now), (f"bootstrap: no champion yet; {labeled} labeled rows",),
+                       triggers=("bootstrap",))
+    return Skip(f"bootstrap: {labeled} labeled rows < {needed} needed for a first model", guard="bootstrap")
 
 
 @dataclass(frozen=True)

@@ -80,12 +80,9 @@ def failure_lines(summary: dict[str, Any]) -> list[str]:
     return lines
 
 
-def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
-    first = next(iter(results.values()))
-    unit = first["time_unit"]
-    calendar = _calendar(results)
-    axis = "date (UTC)" if calendar else ("row" if unit == "rows" else f"time ({unit})")
-    metric = first["metric_name"]
+def _metric_chart(results: dict[str, dict[str, Any]], unit: str, calendar: bool, axis: str) -> str:
+    """Each policy's prequential metric over time, and a strip of its retrains below."""
+    metric = next(iter(results.values()))["metric_name"]
     fig, (ax, strip) = plt.subplots(2, 1, figsize=(11, 5.4), sharex=True,
                                     gridspec_kw={"height_ratios": [3, max(1, len(results)) * 0.35]})
     for i, (name, s) in enumerate(results.items()):
@@ -104,25 +101,36 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
     strip.invert_yaxis()
     strip.set_title("retrains", fontsize=8, loc="left")
     strip.set_xlabel(axis)
-    chart_metric = _svg(fig)
+    return _svg(fig)
 
+
+def _drift_chart(results: dict[str, dict[str, Any]], unit: str, calendar: bool, axis: str) -> str:
+    """Per-feature drift of the first policy that recorded any; empty when none did."""
     drift_owner = next((n for n, s in results.items() if s["drift"]["values"]), None)
-    chart_drift = ""
-    if drift_owner:
-        d = results[drift_owner]["drift"]
-        fig, ax = plt.subplots(figsize=(11, 3.8))
-        names = sorted({k for v in d["values"] for k in v})
-        xs = [_x(t, unit, calendar) for t in d["t"]]
-        for j, f in enumerate(names):
-            ax.plot(xs, [v.get(f) for v in d["values"]], label=f, lw=1.1, color=f"C{j % 10}")
-        ax.axhline(0.2, color="k", ls="--", lw=0.8, label="PSI 0.2")
-        ax.set_xlabel(axis)
-        ax.set_ylabel("drift score vs champion's training data")
-        ax.set_title(f"per-feature drift ({drift_owner} policy's champion)")
-        ax.legend(fontsize=7, ncol=4)
-        ax.grid(alpha=0.3)
-        chart_drift = _svg(fig)
+    if not drift_owner:
+        return ""
+    d = results[drift_owner]["drift"]
+    fig, ax = plt.subplots(figsize=(11, 3.8))
+    names = sorted({k for v in d["values"] for k in v})
+    xs = [_x(t, unit, calendar) for t in d["t"]]
+    for j, f in enumerate(names):
+        ax.plot(xs, [v.get(f) for v in d["values"]], label=f, lw=1.1, color=f"C{j % 10}")
+    ax.axhline(0.2, color="k", ls="--", lw=0.8, label="PSI 0.2")
+    ax.set_xlabel(axis)
+    ax.set_ylabel("drift score vs champion's training data")
+    ax.set_title(f"per-feature drift ({drift_owner} policy's champion)")
+    ax.legend(fontsize=7, ncol=4)
+    ax.grid(alpha=0.3)
+    return _svg(fig)
 
+
+def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
+    first = next(iter(results.values()))
+    unit = first["time_unit"]
+    calendar = _calendar(results)
+    axis = "date (UTC)" if calendar else ("row" if unit == "rows" else f"time ({unit})")
+    chart_metric = _metric_chart(results, unit, calendar, axis)
+    chart_drift = _drift_chart(results, unit, calendar, axis)
     rows = summary_rows(results)
     head = "".join(f"<th>{html.escape(k)}</th>" for k in rows[0])
     body = "".join("<tr>" + "".join(f"<td>{html.escape(str(v))}</td>" for v in r.values()) + "</tr>" for r in rows)
