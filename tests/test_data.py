@@ -193,7 +193,7 @@ def test_generated_row_ids_name_rows_across_quarantine_labels_and_reopen(tmp_pat
     assert list(rows["_label"]) == [1, 1] and list(rows["_time"]) == [103.0, 100.0]
     # a label that arrives before its row is held, then joined when the row comes
     early = make_frame(3, seed=4, t0=200).assign(y=None)
-    future = ds._batch_id("features", "s", "c")
+    future = ds.row_ids_for("s", "c", 1)[0].rpartition(":")[0]  # the id batch "c" will get
     assert ds.ingest_labels([f"{future}:1"], [0], now=40.0).unknown_row_ids == 1
     assert ds.ingest(early, now=50.0, source="s", batch_id="c").batch_id == future
     assert list(ds.labeled_rows([f"{future}:1"])["_label"]) == [0]
@@ -215,8 +215,8 @@ def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.
     of every batch as submitted gave, in any order; every row id finds its row."""
     ds = store(tmp_path_factory.mktemp("rows"))
     ds.ingest(make_frame(50), now=0.0, source="s", batch_id="lock")
-    submitted = [ds._rows_at(np.arange(50))]
-    named = {f"{ds._batches[0]}:{j}": j for j in range(50)}  # every stored row's id and where it sits
+    submitted = [ds.view.rows_at(np.arange(50))]
+    named = {f"{ds.view.batch_ids[0]}:{j}": j for j in range(50)}  # every stored row's id and where it sits
     t0 = 50
     for i, (n, client_ids) in enumerate(batches):  # client ids with labels, generated ids without
         frame = make_frame(n, seed=i, t0=t0)
@@ -231,16 +231,19 @@ def test_rows_are_read_from_the_batches_that_hold_them(tmp_path_factory: pytest.
         named.update({r: t0 + j for j, r in enumerate(ids)})
         submitted.append(stored)
         t0 += n
-    assert len(ds._segs) <= len(batches) + 1 and ds._seg_starts == sorted(set(ds._seg_starts))
+    segs = ds.view.segments()
+    assert len(segs) <= len(batches) + 1 and sum(s.rows for s in segs) == ds.rows
+    assert [s.start for s in segs] == sorted({s.start for s in segs})
     pos = np.array([p % ds.rows for p in picks], dtype=np.int64)
     whole = pd.concat(submitted, ignore_index=True)
-    got = ds._rows_at(pos)
+    got = ds.view.rows_at(pos)
     cols = [c for c in whole.columns if c in got.columns and c not in ("_time", "_arrived")]  # checked below
     pd.testing.assert_frame_equal(got[cols], whole.iloc[pos].reset_index(drop=True)[cols], check_dtype=False)
-    assert np.array_equal(ds._time[: ds.rows], ds._rows_at(np.arange(ds.rows))["_time"].to_numpy(dtype=float))
-    gen = [f"{ds._batches[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(batches)])]  # some past a batch's end
+    assert np.array_equal(ds.view.times, ds.view.rows_at(np.arange(ds.rows))["_time"].to_numpy(dtype=float))
+    batch_ids = ds.view.batch_ids
+    gen = [f"{batch_ids[1 + i]}:{p % 40}" for i, p in enumerate(picks[: len(batches)])]  # some past a batch's end
     asked = gen + [f"r{p % (t0 + 5)}" for p in picks] + ["plain", "b-x:1", ":3"]
-    assert ds._positions(asked).tolist() == [named.get(r, -1) for r in asked]
+    assert ds.view.positions(asked).tolist() == [named.get(r, -1) for r in asked]
     assert [ds.has_row(r) for r in asked] == [r in named for r in asked]
 
 
@@ -250,10 +253,11 @@ def test_small_batches_merge_into_few_segments(tmp_path: Path) -> None:
     frames = [make_frame(10, seed=i, t0=10 * i) for i in range(64)]
     for i, f in enumerate(frames):
         ds.ingest(f, now=float(i), source="s", batch_id=f"b{i}")
-    assert len(ds._segs) == 1 and len(ds._batches) == 64  # 64 equal batches: one segment, batches still known
+    # 64 equal batches: one segment, batches still known
+    assert len(ds.view.segments()) == 1 and len(ds.view.batch_ids) == 64
     ds.ingest(make_frame(10, seed=99, t0=640), now=99.0, source="s", batch_id="b64")
-    assert [len(s) for s in ds._segs] == [640, 10]
-    got = ds._rows_at(np.arange(645, 635, -1))
+    assert [s.rows for s in ds.view.segments()] == [640, 10]
+    got = ds.view.rows_at(np.arange(645, 635, -1))
     want = pd.concat(frames + [make_frame(10, seed=99, t0=640)], ignore_index=True).iloc[636:646][::-1]
     assert list(got["x1"]) == list(want["x1"]) and list(got["_time"]) == list(want["t"].astype(float))
 
@@ -270,12 +274,12 @@ def test_a_row_window_keeps_the_newest_rows_as_a_full_sort_would(tmp_path_factor
     ds.ingest(frame, now=1.0, source="s", batch_id="b", row_ids=[f"r{i}" for i in range(len(times))])
     snap = ds.snapshot(WindowSpec(rows=k), cutoff=100.0, now=100.0)
     every = np.arange(ds.rows)
-    expected = every[np.argsort(ds._time[every], kind="stable")][-k:]
-    assert np.array_equal(ds._snapshot_rows[snap.id], expected)
+    expected = every[np.argsort(ds.view.times[every], kind="stable")][-k:]
+    assert np.array_equal(ds.snapshots.positions(snap.id), expected)
 
 
 def test_an_old_snapshot_is_rebuilt_as_it_was_after_late_rows_arrive(tmp_path: Path) -> None:
-    from freshloop.data import store as store_module
+    from freshloop.data.snapshot import SNAPSHOTS_KEPT
 
     ds = store(tmp_path)
     ds.ingest(make_frame(100), now=100.0, source="s", batch_id="1")
@@ -286,9 +290,9 @@ def test_an_old_snapshot_is_rebuilt_as_it_was_after_late_rows_arrive(tmp_path: P
     ids = [f"late{i}" for i in range(50)]
     ds.ingest_labels(ids, late["y"].tolist(), now=90.0, source="s", batch_id="labels")
     ds.ingest(late.drop(columns="y"), now=150.0, source="s", batch_id="late", row_ids=ids)
-    for k in range(store_module._SNAPSHOTS_KEPT + 2):
+    for k in range(SNAPSHOTS_KEPT + 2):
         ds.snapshot(WindowSpec(period="1000s"), cutoff=150.0 + k, now=150.0 + k)
-    assert first.id not in ds._snapshot_rows  # no longer kept: read again, it is rebuilt as of its cutoff
+    assert ds.snapshots.positions(first.id) is None  # no longer kept: read again, it is rebuilt as of its cutoff
     again = ds.read_snapshot(first)
     assert len(again) == len(rows) == 100 and again["_time"].tolist() == rows["_time"].tolist()
     assert ds.snapshot(WindowSpec(period="1000s"), cutoff=150.0, now=150.0).rows == 150
@@ -309,8 +313,8 @@ def test_a_window_over_a_long_history_reads_back_as_far_as_a_row_of_it_can_be(tm
 
     def scanned(window: WindowSpec, cutoff: float) -> np.ndarray:
         every = np.arange(ds.rows)
-        t = ds._time[every]
-        ok = (t <= cutoff) & (ds._label_time[every] <= cutoff) & (arrived <= cutoff)
+        t = ds.view.times[every]
+        ok = (t <= cutoff) & (ds.view.label_times[every] <= cutoff) & (arrived <= cutoff)
         if window.period is not None:
             ok &= t > cutoff - float(window.period.rstrip("s"))
         chosen = every[ok][np.argsort(t[ok], kind="stable")]
@@ -320,8 +324,9 @@ def test_a_window_over_a_long_history_reads_back_as_far_as_a_row_of_it_can_be(tm
              (WindowSpec(period="30000s"), float(n + 10)), (WindowSpec(period="250000s"), float(n))]
     for window, cutoff in cases:
         snap = ds.snapshot(window, cutoff=cutoff, now=cutoff)
-        assert np.array_equal(ds._snapshot_rows[snap.id], scanned(window, cutoff)), (window, cutoff)
-    newest = ds._snapshot_rows[ds.snapshot(WindowSpec(rows=20_000), cutoff=n + 10.0, now=n + 10.0).id]
+        assert np.array_equal(ds.snapshots.positions(snap.id), scanned(window, cutoff)), (window, cutoff)
+    newest = ds.snapshots.positions(ds.snapshot(WindowSpec(rows=20_000), cutoff=n + 10.0, now=n + 10.0).id)
+    assert newest is not None
     assert 10 in newest and not set(range(n - 100, n)) & set(newest.tolist())
 
 
@@ -338,9 +343,9 @@ def test_old_rows_leave_memory_and_are_read_back_from_their_files(tmp_path: Path
             ds.ingest(f, now=float(120_000 + i), source="s", batch_id=f"b{i}")
         stores.append(ds)
     small, everything = stores
-    assert small._segs[0] is None and small._segs[-1] is not None and all(s is not None for s in everything._segs)
-    held = sum(b for b, s in zip(small._seg_bytes, small._segs, strict=True) if s is not None)
-    assert held <= 1_000_000 or sum(s is not None for s in small._segs) == 1
+    segs = small.view.segments()
+    assert not segs[0].held and segs[-1].held and all(s.held for s in everything.view.segments())
+    assert sum(s.bytes for s in segs if s.held) <= 1_000_000 or sum(s.held for s in segs) == 1
     recent = small.snapshot(WindowSpec(rows=5_000), cutoff=200_000.0, now=200_000.0)
     assert len(small.read_snapshot(recent)) == 5_000 and small.segments_read == 0
     for window in (WindowSpec(), WindowSpec(period="70000s")):
@@ -348,7 +353,7 @@ def test_old_rows_leave_memory_and_are_read_back_from_their_files(tmp_path: Path
         pd.testing.assert_frame_equal(a, b)
     assert small.segments_read > 0 and everything.segments_read == 0
     again = DataStore("t", small.spec, small.meta, small.blobs, view_bytes=1_000_000)  # reopened: bounded too
-    assert again._segs[0] is None and again.rows == small.rows
+    assert not again.view.segments()[0].held and again.rows == small.rows
 
 
 def test_a_streamed_blob_appears_whole_or_not_at_all(tmp_path: Path) -> None:
@@ -393,7 +398,7 @@ def test_a_snapshot_leaves_out_rows_that_arrived_after_its_cutoff_even_when_thei
         tmp_path: Path) -> None:
     ds = store(tmp_path)
     ds.ingest(make_frame(50), now=100.0, source="s", batch_id="lock")  # times 0..49, labelled on arrival
-    future = ds._batch_id("features", "s", "late")
+    future = ds.row_ids_for("s", "late", 1)[0].rpartition(":")[0]
     assert ds.ingest_labels([f"{future}:{i}" for i in range(5)], [1, 0, 1, 0, 1], now=110.0).unknown_row_ids == 5
     ds.ingest(make_frame(5, seed=2, t0=10).assign(y=None), now=130.0, source="s", batch_id="late")  # old times
     ds.ingest(make_frame(5, seed=4, t0=20), now=140.0, source="s", batch_id="later")
