@@ -72,10 +72,9 @@ def drive_one_process(spec_path: Path) -> None:
 
 def history(root: Path) -> tuple[list[Any], list[Any], list[Any]]:
     meta, _ = open_stores(root)
-    decisions = [(d["at"], d["kind"], tuple(d["reasons"]), tuple(d["triggers"]), d["guard"])
-                 for d in meta.list_decisions()]
-    verdicts = [(v["created_at"], v["passed"], v["body"]["reason"]) for v in meta.list_verdicts()]
-    moves = [(m.name, m.old_version, m.new_version, m.at) for m in meta.alias_history()]
+    decisions = [(d.at, d.kind, tuple(d.reasons), tuple(d.triggers or ()), d.guard) for d in meta.decisions.list()]
+    verdicts = [(v.created_at, v.passed, v.body["reason"]) for v in meta.runs.verdicts()]
+    moves = [(m.name, m.old_version, m.new_version, m.at) for m in meta.versions.alias_history()]
     meta.close()
     return decisions, verdicts, moves
 
@@ -158,6 +157,6 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
     assert "live 0.2200 vs 0.8600 on 100 labels" in reasons[2]
     assert reasons[3].startswith("quality: live metric"), reasons
     meta, _ = open_stores(tmp_path / "store")
-    kinds = [e["kind"] for e in meta.list_events()]
+    kinds = [e.kind for e in meta.events.list()]
     meta.close()
     assert kinds.count("labels_accepted") == 4

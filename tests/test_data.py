@@ -105,7 +105,7 @@ def test_csv_files_keep_raw_bytes_and_malformed_rows(tmp_path: Path) -> None:
     bad.write_bytes(raw)
     res = ds.ingest_file(str(bad), now=2.0)
     assert (res.submitted, res.accepted, res.quarantined) == (4, 1, 3)
-    stored = ds.meta.get_batch(res.batch_id)["raw_path"]
+    stored = ds.meta.batches.get(res.batch_id).raw_path
     assert ds.blobs.get_bytes(stored) == raw  # the submission, byte for byte
     q = ds.read_quarantine(res.quarantine_id or "")
     assert "field 'x2': must be a number (got 'oops')" in set(q["_reason"])
@@ -430,7 +430,8 @@ def test_quarantined_rows_are_kept_as_submitted_from_a_frame_and_from_json(tmp_p
     path.write_bytes(raw)
     res = ds.ingest_file(str(path), now=3.0)
     assert (res.accepted, res.quarantined) == (1, 1)
-    assert ds.blobs.get_bytes(ds.meta.get_batch(res.batch_id)["raw_path"]) == raw
+    raw_path = ds.meta.batches.get(res.batch_id).raw_path
+    assert raw_path is not None and ds.blobs.get_bytes(raw_path) == raw
     q = ds.read_quarantine(res.quarantine_id or "")
     assert (q["x1"].iloc[0], q["x2"].iloc[0], q["c"].iloc[0]) == ("n/a", -0.5, "b")
 

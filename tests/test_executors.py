@@ -74,8 +74,8 @@ def test_a_loop_trains_on_a_dask_cluster_what_it_trains_inline(tmp_path: Path, d
         drive(loop, clock, make_frame(600, seed=3, t0=300))
     assert remote.champion_version == here.champion_version and remote.stats.retrains == here.stats.retrains > 1
     worker_pids = {str(pid) for pid in remote.executor.client.run(os.getpid).values()}
-    for run in remote.meta.list_runs():  # every run trained in the worker process, none in this one
-        assert run["lineage"]["trained_in"].rpartition("/")[2] in worker_pids
+    for run in remote.meta.runs.list():  # every run trained in the worker process, none in this one
+        assert run.lineage["trained_in"].rpartition("/")[2] in worker_pids
     rows = make_frame(50, seed=8).drop(columns="y")
     np.testing.assert_array_equal(remote.champion().predict(rows)[1], here.champion().predict(rows)[1])
     for loop in (remote, here):

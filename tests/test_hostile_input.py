@@ -128,7 +128,7 @@ def test_malicious_integers_past_64_bits(served: tuple[httpx.Client, LoopService
     assert (r.json()["accepted"], r.json()["quarantined"]) == (1, 1), r.json()
     assert "field 'x1'" in r.json()["reasons"][0] and "1000000000" in r.json()["reasons"][0]
     held = service.loop.data.quarantined()[-1]
-    assert held["rows"] == 1
+    assert held.rows == 1
     refused(c.post("/v1/predict", content=json.dumps({"rows": [row]}), headers={"Content-Type": "application/json"}),
             422, "row 0: field 'x1': must lie within ±1e+38, as larger values overflow a model's arithmetic (got "
             "10000000000000000000…")
@@ -155,7 +155,7 @@ def test_malicious_lone_surrogates(served: tuple[httpx.Client, LoopService], whe
         r = send(c, "/v1/ingest", {"rows": [{**row, "c": "a" + lone}, row]})
         assert r.status_code == 200, r.text
         assert r.json()["quarantined"] == 1 and "field 'c'" in r.json()["reasons"][0], r.json()
-        assert "\\ud800" in service.loop.data.quarantined()[-1]["reasons"][0]
+        assert "\\ud800" in service.loop.data.quarantined()[-1].reasons[0]
     elif where == "column":
         r = send(c, "/v1/ingest", {"rows": [{**row, "x" + lone: 1}, row]})
         assert r.status_code == 200, r.text
@@ -204,8 +204,9 @@ def test_malicious_extra_json_columns_are_kept_and_named(served: tuple[httpx.Cli
     r = c.post("/v1/ingest", json={"rows": [row]})
     assert r.status_code == 200, r.text
     assert any("'note'" in w and "kept in the batch's submission" in w for w in r.json()["warnings"]), r.json()
-    batch = service.loop.data.meta.get_batch(r.json()["batch_id"])
-    assert json.loads(service.loop.data.blobs.get_bytes(batch["raw_path"])) == [row]  # the rows as they were sent
+    batch = service.loop.data.meta.batches.get(r.json()["batch_id"])
+    assert batch.raw_path is not None
+    assert json.loads(service.loop.data.blobs.get_bytes(batch.raw_path)) == [row]  # the rows as they were sent
     still_serving(c)
 
 

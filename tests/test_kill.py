@@ -49,8 +49,8 @@ def test_crash_before_the_worker_drains_loses_no_answered_prediction(tmp_path: P
     fb = again.feedback(list(zip(ids, labels, strict=True)))
     assert fb["unknown_prediction_ids"] == [] and fb["scored"] == 30
     assert again.journal.segments() == []
-    events = again.loop.meta.list_events("predictions_recovered")
-    assert len(events) == 1 and "30 predictions" in events[0]["reason"]
+    events = again.loop.meta.events.list("predictions_recovered")
+    assert len(events) == 1 and "30 predictions" in events[0].reason
     # a third start finds nothing left to replay, and the rows are stored once
     third = LoopService(settings)
     assert third.recovered == 0
@@ -246,22 +246,23 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: st
     meta, blobs = open_stores(root, db_url)
     try:
         # each acknowledged batch once, with the rows it acknowledged; each acknowledged prediction's row once
-        batches = meta.list_batches()
-        keys = Counter(b["source_batch_id"] for b in batches)
+        batches = meta.batches.list()
+        keys = Counter(b.source_batch_id for b in batches)
         for key, accepted in acked.batches.items():
             assert keys[key] == 1, key
-            assert meta.find_batch("api", key)["rows_accepted"] == accepted
+            found = meta.batches.find("api", key)
+            assert found is not None and found.rows_accepted == accepted
         row_ids: Counter[str] = Counter()
         for b in batches:
-            if b["path"] and b["source"] == "predict":
-                row_ids.update(pq.read_table(blobs.local_path(b["path"]), columns=["_row_id"]).column(0).to_pylist())
+            if b.path and b.source == "predict":
+                row_ids.update(pq.read_table(blobs.local_path(b.path), columns=["_row_id"]).column(0).to_pylist())
         assert max(row_ids.values()) == 1
         assert set(acked.predictions) <= set(row_ids)
         # the alias and its history agree: each move starts where the last one ended, and serving follows it
-        moves = meta.alias_history("champion")
+        moves = meta.versions.alias_history("champion")
         for before, after in itertools.pairwise(moves):
             assert after.old_version == before.new_version, (before, after)
-        assert meta.get_alias("champion")[0] == moves[-1].new_version == status["champion"]
+        assert meta.versions.alias("champion")[0] == moves[-1].new_version == status["champion"]
         registry = Registry(meta, blobs)
         for v in registry.versions():
             registry.load(v.version)  # its bytes match the recorded sha256

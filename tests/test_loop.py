@@ -2,7 +2,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +13,7 @@ from freshloop.errors import NotFoundError
 from freshloop.loop import Loop
 from freshloop.replay import compare, replay, resolve_policy, write_report
 from freshloop.spec import load_spec_dict
+from freshloop.store import DecisionRecord
 from freshloop.suggest import suggest_spec
 
 from .conftest import make_frame, spec_dict
@@ -63,12 +63,12 @@ def test_canary_promotes_a_better_candidate(make_loop) -> None:
                             policy={"triggers": {"schedule": "400s"}, "cooldown": "0s", "min_new_labels": 0})
     flipped = make_frame(1500, seed=5, flip=True, t0=300)
     drive(loop, clock, flipped)
-    kinds = [e["kind"] for e in loop.events.list()]
+    kinds = [e.kind for e in loop.events.list()]
     assert "rollout_started" in kinds and "rollout_step" in kinds and "rollout_promoted" in kinds
     moves = [m for m in loop.registry.history("champion") if "rollout" in m.reason]
     assert moves and "passed" in moves[0].reason
     step = next(e for e in loop.events.list("rollout_step"))
-    assert "to 100%" in step["reason"]
+    assert "to 100%" in step.reason
     assert loop.champion_version is not None and loop.champion_version > 1
 
 
@@ -83,7 +83,7 @@ def test_canary_rolls_back_a_bad_candidate(make_loop) -> None:
     champions = drive(loop, clock, make_frame(1500, seed=6, t0=300))
     assert set(champions) == {1}  # the champion never changed
     rolled = loop.events.list("rollout_rolled_back")
-    assert len(rolled) >= 2 and "worse than the champion" in rolled[0]["reason"]
+    assert len(rolled) >= 2 and "worse than the champion" in rolled[0].reason
     assert not loop.auto_promotion
     assert loop.events.list("auto_promotion_stopped")
     assert loop.registry.alias("canary") is None
@@ -126,7 +126,7 @@ def test_a_promotion_that_changes_nothing_is_not_recorded(make_loop) -> None:
     moves, promotions = len(loop.registry.history("champion")), loop.stats.promotions
     assert loop.promote(current, actor="bob", reason="again") is False
     assert len(loop.registry.history("champion")) == moves and loop.stats.promotions == promotions
-    assert not [e for e in loop.meta.list_events("alias_moved") if e["actor"] == "bob"]
+    assert not [e for e in loop.meta.events.list("alias_moved") if e.actor == "bob"]
     # a rollback goes back to the version the champion replaced
     before = loop.registry.history("champion")[-1].old_version
     assert loop.rollback(actor="bob", reason="back") == before
@@ -181,7 +181,7 @@ def test_a_staged_rollout_waits_for_the_refit(make_loop) -> None:
     assert loop.tick().promoted == 2  # no champion yet: the first model serves at once, then its refit
     drive(loop, clock, make_frame(800, seed=5, flip=True, t0=300))
     started = loop.events.list("rollout_started")
-    assert started and all("refit_rows" in loop.registry.get(e["payload"]["version"]).lineage for e in started)
+    assert started and all("refit_rows" in loop.registry.get(e.payload["version"]).lineage for e in started)
 
 
 def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_path: Path, db_url: str | None) -> None:
@@ -371,7 +371,7 @@ def test_shadow_rollout_promotes_after_enough_matured_labels(make_loop) -> None:
             res = loop.predict(frame.iloc[:5].drop(columns="y"), row_ids=[f"probe{start}-{i}" for i in range(5)])
             served_by.append(set(res.versions.tolist()))
     started = loop.events.list("rollout_started")
-    assert started and "shadow of version" in started[0]["reason"]
+    assert started and "shadow of version" in started[0].reason
     assert loop.events.list("rollout_promoted")
     assert all(v == {loop.rollout.champion_version} for v in served_by if loop.rollout)  # shadow never answers
 
@@ -412,7 +412,7 @@ def test_regression_loop_with_warm_start(make_loop) -> None:
     assert loop.tick().promoted == 1
     assert loop.metric.name == "mae" and not loop.metric.bigger_is_better
     drive(loop, clock, frame.iloc[300:], ids_from=300)
-    modes = {r["mode"] for r in loop.meta.list_runs()}
+    modes = {r.mode for r in loop.meta.runs.list()}
     assert modes == {"warm_start"}
     assert loop.champion_version and loop.champion_version > 1
 
@@ -444,7 +444,7 @@ def test_a_candidate_that_raises_never_fails_a_request(make_loop) -> None:
     assert set(res.versions.tolist()) == {loop.champion_version} and len(res.predictions) == 20
     rep = loop.tick()
     assert rep.rolled_back is not None
-    ev = loop.events.list("rollout_rolled_back")[-1]["reason"]
+    ev = loop.events.list("rollout_rolled_back")[-1].reason
     assert "failed to predict 20 rows (RuntimeError: model server fell over)" in ev
 
 
@@ -492,7 +492,7 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
     loop.predict(make_frame(10, seed=15).drop(columns="y"), row_ids=[f"l{i}" for i in range(10)])
     rep = loop.tick()
     assert rep.rolled_back is not None
-    assert "slower than the champion" in loop.events.list("rollout_rolled_back")[-1]["reason"]
+    assert "slower than the champion" in loop.events.list("rollout_rolled_back")[-1].reason
 
 
 @pytest.mark.slow
@@ -518,13 +518,13 @@ def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Pat
     from freshloop.store import open_stores
 
     meta, _ = open_stores(store, None)
-    snaps = [meta.get_snapshot(r["snapshot_id"])["body"] for r in meta.list_runs()]
+    snaps = [meta.runs.snapshot(r.snapshot_id).body for r in meta.runs.list()]
     after = [s for s in snaps if s["window"]["period"] is not None]
     assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
     # the model the follow-up replaces serves its gated fit (no refit); the follow-up's own model is refitted
     trigger = {d["run_key"]: d["triggers"][0] for d in retrains}
-    run_for = {r["id"]: trigger[r["run_key"]] for r in meta.list_runs()}
-    refitted = {run_for[v["run_id"]]: "refit_rows" in v["lineage"] for v in meta.list_versions()}
+    run_for = {r.id: trigger[r.run_key] for r in meta.runs.list()}
+    refitted = {run_for[v.run_id]: "refit_rows" in v.lineage for v in meta.versions.list()}
     assert refitted[found[0]["triggers"][0]] is False and refitted["follow-up"] is True, refitted
     meta.close()
 
@@ -563,12 +563,12 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
     pending: list[tuple[float, str, int]] = []
     change = info["drift_points"][0]
 
-    def retrains(lp: Loop) -> list[dict[str, Any]]:
-        return lp.meta.list_decisions("retrain")
+    def retrains(lp: Loop) -> list[DecisionRecord]:
+        return lp.meta.decisions.list("retrain")
 
-    def found(lp: Loop) -> list[dict[str, Any]]:
-        return [d for d in retrains(lp) if d["at"] >= change
-                and d["triggers"][0] in ("detector", "quality", "drift")]
+    def found(lp: Loop) -> list[DecisionRecord]:
+        return [d for d in retrains(lp) if d.at >= change and d.triggers
+                and d.triggers[0] in ("detector", "quality", "drift")]
 
     clock.advance_to(float(frame["t"].iloc[1199]))
     loop.ingest(frame.iloc[:1200], source="test", batch_id="warmup", row_ids=[f"r{i}" for i in range(1200)])
@@ -589,11 +589,11 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
         if not restarted and found(loop):  # the change was found: stop the process before its follow-up
             loop.close()
             loop = Loop(spec, clock=clock)
-            assert loop.follow_up.pending is not None and loop.follow_up.pending.since == found(loop)[0]["at"]
+            assert loop.follow_up.pending is not None and loop.follow_up.pending.since == found(loop)[0].at
             restarted = True
-    follow = [d for d in retrains(loop) if d["triggers"][-1] == "follow-up"]
-    assert restarted and follow, [(d["at"], d["reasons"]) for d in retrains(loop)]
-    assert follow[0]["at"] > found(loop)[0]["at"]
+    follow = [d for d in retrains(loop) if d.triggers and d.triggers[-1] == "follow-up"]
+    assert restarted and follow, [(d.at, d.reasons) for d in retrains(loop)]
+    assert follow[0].at > found(loop)[0].at
     loop.close()
 
 
@@ -601,7 +601,7 @@ def test_a_promoted_tree_ensemble_serves_compiled_and_says_so(make_loop) -> None
     loop, clock = bootstrap(make_loop, model={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
                                               "params": {"max_iter": 20}})
     moved = loop.events.list("alias_moved")[-1]
-    assert moved["payload"]["serving"].startswith("treelite")
+    assert moved.payload["serving"].startswith("treelite")
     rows = make_frame(3, seed=9).drop(columns="y")
     pred, proba = loop.champion().predict(rows)
     want = loop.champion().model_.predict_proba(loop.champion().encode(rows))
@@ -629,7 +629,7 @@ def test_the_gate_never_scores_the_champion_on_rows_it_was_fitted_on(make_loop) 
     assert rep.verdict is None and rep.run_error is None and rep.deferred is not None
     assert "all but 10 of the 350 labeled rows" in rep.deferred and "30 rows neither model has seen" in rep.deferred
     assert loop.stats.retrains == before and loop.stats.deferred_runs == 1
-    assert loop.events.list("run_deferred")[-1]["reason"] == rep.deferred
+    assert loop.events.list("run_deferred")[-1].reason == rep.deferred
     assert rep.to_dict()["deferred"] == rep.deferred
 
 
@@ -643,7 +643,7 @@ def test_labels_go_to_the_event_log_and_a_relabel_keeps_the_history(make_loop) -
     first = loop.feedback(ids, rows["y"].tolist(), batch_id="l1")
     assert first.ingest.relabeled == 0 and len(first.scores) == 20
     ev = loop.events.list("labels_accepted")[-1]
-    assert ev["payload"]["accepted"] == 20 and ev["payload"]["scored"] == 20
+    assert ev.payload["accepted"] == 20 and ev.payload["scored"] == 20
     # five rows labeled again with the other class, and a warm-up row whose label came with its features
     flipped = [1 - int(y) for y in rows["y"].iloc[:5]]
     clock.advance_to(330.0)
@@ -651,7 +651,7 @@ def test_labels_go_to_the_event_log_and_a_relabel_keeps_the_history(make_loop) -
     assert again.ingest.relabeled == 6 and again.ingest.relabel_examples[0] == {
         "row_id": "n0", "before": int(rows["y"].iloc[0]), "after": flipped[0]}
     relabeled = loop.events.list("labels_relabeled")[-1]
-    assert relabeled["payload"]["relabeled"] == 6 and "n0: " in relabeled["reason"]
+    assert relabeled.payload["relabeled"] == 6 and "n0: " in relabeled.reason
     history = loop.data.label_history("n0")
     assert [(h["label"], h["at"]) for h in history] == [(int(rows["y"].iloc[0]), 319.0), (flipped[0], 330.0)]
     assert [h["source"] for h in loop.data.label_history("w0")] == ["features", "feedback"]

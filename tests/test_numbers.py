@@ -67,7 +67,7 @@ def test_ingest_quarantines_the_cell_that_is_not_a_number_and_keeps_the_blanks(t
     assert (res.accepted, res.quarantined) == (399, 1)
     assert len(res.reasons) == 1 and \
         "field 'amount': must be a number (got 'n/a')" in res.reasons[0]
-    assert loop.data.quarantined()[0]["rows"] == 1
+    assert loop.data.quarantined()[0].rows == 1
     loop.close()
 
 

@@ -243,6 +243,21 @@ ROUTES = [  # (method, path, role needed, body)
 TOKEN_OF = {"reader": READ, "labeler": LAB, "operator": OP}
 
 
+def test_the_schema_documents_what_each_route_answers(server: Server) -> None:
+    """Every operation's 200 answer names a model of the OpenAPI schema that lists its fields, and a listing's
+    items are the store's entities (a decision carries its triggers and guard)."""
+    schema = server.client.get("/openapi.json").json()
+    models = schema["components"]["schemas"]
+    for path, ops in schema["paths"].items():
+        for method, op in ops.items():
+            ref = op["responses"]["200"]["content"]["application/json"]["schema"].get("$ref", "")
+            assert ref.startswith("#/components/schemas/"), (method, path, op["responses"]["200"])
+            assert models[ref.rsplit("/", 1)[1]]["properties"], (method, path)
+    item = models["DecisionItem"]["properties"]
+    assert {"triggers", "guard", "reasons", "kind", "at"} <= set(item)
+    assert set(models["PredictionAnswer"]["properties"]) == {"data", "count"}
+
+
 def test_every_route_checks_its_token_and_role(server: Server) -> None:
     c = server.client
     openapi = c.get("/openapi.json").json()["paths"]

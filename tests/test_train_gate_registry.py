@@ -262,7 +262,7 @@ def test_decisions_stored_before_their_fields_existed_get_them_from_their_reason
                          {"at": float(i), "kind": kind, "reasons": json.dumps(reasons)})
     engine.dispose()
     meta, _ = open_stores(tmp_path, f"sqlite:///{tmp_path / 'old.db'}", durable=False)
-    got = [(d["triggers"], d["guard"]) for d in meta.list_decisions()]
+    got = [(d.triggers, d.guard) for d in meta.decisions.list()]
     meta.close()
     assert got == [(["drift", "follow-up"], None), (["bootstrap"], None), ([], "min_new_labels"),
                    ([], "rollout in progress"), ([], "never"), ([], "cooldown")]
@@ -286,10 +286,11 @@ def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_colli
     from concurrent.futures import ThreadPoolExecutor
 
     stores = [open_stores(tmp_path, db_url, durable=False)[0] for _ in range(2)]
-    row = dict(run_id="r", verdict_id="v", artifact_sha256="0" * 64, artifact_path="p", lineage={}, created_at=1.0)
+    row = dict(run_id="r", verdict_id="v", artifact_sha256="0" * 64, artifact_path="p", artifact_hmac=None,
+               lineage={}, created_at=1.0)
 
     def register(meta: Any) -> list[int]:
-        return [meta.add_version(row) for _ in range(25)]
+        return [meta.versions.add(**row).version for _ in range(25)]
 
     with ThreadPoolExecutor(2) as pool:
         numbers = [v for got in pool.map(register, stores) for v in got]
@@ -298,9 +299,9 @@ def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_colli
     def move(meta: Any, version: int) -> int:
         won = 0
         for _ in range(25):
-            rev = meta.get_alias("champion")[1]
+            rev = meta.versions.alias("champion")[1]
             try:
-                meta.move_alias("champion", version, expected_revision=rev, actor="a", reason="race", at=2.0)
+                meta.versions.move_alias("champion", version, expected_revision=rev, actor="a", reason="race", at=2.0)
                 won += 1
             except ConflictError:
                 pass
@@ -308,8 +309,8 @@ def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_colli
 
     with ThreadPoolExecutor(2) as pool:
         wins = sum(pool.map(move, stores, [1, 2]))
-    history = stores[0].alias_history("champion")
-    assert len(history) == wins and stores[0].get_alias("champion")[1] == wins
+    history = stores[0].versions.alias_history("champion")
+    assert len(history) == wins and stores[0].versions.alias("champion")[1] == wins
     assert [m.old_version for m in history[1:]] == [m.new_version for m in history[:-1]]  # one unbroken chain
     for meta in stores:
         meta.close()

@@ -90,11 +90,11 @@ def test_malicious_artifact_planted_in_the_store_is_never_unpickled(tmp_path: Pa
     sha = hashlib.sha256(data).hexdigest()
     meta, blobs = open_stores(tmp_path / "store")
     blobs.put_bytes(f"artifacts/sha256/{sha[:2]}/{sha}", data)
-    planted = meta.add_version(dict(run_id="r-evil", verdict_id=None, artifact_sha256=sha,
-                                    artifact_path=f"artifacts/sha256/{sha[:2]}/{sha}", artifact_hmac="0" * 64,
-                                    lineage={}, created_at=1.0))
-    meta.move_alias("champion", planted, expected_revision=meta.get_alias("champion")[1], actor="evil",
-                    reason="planted", at=2.0)
+    planted = meta.versions.add(run_id="r-evil", verdict_id=None, artifact_sha256=sha,
+                                artifact_path=f"artifacts/sha256/{sha[:2]}/{sha}", artifact_hmac="0" * 64,
+                                lineage={}, created_at=1.0).version
+    meta.versions.move_alias("champion", planted, expected_revision=meta.versions.alias("champion")[1],
+                             actor="evil", reason="planted", at=2.0)
 
     def cli(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run([sys.executable, "-m", "freshloop.cli", *args], capture_output=True, text=True,

@@ -39,7 +39,7 @@ SPECS = pytest.mark.parametrize("spec_dict", [SPEC, SERVE_FIRST], ids=["canary",
 
 def assert_branch(spec_dict: dict[str, Any], meta: Any) -> None:
     """The serve_before_refit case took its branch: gated fits served, then replaced by their refits."""
-    refits = [m for m in meta.alias_history() if m.reason.startswith("refit of version")]
+    refits = [m for m in meta.versions.alias_history() if m.reason.startswith("refit of version")]
     assert bool(refits) == (spec_dict is SERVE_FIRST)
 
 
@@ -50,11 +50,11 @@ def stream() -> pd.DataFrame:
 
 
 def decisions_of(meta: Any) -> list[tuple[Any, ...]]:
-    return [(d["at"], d["kind"], tuple(d["reasons"]), tuple(d["triggers"]), d["guard"]) for d in meta.list_decisions()]
+    return [(d.at, d.kind, tuple(d.reasons), tuple(d.triggers), d.guard) for d in meta.decisions.list()]
 
 
 def verdicts_of(meta: Any) -> list[tuple[float, bool, str]]:
-    return [(v["created_at"], v["passed"], v["body"]["reason"]) for v in meta.list_verdicts()]
+    return [(v.created_at, v.passed, v.body["reason"]) for v in meta.runs.verdicts()]
 
 
 @SPECS

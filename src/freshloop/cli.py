@@ -495,12 +495,12 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             limit: Annotated[int, typer.Option(help="newest N events")] = 50) -> None:
     """Print the event log: every state change with actor, reason and time."""
     with _stores(spec_path) as (meta, _):
-        events = meta.list_events(kind)[-limit:]
+        events = meta.events.list(kind)[-limit:]
     table = Table(title="events")
     for c in ("id", "at", "kind", "actor", "reason"):
         table.add_column(c, overflow="fold")
     for e in events:
-        table.add_row(str(e["id"]), _when(e["at"]), e["kind"], e["actor"], e["reason"])
+        table.add_row(str(e.id), _when(e.at), e.kind, e.actor, e.reason)
     out.print(table)
 
 
@@ -538,7 +538,7 @@ def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")]
     for c in ("id", "batch", "rows", "status", "reasons"):
         table.add_column(c, overflow="fold")
     for q in items:
-        table.add_row(q["id"], q["batch_id"], str(q["rows"]), q["status"], "; ".join(q["reasons"][:3]))
+        table.add_row(q.id, q.batch_id, str(q.rows), q.status, "; ".join(q.reasons[:3]))
     out.print(table)
 
 

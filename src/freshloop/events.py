@@ -8,7 +8,7 @@ Examples
 >>> meta, _ = open_stores(tempfile.mkdtemp(), durable=False)
 >>> log = EventLog(meta, SimulatedClock(5.0))
 >>> log.record("alias_moved", "gate passed", {"alias": "champion", "version": 1}, actor="loop")
->>> [(e["kind"], e["reason"], e["at"]) for e in log.list()]
+>>> [(e.kind, e.reason, e.at) for e in log.list()]
 [('alias_moved', 'gate passed', 5.0)]
 """
 
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from .clock import Clock
-from .store import MetadataStore
+from .store import Event, MetadataStore
 
 __all__ = ["EventLog"]
 
@@ -28,7 +28,7 @@ class EventLog:
         self.clock = clock
 
     def record(self, kind: str, reason: str, payload: dict[str, Any] | None = None, *, actor: str = "loop") -> None:
-        self.meta.add_event(self.clock.now(), kind, actor, reason, payload or {})
+        self.meta.events.add(self.clock.now(), kind, actor, reason, payload or {})
 
-    def list(self, kind: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
-        return self.meta.list_events(kind, limit)
+    def list(self, kind: str | None = None, limit: int | None = None) -> list[Event]:
+        return self.meta.events.list(kind, limit)

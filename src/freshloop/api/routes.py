@@ -5,56 +5,41 @@ app's middleware before a body is read (:func:`role` only names it, for the Open
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import Annotated, Any
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
 from fastapi import Path as FastAPIPath
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
-from ..data.rules import not_unicode
 from ..errors import UnsupportedMediaError
+from .schemas import (
+    KEY_CHARS,
+    LIST_MAX,
+    BatchCreate,
+    DecisionItem,
+    EventItem,
+    FeedbackAnswer,
+    FeedbackCreate,
+    IngestAnswer,
+    ModelItem,
+    OperatorAction,
+    Page,
+    PredictionAnswer,
+    PredictionRequest,
+    PromoteAnswer,
+    RollbackAnswer,
+    RolloutAnswer,
+    RolloutItem,
+    StatusAnswer,
+    TickAnswer,
+)
 from .service import LoopService
 
 __all__ = ["ROUTERS", "role"]
 
-
-class _Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-# the longest key, name or reason a client may send (each is a column of the metadata store)
-KEY_CHARS, REASON_CHARS, LIST_MAX = 200, 1000, 10_000
-
-
-Text = AfterValidator(not_unicode)  # ids and reasons a client sends are stored: valid Unicode only
-
-
-class BatchCreate(_Body):
-    rows: list[dict[str, Any]] = Field(..., min_length=1, description="records with the schema's columns (labels "
-                                                                      "optional)")
-    batch_id: Annotated[str | None, Text] = Field(None, min_length=1, max_length=KEY_CHARS,
-                                                  description="idempotency key; defaults to the content hash")
-    source: Annotated[str, Text] = Field("api", min_length=1, max_length=KEY_CHARS)
-
-
-class PredictionRequest(_Body):
-    rows: list[dict[str, Any]] = Field(..., min_length=1)
-    keys: list[str] | None = Field(None, description="routing keys (entity ids); default: prediction ids")
-
-
-class LabelItem(_Body):
-    prediction_id: Annotated[str, Text] = Field(..., max_length=KEY_CHARS)
-    label: Any
-
-
-class FeedbackCreate(_Body):
-    labels: list[LabelItem] = Field(..., min_length=1)
-
-
-class OperatorAction(_Body):
-    reason: Annotated[str, Text] = Field(..., min_length=1, max_length=REASON_CHARS)
+P = TypeVar("P", bound=BaseModel)
 
 
 Actor = Annotated[str, Header(max_length=KEY_CHARS, description="who acts (recorded in the event log)")]
@@ -82,9 +67,9 @@ def service(request: Request) -> LoopService:
 Service = Annotated[LoopService, Depends(service)]
 
 
-def _page(data: list[dict[str, Any]]) -> dict[str, Any]:
+def _page(page: type[P], data: list[dict[str, Any]]) -> P:
     """A listing's answer: the items, and how many."""
-    return {"data": data, "count": len(data)}
+    return page.model_validate({"data": data, "count": len(data)})
 
 
 _MEDIA = {"text/csv": ".csv", "application/vnd.apache.parquet": ".parquet", "application/x-parquet": ".parquet",
@@ -95,33 +80,36 @@ data = APIRouter(tags=["data"])
 
 @data.post("/v1/ingest", operation_id="ingest_batch", dependencies=[Depends(role("labeler"))])
 def ingest(svc: Service, body: BatchCreate,
-           idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> dict[str, Any]:
-    return svc.ingest(body.rows, batch_id=body.batch_id or idempotency_key, source=body.source)
+           idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> IngestAnswer:
+    return IngestAnswer.model_validate(svc.ingest(body.rows, batch_id=body.batch_id or idempotency_key,
+                                                  source=body.source))
 
 
 @data.post("/v1/ingest/file", operation_id="ingest_file", dependencies=[Depends(role("labeler"))])
 async def ingest_file(svc: Service, request: Request, batch_id: Key = None,
                       source: Annotated[str, Query(min_length=1, max_length=KEY_CHARS)] = "upload",
-                      idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> Any:
+                      idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> IngestAnswer:
     kind = request.headers.get("content-type", "").split(";")[0].strip()
     suffix = _MEDIA.get(kind)
     if suffix is None:
         raise UnsupportedMediaError(f"content-type {kind!r} is not text/csv, application/vnd.apache.parquet "
                                     "or application/json", field="content-type")
     body = await request.body()
-    return await run_in_threadpool(svc.ingest_file, body, suffix, batch_id=batch_id or idempotency_key,
-                                   source=source)
+    return IngestAnswer.model_validate(await run_in_threadpool(svc.ingest_file, body, suffix,
+                                                               batch_id=batch_id or idempotency_key, source=source))
 
 
 @data.post("/v1/feedback", operation_id="send_feedback", dependencies=[Depends(role("labeler"))])
-def feedback(svc: Service, body: FeedbackCreate) -> dict[str, Any]:
-    return svc.feedback([(item.prediction_id, item.label) for item in body.labels])
+def feedback(svc: Service, body: FeedbackCreate) -> FeedbackAnswer:
+    return FeedbackAnswer.model_validate(svc.feedback([(item.prediction_id, item.label) for item in body.labels]))
 
 
 predictions = APIRouter(tags=["predictions"])
 
 
-@predictions.post("/v1/predict", operation_id="predict", dependencies=[Depends(role("reader"))])
+# the hot path answers its dict as it is: the model documents it without validating every answer again
+@predictions.post("/v1/predict", operation_id="predict", dependencies=[Depends(role("reader"))],
+                  response_model=None, responses={200: {"model": PredictionAnswer}})
 async def predict(request: Request, body: PredictionRequest, response: Response) -> dict[str, Any]:
     out: dict[str, Any] = await request.app.state.batcher.submit((body.rows, body.keys))
     response.headers["x-model-version"] = ",".join(sorted({str(i["version"]) for i in out["data"]}))
@@ -132,27 +120,28 @@ loop = APIRouter(tags=["loop"])
 
 
 @loop.get("/v1/status", operation_id="get_status", dependencies=[Depends(role("reader"))])
-def status(svc: Service) -> dict[str, Any]:
-    return svc.status()
+def status(svc: Service) -> StatusAnswer:
+    return StatusAnswer.model_validate(svc.status())
 
 
 @loop.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
-def decisions(svc: Service, kind: Kind = None, limit: Limit = 100) -> dict[str, Any]:
-    return _page(svc.decisions(kind, limit))
+def decisions(svc: Service, kind: Kind = None, limit: Limit = 100) -> Page[DecisionItem]:
+    return _page(Page[DecisionItem], svc.decisions(kind, limit))
 
 
 @loop.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
-def events(svc: Service, kind: Kind = None, limit: Limit = 200) -> dict[str, Any]:
-    return _page(svc.events(kind, limit))
+def events(svc: Service, kind: Kind = None, limit: Limit = 200) -> Page[EventItem]:
+    return _page(Page[EventItem], svc.events(kind, limit))
 
 
 @loop.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])
-def tick(svc: Service) -> dict[str, Any]:
+def tick(svc: Service) -> TickAnswer:
     rep = svc.tick()
     d = rep.decision
-    return {**rep.to_dict(), "decision": d.kind if d else None, "reasons": list(d.reasons) if d else [],
-            "triggers": list(d.triggers) if d else [], "guard": d.guard if d else None,
-            "verdict": None if rep.verdict is None else rep.verdict.to_dict()}
+    return TickAnswer.model_validate({
+        **rep.to_dict(), "decision": d.kind if d else None, "reasons": list(d.reasons) if d else [],
+        "triggers": list(d.triggers) if d else [], "guard": d.guard if d else None,
+        "verdict": None if rep.verdict is None else rep.verdict.to_dict()})
 
 
 @loop.get("/metrics", operation_id="metrics", include_in_schema=False)
@@ -164,40 +153,40 @@ models = APIRouter(tags=["models"])
 
 
 @models.get("/v1/models", operation_id="list_models", dependencies=[Depends(role("reader"))])
-def list_models(svc: Service) -> dict[str, Any]:
-    return _page(svc.models())
+def list_models(svc: Service) -> Page[ModelItem]:
+    return _page(Page[ModelItem], svc.models())
 
 
 @models.post("/v1/models/{version}/promote", operation_id="promote_model", dependencies=[Depends(role("operator"))])
-def promote(svc: Service, version: Version, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-    return {"champion": version, "moved": svc.promote(version, actor=x_actor, reason=body.reason)}
+def promote(svc: Service, version: Version, body: OperatorAction, x_actor: Actor = "operator") -> PromoteAnswer:
+    return PromoteAnswer(champion=version, moved=svc.promote(version, actor=x_actor, reason=body.reason))
 
 
 @models.post("/v1/rollback", operation_id="rollback", dependencies=[Depends(role("operator"))])
-def rollback(svc: Service, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
-    return {"champion": svc.rollback(actor=x_actor, reason=body.reason)}
+def rollback(svc: Service, body: OperatorAction, x_actor: Actor = "operator") -> RollbackAnswer:
+    return RollbackAnswer(champion=svc.rollback(actor=x_actor, reason=body.reason))
 
 
 rollouts = APIRouter(tags=["rollouts"])
 
 
 @rollouts.get("/v1/rollouts", operation_id="list_rollouts", dependencies=[Depends(role("reader"))])
-def list_rollouts(svc: Service) -> dict[str, Any]:
-    return _page(svc.rollouts())
+def list_rollouts(svc: Service) -> Page[RolloutItem]:
+    return _page(Page[RolloutItem], svc.rollouts())
 
 
 @rollouts.post("/v1/rollouts/{rollout_id}/approve", operation_id="approve_rollout",
                dependencies=[Depends(role("operator"))])
-def approve(svc: Service, rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
+def approve(svc: Service, rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> RolloutAnswer:
     svc.approve(rollout_id, actor=x_actor, reason=body.reason)
-    return {"rollout_id": rollout_id, "status": "running"}
+    return RolloutAnswer(rollout_id=rollout_id, status="running")
 
 
 @rollouts.post("/v1/rollouts/{rollout_id}/abort", operation_id="abort_rollout",
                dependencies=[Depends(role("operator"))])
-def abort(svc: Service, rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> dict[str, Any]:
+def abort(svc: Service, rollout_id: str, body: OperatorAction, x_actor: Actor = "operator") -> RolloutAnswer:
     svc.abort(rollout_id, actor=x_actor, reason=body.reason)
-    return {"rollout_id": rollout_id, "status": "rolled_back"}
+    return RolloutAnswer(rollout_id=rollout_id, status="rolled_back")
 
 
 ROUTERS = (data, predictions, loop, models, rollouts)

@@ -254,7 +254,7 @@ class LoopService:
     def _store_journaled(self, entries: list[Entry]) -> int:
         ids = [i for e in entries for i in e.ids]
         key = predicted_batch_id(ids)  # the batch id the worker gives the same requests
-        if self.loop.meta.find_batch("predict", key) is None:  # the worker had not stored them
+        if self.loop.meta.batches.find("predict", key) is None:  # the worker had not stored them
             rows = pd.DataFrame.from_records([r for e in entries for r in e.rows])
             self.loop.ingest(rows, source="predict", batch_id=key, row_ids=ids)
         log = self.loop.predictions
@@ -474,15 +474,15 @@ class LoopService:
 
     def decisions(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
         with self.lock:
-            return self.loop.meta.list_decisions(kind)[-limit:]
+            return [d.to_dict() for d in self.loop.meta.decisions.list(kind)[-limit:]]
 
     def events(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
         with self.lock:
-            return self.loop.events.list(kind)[-limit:]
+            return [e.to_dict() for e in self.loop.events.list(kind)[-limit:]]
 
     def rollouts(self) -> list[dict[str, Any]]:
         with self.lock:
-            return self.loop.meta.list_rollouts()
+            return [r.to_dict() for r in self.loop.meta.rollouts.list()]
 
     # -- an operator's actions ----------------------------------------------------------------
     def promote(self, version: int, *, actor: str, reason: str) -> bool:

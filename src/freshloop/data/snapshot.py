@@ -18,7 +18,7 @@ import pandas as pd
 from ..clock import parse_duration
 from ..errors import NotFoundError
 from ..spec import WindowSpec
-from ..store import MetadataStore
+from ..store import MetadataStore, SnapshotRecord
 from .view import View
 
 __all__ = ["Snapshot", "Snapshots", "snapshot_id"]
@@ -79,7 +79,7 @@ class Snapshots:
         self._rows.move_to_end(sid)
         while len(self._rows) > SNAPSHOTS_KEPT:
             self._rows.popitem(last=False)
-        self.meta.add_snapshot(sid, snap.to_dict(), snap.rows, cutoff, now)
+        self.meta.runs.add_snapshot(SnapshotRecord(sid, snap.to_dict(), snap.rows, cutoff, now))
         return snap
 
     def positions(self, snapshot_id: str) -> np.ndarray | None:

@@ -17,7 +17,7 @@ import pandas as pd
 
 from ..errors import ConflictError, DataError
 from ..spec import DataSpec, WindowSpec
-from ..store import BlobStore, MetadataStore
+from ..store import Batch, BlobStore, MetadataStore, QuarantineItem
 from .files import MalformedRow, read_submission
 from .parquet import batch_path, put_parquet, read_parquet
 from .quarantine import Quarantine
@@ -92,14 +92,14 @@ class DataStore:
         self.spec = spec
         self.meta = meta
         self.blobs = blobs
-        locked = meta.get_schema(name)
+        locked = meta.schemas.get(name)
         self.schema: Schema | None = Schema.from_dict(locked) if locked else None
         self.view = View(blobs, view_bytes=view_bytes)
         self.snapshots = Snapshots(self.view, meta)
         self.quarantine = Quarantine(meta, blobs)
-        for b in meta.list_batches():  # the view, rebuilt from the stored batches
-            if b["path"] and b["rows_accepted"]:
-                self._apply(b["kind"], b["id"], read_parquet(blobs.get_bytes(b["path"])))
+        for b in meta.batches.list():  # the view, rebuilt from the stored batches
+            if b.path and b.rows_accepted:
+                self._apply(b.kind, b.id, read_parquet(blobs.get_bytes(b.path)))
 
     # -- ingest -------------------------------------------------------------------------------
     def ingest(self, frame: pd.DataFrame, *, now: float, source: str = "api", batch_id: str | None = None,
@@ -120,7 +120,7 @@ class DataStore:
         if self.schema is None:
             if len(frame) == 0:
                 raise DataError("batch: no readable rows to learn the schema from.", field="rows")
-            self.schema = Schema.from_dict(self.meta.lock_schema(self.name, infer_schema(frame, self.spec).to_dict(),
+            self.schema = Schema.from_dict(self.meta.schemas.lock(self.name, infer_schema(frame, self.spec).to_dict(),
                                                                  now))
         bid = self._batch_id("features", source, key)
         res = validate_frame(frame, self.schema, self.spec.quality, now=now)
@@ -203,11 +203,12 @@ class DataStore:
             if label in row and row[label].notna().iloc[0]:
                 out.append({"batch_id": self.view.batch_of(p), "source": "features",
                             "label": _plain(row[label].iloc[0]), "at": float(row["_arrived"].iloc[0])})
-        for b in sorted(self.meta.list_batches("labels", accepted_only=True), key=lambda b: b["created_at"]):
-            frame = read_parquet(self.blobs.get_bytes(b["path"]))
+        for b in sorted(self.meta.batches.list("labels", accepted_only=True), key=lambda b: b.created_at):
+            assert b.path is not None  # it has accepted rows
+            frame = read_parquet(self.blobs.get_bytes(b.path))
             for lab, t in zip(frame.loc[frame["_row_id"] == row_id, "_label"],
                               frame.loc[frame["_row_id"] == row_id, "_label_time"], strict=True):
-                out.append({"batch_id": b["id"], "source": b["source"], "label": _plain(lab), "at": float(t)})
+                out.append({"batch_id": b.id, "source": b.source, "label": _plain(lab), "at": float(t)})
         return out
 
     def _batch_id(self, kind: str, source: str, key: str) -> str:
@@ -221,16 +222,16 @@ class DataStore:
         return [f"{bid}:{j}" for j in range(n)]
 
     def _idempotent(self, kind: str, source: str, key: str, content: str) -> IngestResult | None:
-        row = self.meta.find_batch(source, key)
+        row = self.meta.batches.find(source, key)
         if row is None:
             return None
-        if row["content_hash"] != content or row["kind"] != kind:
+        if row.content_hash != content or row.kind != kind:
             raise ConflictError(f"batch {key!r} from {source!r} was already ingested with different content "
                                 f"(rule: a batch id names one content).", field="batch_id", rule="idempotency",
                                 value=key)
-        q = [r["id"] for r in self.meta.list_quarantine() if r["batch_id"] == row["id"]]
-        return IngestResult(row["id"], kind, source, key, row["status"], row["rows_submitted"], row["rows_accepted"],
-                            row["rows_quarantined"], list(row["reasons"]), q[0] if q else None, replayed=True)
+        q = self.meta.batches.quarantined(batch_id=row.id)
+        return IngestResult(row.id, kind, source, key, row.status, row.rows_submitted, row.rows_accepted,
+                            row.rows_quarantined, list(row.reasons), q[0].id if q else None, replayed=True)
 
     def _commit(self, kind: str, bid: str, source: str, key: str, content: str, submitted: int,
                 acc: pd.DataFrame, rej: pd.DataFrame, batch_reasons: list[str], raw: bytes | None,
@@ -249,16 +250,16 @@ class DataStore:
         qrow = self.quarantine.hold(bid, rej, reasons, now) if len(rej) else None
         status = "accepted" if not len(rej) else ("quarantined" if not len(acc) else "partial")
         times = acc["_time"] if "_time" in acc else pd.Series([now])
-        self.meta.add_batch(dict(id=bid, kind=kind, source=source, source_batch_id=key, content_hash=content,
-                                 status=status, rows_submitted=submitted, rows_accepted=len(acc),
-                                 rows_quarantined=len(rej), path=path, raw_path=raw_path,
-                                 t_min=float(times.min()) if len(acc) else None,
-                                 t_max=float(times.max()) if len(acc) else None, created_at=now,
-                                 reasons=reasons), qrow)
+        self.meta.batches.add(Batch(id=bid, kind=kind, source=source, source_batch_id=key, content_hash=content,
+                                    status=status, rows_submitted=submitted, rows_accepted=len(acc),
+                                    rows_quarantined=len(rej), path=path, raw_path=raw_path,
+                                    t_min=float(times.min()) if len(acc) else None,
+                                    t_max=float(times.max()) if len(acc) else None, created_at=now,
+                                    reasons=reasons), qrow)
         if len(acc):
             self._apply(kind, bid, acc)
         return IngestResult(bid, kind, source, key, status, submitted, len(acc), len(rej), reasons,
-                            str(qrow["id"]) if qrow else None, accepted_frame=acc)
+                            qrow.id if qrow else None, accepted_frame=acc)
 
     def _apply(self, kind: str, bid: str, acc: pd.DataFrame) -> None:
         if kind == "features":
@@ -307,7 +308,7 @@ class DataStore:
         return self.snapshots.read(snap)
 
     # -- quarantine (see :class:`~.quarantine.Quarantine`) ------------------------------------
-    def quarantined(self, status: str | None = "held") -> list[dict[str, Any]]:
+    def quarantined(self, status: str | None = "held") -> list[QuarantineItem]:
         return self.quarantine.items(status)
 
     def read_quarantine(self, qid: str) -> pd.DataFrame:

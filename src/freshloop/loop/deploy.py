@@ -54,29 +54,26 @@ class Deployer:
         ctx = self.ctx
         version = ctx.registry.alias("champion")
         if version is not None:
-            moves = [m for m in ctx.meta.alias_history("champion") if m.new_version == version]
+            moves = [m for m in ctx.meta.versions.alias_history("champion") if m.new_version == version]
             self._install(self._stage(version, ctx.registry.load(version),
                                       promoted_at=moves[-1].at if moves else None))
-        for row in ctx.meta.list_rollouts():
-            if row["status"] in ("running", "awaiting_approval") and ctx.champion:
-                spec = ctx.spec.rollout
-                ctx.rollout = Rollout(row["id"], row["version"], row["champion_version"], row["strategy"],
-                                      tuple(spec.steps), row["started_at"], row["step"], row["step_started_at"],
-                                      row["status"], list(row["evidence"]))
-                for k, v in ctx.outcomes.step_evidence(row["version"]).items():  # what the step gathered so far
+        for rec in ctx.meta.rollouts.list():
+            if rec.status in ("running", "awaiting_approval") and ctx.champion:
+                ctx.rollout = Rollout.from_record(rec, tuple(ctx.spec.rollout.steps))
+                for k, v in ctx.outcomes.step_evidence(rec.version).items():  # what the step gathered so far
                     setattr(ctx.rollout, k, v)
-                ctx.candidate = RolloutCandidate(row["version"], ctx.registry.load(row["version"]))
+                ctx.candidate = RolloutCandidate(rec.version, ctx.registry.load(rec.version))
                 ctx.candidate.bundle.compile()
 
     def restore_rollbacks(self) -> None:
         """The consecutive automatic rollbacks so far, from the event log: enough of them stop promotion."""
         ctx = self.ctx
         events = sorted((e for kind in ("rollout_rolled_back", "alias_moved", "auto_promotion_resumed")
-                         for e in ctx.meta.list_events(kind)), key=lambda e: e["id"])
+                         for e in ctx.meta.events.list(kind)), key=lambda e: e.id)
         for e in events:
-            if e["kind"] == "rollout_rolled_back":
-                self.auto_rollbacks += bool(e["payload"].get("automatic"))
-            elif e["kind"] == "auto_promotion_resumed" or e["payload"].get("automatic", True):
+            if e.kind == "rollout_rolled_back":
+                self.auto_rollbacks += bool(e.payload.get("automatic"))
+            elif e.kind == "auto_promotion_resumed" or e.payload.get("automatic", True):
                 self.auto_rollbacks = 0  # an automatic promotion, or the operator's that resumed them
         self.auto_promotion = self.auto_rollbacks < ctx.spec.rollout.max_auto_rollbacks
 
@@ -105,7 +102,7 @@ class Deployer:
             ctx.candidate = RolloutCandidate(version, bundle)
             ctx.outcomes.step_started(version, now)
         ctx.registry.set_alias(strategy, version, actor=ctx.actor, reason=f"rollout {rid} started", now=now)
-        ctx.meta.save_rollout(ctx.rollout.to_row(now))
+        ctx.meta.rollouts.save(ctx.rollout.to_record(now))
         ctx.events.record("rollout_started", f"{strategy} of version {version} against champion "
                           f"{ctx.champion.version}", {"rollout_id": rid, "version": version})
 
@@ -131,7 +128,7 @@ class Deployer:
             ctx.outcomes.step_started(r.version, now)
             if ctx.spec.rollout.manual_approval and r.step == len(r.steps) - 1:
                 r.status = "awaiting_approval"
-            ctx.meta.save_rollout(r.to_row(now))
+            ctx.meta.rollouts.save(r.to_record(now))
             ctx.events.record("rollout_step", f"rollout {r.id} to {r.share:g}%: {out.detail}",
                               {"rollout_id": r.id, "step": r.step})
         else:
@@ -151,7 +148,7 @@ class Deployer:
         with ctx.lock:
             r.status = status
             ctx.candidate = None
-        ctx.meta.save_rollout(r.to_row(now))
+        ctx.meta.rollouts.save(r.to_record(now))
         if ctx.registry.alias(r.strategy) == r.version:
             ctx.registry.set_alias(r.strategy, None, actor=ctx.actor, reason=reason, now=now)
         ctx.events.record("rollout_" + status, reason, {"rollout_id": r.id, "version": r.version,
@@ -166,7 +163,7 @@ class Deployer:
             raise NotFoundError(f"no rollout {rollout_id!r} awaiting approval.", field="rollout_id", value=rollout_id)
         with ctx.lock:
             r.status = "running"
-        ctx.meta.save_rollout(r.to_row(ctx.clock.now()))
+        ctx.meta.rollouts.save(r.to_record(ctx.clock.now()))
         ctx.events.record("rollout_approved", reason, {"rollout_id": r.id}, actor=actor)
 
     def promote(self, version: int, *, actor: str, reason: str) -> bool:
@@ -176,7 +173,7 @@ class Deployer:
         automatic promotion after consecutive rollbacks stopped it)."""
         ctx = self.ctx
         now = ctx.clock.now()
-        old, rev = ctx.meta.get_alias("champion")
+        old, rev = ctx.meta.versions.alias("champion")
         automatic = actor == ctx.actor
         if old == version:
             if not automatic:
@@ -266,7 +263,7 @@ class Deployer:
             return pd.DataFrame()
         data = self.ctx.data
         try:
-            body = data.meta.get_snapshot(snapshot_id)["body"]
+            body = data.meta.runs.snapshot(snapshot_id).body
             return data.read_snapshot(Snapshot(**{**body, "batch_ids": tuple(body["batch_ids"]),
                                                   "label_batch_ids": tuple(body["label_batch_ids"])}))
         except NotFoundError:

@@ -225,7 +225,7 @@ class Loop:
         with self.ctx.lock:  # the decision reads what requests write; training runs after, outside the lock
             decision = self._decide(now, report)
         report.decision = decision
-        self.meta.add_decision(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
+        self.meta.decisions.add(now, decision.kind, getattr(decision, "run_key", None), list(decision.reasons),
                                self.memory.to_store(), triggers=list(decision.triggers), guard=decision.guard)
         if isinstance(decision, Retrain):
             self.events.record("decision_retrain", "; ".join(decision.reasons),
@@ -245,7 +245,7 @@ class Loop:
         if self.ctx.champion is None:  # a first model, once there are labeled rows enough to train and judge one
             return bootstrap(now, labeled=int(np.isfinite(self.data.label_times()).sum()),
                              needed=2 * self.spec.gate.min_holdout_rows,
-                             tried=self.meta.find_run(run_key("bootstrap", now)) is not None)
+                             tried=self.meta.runs.find(run_key("bootstrap", now)) is not None)
         signals = self.ctx.monitor().signals(now, last_trained_at=self.training.last_trained_at,
                                              champion_since=self.ctx.champion.lineage.get("promoted_at"))
         report.signals = signals

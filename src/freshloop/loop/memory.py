@@ -51,8 +51,8 @@ class PolicyMemory:
             promoted_at = ctx.champion.lineage.get("promoted_at") if ctx.champion else None
             if since is not None and (promoted_at is None or since > promoted_at):  # trained, not yet promoted
                 mon.drift_at_training = next(
-                    (dict(d["state"].get("drift", {})) for d in reversed(ctx.meta.list_decisions("retrain"))
-                     if d["at"] == since and d.get("state")), {})
-        last = ctx.meta.last_decision()
-        if last is not None and last.get("state"):
-            self.streaks = tuple((str(k), int(v)) for k, v in last["state"].get("streaks", []))
+                    (dict(d.state.get("drift", {})) for d in reversed(ctx.meta.decisions.list("retrain"))
+                     if d.at == since and d.state), {})
+        last = ctx.meta.decisions.last()
+        if last is not None and last.state:
+            self.streaks = tuple((str(k), int(v)) for k, v in last.state.get("streaks", []))

@@ -21,6 +21,7 @@ from ..data.snapshot import Snapshot
 from ..evaluate.gate import Verdict, judge
 from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
+from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, ModelBundle, TrainingFailed, TrainRequest, train_candidate
 from .context import Context, TickReport
 from .deploy import Deployer
@@ -70,12 +71,12 @@ class FollowUp:
         if not self.enabled:
             return
         since = None
-        for d in self.ctx.meta.list_decisions("retrain"):
-            triggers = d["triggers"] or []
+        for d in self.ctx.meta.decisions.list("retrain"):
+            triggers = d.triggers or []
             if "follow-up" in triggers:
                 since = None
             if triggers and triggers[0] in CHANGE_TRIGGERS:
-                since = float(d["at"])
+                since = float(d.at)
         self.pending = None if since is None else PendingFollowUp(since, self.size())
 
     def amend(self, decision: Decision, now: float) -> Decision:
@@ -134,14 +135,14 @@ class TrainingRun:
         self.refit_due: PendingRefit | None = None
 
     def restore(self) -> None:
-        runs = self.ctx.meta.list_runs()
+        runs = self.ctx.meta.runs.list()
         if runs:
-            self.last_trained_at = max(r["created_at"] for r in runs)
-            self.retrain_times = tuple(r["created_at"] for r in runs)
+            self.last_trained_at = max(r.created_at for r in runs)
+            self.retrain_times = tuple(r.created_at for r in runs)
 
     def run(self, decision: Retrain, now: float, report: TickReport) -> None:
         ctx, gate = self.ctx, self.ctx.spec.gate
-        if ctx.meta.find_run(decision.run_key):  # the same tick ran before (a restart): runs are idempotent
+        if ctx.meta.runs.find(decision.run_key):  # the same tick ran before (a restart): runs are idempotent
             ctx.events.record("run_exists", f"run {decision.run_key} was already trained; not training it twice",
                               {"run_key": decision.run_key})
             return
@@ -231,9 +232,9 @@ class TrainingRun:
         cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
                              "cutoff": float(train["_label_time"].max()) if "_label_time" in train and len(train)
                              else now, "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
-        ctx.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
-                              status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
-                              train_seconds=cand.train_seconds, created_at=now))
+        ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
+                                    status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
+                                    train_seconds=cand.train_seconds, created_at=now))
         ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}",
                           {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
         return cand, train
@@ -261,8 +262,8 @@ class TrainingRun:
                 base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
         verdict = judge(ctx.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=ctx.spec.model.seed,
                         champion_seen=seen)
-        ctx.meta.add_verdict(verdict_id, run_id, verdict.passed, {**verdict.to_dict(), "snapshot_id": snapshot_id},
-                             now)
+        ctx.meta.runs.add_verdict(VerdictRecord(verdict_id, run_id, verdict.passed,
+                                                {**verdict.to_dict(), "snapshot_id": snapshot_id}, now))
         ctx.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
                           {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
         if verdict.passed:
@@ -357,6 +358,6 @@ class TrainingRun:
                    lineage: dict[str, str]) -> None:
         """A run that produced no model (failed or deferred): its row, so a restart counts it, and its event."""
         ctx = self.ctx
-        ctx.meta.add_run(dict(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=ctx.spec.model.mode,
-                              status=status, lineage=lineage, train_rows=0, train_seconds=0.0, created_at=now))
+        ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=ctx.spec.model.mode,
+                                    status=status, lineage=lineage, train_rows=0, train_seconds=0.0, created_at=now))
         ctx.events.record(f"run_{status}", next(iter(lineage.values())), {"run_id": run_id, "snapshot_id": snap.id})

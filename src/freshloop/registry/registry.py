@@ -28,33 +28,15 @@ import hashlib
 import hmac
 import pickle
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import Any
 
 from ..errors import IntegrityError
-from ..store import AliasMove, BlobStore, MetadataStore
+from ..store import AliasMove, BlobStore, MetadataStore, ModelVersion
 from ..store.keys import sign
 
 __all__ = ["ModelVersion", "Registry"]
 
 _KEEP_LOADED = 8  # models kept in memory after registering or loading them
-
-
-@dataclass(frozen=True)
-class ModelVersion:
-    version: int
-    run_id: str
-    verdict_id: str | None
-    artifact_sha256: str
-    artifact_path: str
-    lineage: dict[str, Any]
-    created_at: float
-    artifact_hmac: str | None = None
-
-    @classmethod
-    def from_row(cls, row: dict[str, Any]) -> ModelVersion:
-        return cls(row["version"], row["run_id"], row["verdict_id"], row["artifact_sha256"], row["artifact_path"],
-                   dict(row["lineage"]), row["created_at"], row.get("artifact_hmac"))
 
 
 class Registry:
@@ -73,11 +55,10 @@ class Registry:
         path = f"artifacts/sha256/{sha[:2]}/{sha}"
         if not self.blobs.exists(path):
             self.blobs.put_bytes(path, data)
-        row = dict(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha, artifact_path=path,
-                   artifact_hmac=sign(data), lineage=lineage, created_at=now)
-        version = self.meta.add_version(row)
-        self._keep(version, model)
-        return ModelVersion.from_row({**row, "version": version})
+        mv = self.meta.versions.add(run_id=run_id, verdict_id=verdict_id, artifact_sha256=sha, artifact_path=path,
+                                    artifact_hmac=sign(data), lineage=lineage, created_at=now)
+        self._keep(mv.version, model)
+        return mv
 
     def _keep(self, version: int, model: Any) -> None:
         self._loaded[version] = model
@@ -86,10 +67,10 @@ class Registry:
             self._loaded.popitem(last=False)
 
     def get(self, version: int) -> ModelVersion:
-        return ModelVersion.from_row(self.meta.get_version(version))
+        return self.meta.versions.get(version)
 
     def versions(self) -> list[ModelVersion]:
-        return [ModelVersion.from_row(r) for r in self.meta.list_versions()]
+        return self.meta.versions.list()
 
     def load(self, version: int) -> Any:
         """The model of ``version``, after checking its bytes against the recorded sha256."""
@@ -122,21 +103,21 @@ class Registry:
         self._loaded.pop(version, None)
 
     def alias(self, name: str) -> int | None:
-        return self.meta.get_alias(name)[0]
+        return self.meta.versions.alias(name)[0]
 
     def aliases(self) -> dict[str, int | None]:
-        return self.meta.all_aliases()
+        return self.meta.versions.aliases()
 
     def set_alias(self, name: str, version: int | None, *, actor: str, reason: str, now: float,
                   expected_revision: int | None = None) -> AliasMove:
         """Point ``name`` at ``version`` (or clear it); ``expected_revision`` makes it a compare-and-set."""
         if version is not None:
             self.get(version)  # NotFound for an unknown version
-        rev = self.meta.get_alias(name)[1] if expected_revision is None else expected_revision
-        return self.meta.move_alias(name, version, expected_revision=rev, actor=actor, reason=reason, at=now)
+        rev = self.meta.versions.alias(name)[1] if expected_revision is None else expected_revision
+        return self.meta.versions.move_alias(name, version, expected_revision=rev, actor=actor, reason=reason, at=now)
 
     def revision(self, name: str) -> int:
-        return self.meta.get_alias(name)[1]
+        return self.meta.versions.alias(name)[1]
 
     def history(self, name: str | None = None) -> list[AliasMove]:
-        return self.meta.alias_history(name)
+        return self.meta.versions.alias_history(name)

@@ -24,7 +24,7 @@ from ..data.times import to_seconds, unit_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset
-from ..store import open_stores
+from ..store import DecisionRecord, open_stores
 from ..train.model import import_estimator, is_river
 
 __all__ = ["default_compare", "replay", "replay_together", "resolve_policy", "supports_online"]
@@ -325,15 +325,15 @@ def _tick(r: _Run, k: int, total: int) -> None:
         r.drift_series.append({f: round(s.value, 6) for f, s in rep.signals.drift.items()})
 
 
-def _decisions(decisions: list[dict[str, Any]]) -> dict[str, Any]:
+def _decisions(decisions: list[DecisionRecord]) -> dict[str, Any]:
     """The retrain decisions, and how many decisions of each kind each trigger (retrains, by the first) or
     guard (skips) made."""
-    retrains = [{"at": d["at"], "run_key": d["run_key"], "reasons": d["reasons"], "triggers": d["triggers"]}
-                for d in decisions if d["kind"] == "retrain"]
+    retrains = [{"at": d.at, "run_key": d.run_key, "reasons": d.reasons, "triggers": d.triggers}
+                for d in decisions if d.kind == "retrain"]
     counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}
     for d in decisions:
-        head = (d["triggers"] or ["?"])[0] if d["kind"] == "retrain" else d["guard"] or "?"
-        by = counts.setdefault(d["kind"], {})
+        head = (d.triggers or ["?"])[0] if d.kind == "retrain" else d.guard or "?"
+        by = counts.setdefault(d.kind, {})
         by[head] = by.get(head, 0) + 1
     return {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]}
 
@@ -362,7 +362,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     arr, at = arr[order], at[order]
     chunks = np.array_split(np.arange(len(arr)), min(_SERIES_POINTS, max(len(arr), 1)))
     series = [{"t": float(at[c[-1]]), "metric": float(metric.aggregate(arr[c]))} for c in chunks if len(c)]
-    verdicts = loop.meta.list_verdicts()
+    verdicts = loop.meta.runs.verdicts()
     lags, never_deployed = _data_to_deploy(loop)
     unit_name = _time_unit(spec)
     unit = unit_seconds(unit_name)
@@ -391,8 +391,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "mean_staleness": round(float(np.mean(staleness)) / unit, 4) if staleness else None,
         "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
         "labels_never_deployed": never_deployed,
-        "decisions": _decisions(loop.meta.list_decisions()),
-        "verdicts": [{"at": v["created_at"], "passed": v["passed"], "reason": v["body"]["reason"]} for v in verdicts],
+        "decisions": _decisions(loop.meta.decisions.list()),
+        "verdicts": [{"at": v.created_at, "passed": v.passed, "reason": v.body["reason"]} for v in verdicts],
         "series": series,
         "retrain_times": run.retrain_at,
         "drift": {"t": run.drift_at, "values": run.drift_series},

@@ -24,6 +24,7 @@ from ..clock import parse_duration
 from ..evaluate.gate import paired_bootstrap
 from ..evaluate.metrics import Metric
 from ..spec import GateSpec, RolloutSpec
+from ..store.entities import RolloutRecord
 
 __all__ = ["Action", "Rollout", "Status", "StepOutcome", "Strategy", "analyze_step", "route_to_candidate"]
 
@@ -90,10 +91,18 @@ class Rollout:
         self.errors, self.last_error = 0, ""
         self.cand_seconds = self.champ_seconds = 0.0
 
-    def to_row(self, now: float) -> dict[str, Any]:
-        return dict(id=self.id, version=self.version, champion_version=self.champion_version, strategy=self.strategy,
-                    status=self.status, step=self.step, started_at=self.started_at,
-                    step_started_at=self.step_started_at, updated_at=now, evidence=self.evidence)
+    def to_record(self, now: float) -> RolloutRecord:
+        """As the metadata store keeps it (what a restart reads back, with :meth:`from_record`)."""
+        return RolloutRecord(id=self.id, version=self.version, champion_version=self.champion_version,
+                             strategy=self.strategy, status=self.status, step=self.step, started_at=self.started_at,
+                             step_started_at=self.step_started_at, updated_at=now, evidence=self.evidence)
+
+    @classmethod
+    def from_record(cls, rec: RolloutRecord, steps: tuple[float, ...]) -> Rollout:
+        """A stored rollout, with the spec's ``steps`` (the evidence its step gathered is added by the caller)."""
+        return cls(rec.id, rec.version, rec.champion_version, rec.strategy,  # type: ignore[arg-type]
+                   steps, rec.started_at, rec.step, rec.step_started_at, rec.status,  # type: ignore[arg-type]
+                   list(rec.evidence))
 
 
 @dataclass(frozen=True)

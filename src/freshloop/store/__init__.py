@@ -14,9 +14,23 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from .blobs import BlobStore, LocalBlobStore
-from .sql import AliasMove, MetadataStore, migrate
+from .entities import (
+    AliasMove,
+    Batch,
+    DecisionRecord,
+    Event,
+    ModelVersion,
+    QuarantineItem,
+    RolloutRecord,
+    RunRecord,
+    SnapshotRecord,
+    VerdictRecord,
+)
+from .sql import MetadataStore, migrate
 
-__all__ = ["AliasMove", "BlobStore", "LocalBlobStore", "MetadataStore", "migrate", "open_stores", "store_claim"]
+__all__ = ["AliasMove", "Batch", "BlobStore", "DecisionRecord", "Event", "LocalBlobStore", "MetadataStore",
+           "ModelVersion", "QuarantineItem", "RolloutRecord", "RunRecord", "SnapshotRecord", "VerdictRecord",
+           "migrate", "open_stores", "store_claim"]
 
 
 def writable(root: str | Path) -> Path:

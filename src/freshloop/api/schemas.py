@@ -1,0 +1,211 @@
+"""What the HTTP API takes and answers, as pydantic models: the OpenAPI schema documents both.
+
+Requests forbid unknown fields; answers list every field they carry. The answers of the listings are
+pages (``data`` and ``count``); their items are the metadata store's entities as JSON.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Generic, Literal, TypeVar
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from ..data.rules import not_unicode
+
+__all__ = ["BatchCreate", "DecisionItem", "EventItem", "FeedbackAnswer", "FeedbackCreate", "IngestAnswer",
+           "LabelItem", "ModelItem", "OperatorAction", "Page", "PredictionAnswer", "PredictionRequest",
+           "PromoteAnswer", "RollbackAnswer", "RolloutAnswer", "RolloutItem", "StatusAnswer", "TickAnswer"]
+
+# the longest key, name or reason a client may send (each is a column of the metadata store)
+KEY_CHARS, REASON_CHARS, LIST_MAX = 200, 1000, 10_000
+
+Text = AfterValidator(not_unicode)  # ids and reasons a client sends are stored: valid Unicode only
+T = TypeVar("T")
+
+
+# -- requests ---------------------------------------------------------------------------------
+class _Body(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BatchCreate(_Body):
+    rows: list[dict[str, Any]] = Field(..., min_length=1, description="records with the schema's columns (labels "
+                                                                      "optional)")
+    batch_id: Annotated[str | None, Text] = Field(None, min_length=1, max_length=KEY_CHARS,
+                                                  description="idempotency key; defaults to the content hash")
+    source: Annotated[str, Text] = Field("api", min_length=1, max_length=KEY_CHARS)
+
+
+class PredictionRequest(_Body):
+    rows: list[dict[str, Any]] = Field(..., min_length=1)
+    keys: list[str] | None = Field(None, description="routing keys (entity ids); default: prediction ids")
+
+
+class LabelItem(_Body):
+    prediction_id: Annotated[str, Text] = Field(..., max_length=KEY_CHARS)
+    label: Any
+
+
+class FeedbackCreate(_Body):
+    labels: list[LabelItem] = Field(..., min_length=1)
+
+
+class OperatorAction(_Body):
+    reason: Annotated[str, Text] = Field(..., min_length=1, max_length=REASON_CHARS)
+
+
+# -- answers ----------------------------------------------------------------------------------
+class Page(BaseModel, Generic[T]):
+    """A listing: its items, oldest first, and how many."""
+
+    data: list[T]
+    count: int
+
+
+class IngestAnswer(BaseModel):
+    """What became of a batch: rows accepted, rows quarantined (with the first reasons) and the ids to find
+    them by. ``replayed``: the batch id was seen before, and this is the first answer again."""
+
+    batch_id: str
+    kind: Literal["features", "labels"]
+    source: str
+    source_batch_id: str
+    status: Literal["accepted", "partial", "quarantined"]
+    submitted: int
+    accepted: int
+    quarantined: int
+    reasons: list[str]
+    quarantine_id: str | None
+    replayed: bool
+    unknown_row_ids: int
+    relabeled: int
+    relabel_examples: list[dict[str, Any]]
+    warnings: list[str]
+
+
+class FeedbackAnswer(BaseModel):
+    batch_id: str
+    accepted: int
+    quarantined: int
+    reasons: list[str]
+    unknown_prediction_ids: list[str] = Field(description="ids no prediction was logged under (their labels "
+                                                          "are stored, not scored)")
+    scored: int = Field(description="labels joined to a logged prediction and scored")
+
+
+class Prediction(BaseModel):
+    prediction_id: str = Field(description="send the label later under this id")
+    prediction: Any
+    version: int = Field(description="the model version that answered")
+    proba: dict[str, float] | None = Field(None, description="class probabilities (classification)")
+
+
+class PredictionAnswer(BaseModel):
+    data: list[Prediction]
+    count: int
+
+
+class RolloutStatus(BaseModel):
+    id: str
+    version: int
+    strategy: str
+    share: float
+    status: str
+
+
+class LoopStats(BaseModel):
+    retrains: int
+    promotions: int
+    rollbacks: int
+
+
+class StatusAnswer(BaseModel):
+    name: str
+    champion: int | None
+    schema_locked: bool
+    serving: str | None = Field(description="how the champion predicts: its compiled form, or why not")
+    rows: int
+    auto_promotion: bool
+    rollout: RolloutStatus | None
+    stats: LoopStats
+
+
+class ModelItem(BaseModel):
+    version: int
+    run_id: str
+    verdict_id: str | None
+    sha256: str
+    created_at: float
+    aliases: list[str]
+    snapshot_id: str | None
+    train_rows: int | None
+
+
+class DecisionItem(BaseModel):
+    """A tick's decision: ``triggers`` name what fired (a retrain), ``guard`` what held it (a skip)."""
+
+    id: int
+    at: float
+    kind: Literal["retrain", "skip"]
+    run_key: str | None
+    reasons: list[str]
+    state: dict[str, Any] | None
+    triggers: list[str] | None
+    guard: str | None
+
+
+class EventItem(BaseModel):
+    id: int
+    at: float
+    kind: str
+    actor: str
+    reason: str
+    payload: dict[str, Any]
+
+
+class RolloutItem(BaseModel):
+    id: str
+    version: int
+    champion_version: int | None
+    strategy: str
+    status: str
+    step: int
+    started_at: float
+    step_started_at: float
+    updated_at: float
+    evidence: list[dict[str, Any]]
+
+
+class TickAnswer(BaseModel):
+    """What one tick did: its decision, the training run and verdict if it trained, and what moved."""
+
+    now: float
+    decision: Literal["retrain", "skip"] | None
+    reasons: list[str]
+    triggers: list[str]
+    guard: str | None
+    run_id: str | None
+    run_failed: bool
+    run_error: str | None
+    deferred: str | None
+    verdict: dict[str, Any] | None
+    registered: int | None
+    promoted: int | None
+    refit: int | None
+    rolled_back: int | None
+    rollout_action: str | None
+    data_age: float | None
+
+
+class PromoteAnswer(BaseModel):
+    champion: int
+    moved: bool = Field(description="false when the version already was the champion (nothing recorded)")
+
+
+class RollbackAnswer(BaseModel):
+    champion: int
+
+
+class RolloutAnswer(BaseModel):
+    rollout_id: str
+    status: Literal["running", "rolled_back"]
