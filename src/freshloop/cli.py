@@ -240,9 +240,16 @@ def _stores(spec_path: Path) -> Iterator[Any]:
         meta.close()
 
 
-def _open(spec_path: Path, now: str | None = None) -> Any:
-    """The loop, for a command that only reads it (a server may be running on the same store)."""
-    return _loop(load_spec(spec_path), now)
+@contextmanager
+def _reading(spec_path: Path) -> Iterator[Any]:
+    """The loop's operations, for a command that only reads it (a server may be running on the same store)."""
+    from .operations import Operations
+
+    ops = Operations(_loop(load_spec(spec_path), None))
+    try:
+        yield ops
+    finally:
+        ops.close()
 
 
 def _loop(spec: LoopSpec, now: str | None) -> Any:
@@ -256,14 +263,19 @@ def _loop(spec: LoopSpec, now: str | None) -> Any:
 
 @contextmanager
 def _writing(spec_path: Path, command: str, now: str | None = None) -> Iterator[Any]:
-    """The loop, for a command that writes it: refused while a server or another command writes the store
-    (the server would never see what this one wrote), closed when the block ends."""
+    """The loop's operations (the HTTP service's own, :mod:`freshloop.operations`), for a command that writes
+    it: refused while a server or another command writes the store (the server would never see what this one
+    wrote), closed when the block ends."""
+    from .operations import Operations
     from .store import store_claim
 
     spec = load_spec(spec_path)
-    with store_claim(spec.name, spec.store.root or ".", spec.store.url, holder=f"`freshloop {command}`"), \
-            _loop(spec, now) as loop:
-        yield loop
+    with store_claim(spec.name, spec.store.root or ".", spec.store.url, holder=f"`freshloop {command}`"):
+        ops = Operations(_loop(spec, now))
+        try:
+            yield ops
+        finally:
+            ops.close()
 
 
 def _parse_now(value: str) -> float:
@@ -284,8 +296,10 @@ def ingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
            batch_id: Annotated[str | None, typer.Option(help="idempotency key (default: content hash)")] = None,
            now: NowOpt = None) -> None:
     """Validate and store a batch; bad rows are quarantined with reasons (exit code 3 if any)."""
-    with _writing(spec_path, "ingest", now) as loop:
-        res = loop.ingest_file(str(file), source=source, batch_id=batch_id)
+    from .data.files import read_submission
+
+    with _writing(spec_path, "ingest", now) as ops:
+        res = ops.ingest_submission(read_submission(str(file)), source=source, batch_id=batch_id)
     out.print_json(json.dumps(res.to_dict()))
     if res.quarantined:
         for r in res.reasons[:5]:
@@ -301,8 +315,8 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
     """Run one pass of the loop on the wall clock (what the serve worker does periodically).
 
     Exit code 1 when the tick's training run failed, with the reason on stderr, so an orchestrator sees it."""
-    with _writing(spec_path, "tick", now) as loop:
-        rep = loop.tick()
+    with _writing(spec_path, "tick", now) as ops:
+        rep = ops.tick()
     if json_out:
         out.print_json(json.dumps(rep.to_dict()))
     else:
@@ -335,9 +349,7 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             now: NowOpt = None) -> None:
     """Batch predictions from the champion, as a scheduled scoring job makes them: logged, so labels sent
     later with `freshloop feedback` are joined and scored, and the rows stored as the server stores them."""
-    from .loop import predicted_batch_id
-
-    with _writing(spec_path, "predict", now) as loop:
+    with _writing(spec_path, "predict", now) as ops:
         frame = _read_table(file)
         ids: list[str] | None = None
         if id_column is not None:
@@ -345,12 +357,11 @@ def predict(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                 raise SpecError(f"--id-column: column {id_column!r} is not in {file} (rule: name a column). "
                                 f"Columns are {list(frame.columns)!r}.", field="id_column", value=id_column)
             ids = frame.pop(id_column).astype(str).tolist()
-        res = loop.predict(frame, row_ids=ids)
-        loop.ingest(frame, source="predict", batch_id=predicted_batch_id(res.row_ids) if res.row_ids else None,
-                    row_ids=res.row_ids)
+        res = ops.predict_table(frame, row_ids=ids)
+        schema = ops.loop.schema
     table = pd.DataFrame({"prediction_id": res.row_ids, "prediction": res.predictions, "version": res.versions})
-    if res.proba is not None and loop.schema is not None:
-        for j, c in enumerate(loop.schema.classes or ()):
+    if res.proba is not None and schema is not None:
+        for j, c in enumerate(schema.classes or ()):
             table[f"proba_{c}"] = res.proba[:, j]
     if out_path is None:
         sys.stdout.write(table.to_csv(index=False))
@@ -382,9 +393,9 @@ def feedback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
         if col not in frame.columns:
             raise SpecError(f"{file}: column {col!r} is missing (rule: feedback needs {id_column!r} and 'label'). "
                             f"Columns are {list(frame.columns)!r}.", field=col, value=str(file))
-    with _writing(spec_path, "feedback", now) as loop:
-        fb = loop.feedback(frame[id_column].astype(str).tolist(), frame["label"].tolist(), source="cli",
-                           batch_id=batch_id)
+    with _writing(spec_path, "feedback", now) as ops:
+        fb = ops.feedback(frame[id_column].astype(str).tolist(), frame["label"].tolist(), source="cli",
+                          batch_id=batch_id)
     res = fb.ingest
     out.print_json(json.dumps({"batch_id": res.batch_id, "accepted": res.accepted, "quarantined": res.quarantined,
                                "reasons": res.reasons[:5], "scored": len(fb.scores),
@@ -472,19 +483,18 @@ def drift(reference: Annotated[Path, typer.Argument(help="reference CSV, Parquet
 @_errors
 def models(spec_path: Annotated[Path, typer.Argument(help="loop spec")]) -> None:
     """List model versions and aliases (from the metadata store alone: no model is loaded)."""
+    from .operations import model_listing
     from .registry import Registry
 
     with _stores(spec_path) as (meta, blobs):
-        registry = Registry(meta, blobs)
-        aliases = registry.aliases()
-        table = Table(title="model versions")
-        for c in ("version", "aliases", "run", "snapshot", "rows", "gate", "sha256"):
-            table.add_column(c)
-        for v in registry.versions():
-            names = ",".join(k for k, x in aliases.items() if x == v.version)
-            table.add_row(str(v.version), names, v.run_id, str(v.lineage.get("snapshot_id")),
-                          str(v.lineage.get("train_rows")), f"{v.lineage.get('gate_score', float('nan')):.4f}",
-                          v.artifact_sha256[:12])
+        listing = model_listing(Registry(meta, blobs))
+    table = Table(title="model versions")
+    for c in ("version", "aliases", "run", "snapshot", "rows", "gate", "sha256"):
+        table.add_column(c)
+    for v in listing:
+        gate = v["gate_score"]
+        table.add_row(str(v["version"]), ",".join(v["aliases"]), v["run_id"], str(v["snapshot_id"]),
+                      str(v["train_rows"]), f"{float('nan') if gate is None else gate:.4f}", v["sha256"][:12])
     out.print(table)
 
 
@@ -511,8 +521,8 @@ def promote(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             reason: ReasonOpt,
             actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Make a version the champion (one compare-and-set alias move, recorded)."""
-    with _writing(spec_path, "promote") as loop:
-        moved = loop.promote(version, actor=actor, reason=reason)
+    with _writing(spec_path, "promote") as ops:
+        moved = ops.promote(version, actor=actor, reason=reason)
     out.print(f"champion -> version {version}" if moved else f"version {version} is already the champion; "
               "nothing was recorded", highlight=False)
 
@@ -523,8 +533,8 @@ def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
              reason: ReasonOpt,
              actor: Annotated[str, typer.Option(help="who (recorded)")] = "operator") -> None:
     """Abort a rollout, or move the champion back to the version it replaced."""
-    with _writing(spec_path, "rollback") as loop:
-        version = loop.rollback(actor=actor, reason=reason)
+    with _writing(spec_path, "rollback") as ops:
+        version = ops.rollback(actor=actor, reason=reason)
     out.print(f"champion -> version {version}")
 
 
@@ -532,8 +542,8 @@ def rollback(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
 @_errors
 def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                     all_: Annotated[bool, typer.Option("--all", help="include re-ingested items")] = False) -> None:
-    with _open(spec_path) as loop:
-        items = loop.data.quarantined(None if all_ else "held")
+    with _reading(spec_path) as ops:
+        items = ops.quarantined(None if all_ else "held")
     table = Table(title="quarantine")
     for c in ("id", "batch", "rows", "status", "reasons"):
         table.add_column(c, overflow="fold")
@@ -546,8 +556,8 @@ def quarantine_list(spec_path: Annotated[Path, typer.Argument(help="loop spec")]
 @_errors
 def quarantine_show(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                     item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
-    with _open(spec_path) as loop:
-        frame = loop.data.read_quarantine(item)
+    with _reading(spec_path) as ops:
+        frame = ops.read_quarantine(item)
     out.print(frame.to_string(max_rows=50))
 
 
@@ -556,8 +566,8 @@ def quarantine_show(spec_path: Annotated[Path, typer.Argument(help="loop spec")]
 def quarantine_reingest(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                         item: Annotated[str, typer.Argument(help="quarantine id")]) -> None:
     """Submit quarantined rows again (after fixing the spec); what still fails is quarantined again."""
-    with _writing(spec_path, "quarantine reingest") as loop:
-        res = loop.data.reingest(item, now=loop.clock.now())
+    with _writing(spec_path, "quarantine reingest") as ops:
+        res = ops.reingest(item)
     out.print_json(json.dumps(res.to_dict()))
 
 

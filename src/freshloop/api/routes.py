@@ -81,8 +81,8 @@ data = APIRouter(tags=["data"])
 @data.post("/v1/ingest", operation_id="ingest_batch", dependencies=[Depends(role("labeler"))])
 def ingest(svc: Service, body: BatchCreate,
            idempotency_key: Annotated[str | None, Header(max_length=KEY_CHARS)] = None) -> IngestAnswer:
-    return IngestAnswer.model_validate(svc.ingest(body.rows, batch_id=body.batch_id or idempotency_key,
-                                                  source=body.source))
+    res = svc.ingest(body.rows, batch_id=body.batch_id or idempotency_key, source=body.source)
+    return IngestAnswer.model_validate(res.to_dict())
 
 
 @data.post("/v1/ingest/file", operation_id="ingest_file", dependencies=[Depends(role("labeler"))])
@@ -95,13 +95,13 @@ async def ingest_file(svc: Service, request: Request, batch_id: Key = None,
         raise UnsupportedMediaError(f"content-type {kind!r} is not text/csv, application/vnd.apache.parquet "
                                     "or application/json", field="content-type")
     body = await request.body()
-    return IngestAnswer.model_validate(await run_in_threadpool(svc.ingest_file, body, suffix,
-                                                               batch_id=batch_id or idempotency_key, source=source))
+    res = await run_in_threadpool(svc.ingest_file, body, suffix, batch_id=batch_id or idempotency_key, source=source)
+    return IngestAnswer.model_validate(res.to_dict())
 
 
 @data.post("/v1/feedback", operation_id="send_feedback", dependencies=[Depends(role("labeler"))])
 def feedback(svc: Service, body: FeedbackCreate) -> FeedbackAnswer:
-    return FeedbackAnswer.model_validate(svc.feedback([(item.prediction_id, item.label) for item in body.labels]))
+    return FeedbackAnswer.model_validate(svc.send_feedback([(item.prediction_id, item.label) for item in body.labels]))
 
 
 predictions = APIRouter(tags=["predictions"])
@@ -126,12 +126,12 @@ def status(svc: Service) -> StatusAnswer:
 
 @loop.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
 def decisions(svc: Service, kind: Kind = None, limit: Limit = 100) -> Page[DecisionItem]:
-    return _page(Page[DecisionItem], svc.decisions(kind, limit))
+    return _page(Page[DecisionItem], [d.to_dict() for d in svc.decisions(kind, limit)])
 
 
 @loop.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
 def events(svc: Service, kind: Kind = None, limit: Limit = 200) -> Page[EventItem]:
-    return _page(Page[EventItem], svc.events(kind, limit))
+    return _page(Page[EventItem], [e.to_dict() for e in svc.events(kind, limit)])
 
 
 @loop.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])

@@ -139,6 +139,7 @@ class ModelItem(BaseModel):
     aliases: list[str]
     snapshot_id: str | None
     train_rows: int | None
+    gate_score: float | None = Field(description="its score on the gate's holdout")
 
 
 class DecisionItem(BaseModel):

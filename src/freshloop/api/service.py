@@ -10,7 +10,6 @@ again stores what a crash left there; stopping drains the queue and flushes the 
 from __future__ import annotations
 
 import ipaddress
-import json
 import os
 import secrets
 import threading
@@ -27,13 +26,14 @@ import pandas as pd
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from ..clock import Clock, WallClock, parse_duration
-from ..data.files import MalformedRow, parse_submission
-from ..data.rules import record_text_problem, text_problem
+from ..data.files import parse_submission
+from ..data.rules import record_text_problem
 from ..data.schema import Schema
 from ..data.store import IngestResult
 from ..data.validate import first_record_error
 from ..errors import BusyError, DataError, SpecError, TooLargeError
 from ..loop import Loop, TickReport, predicted_batch_id
+from ..operations import Operations
 from ..spec import load_spec
 from .journal import Entry, Journal
 
@@ -165,9 +165,11 @@ class Metrics:
                              "came (still in the log's files; a later label is stored, not scored)", registry=r)
 
 
-class LoopService:
-    """What the routes call. Predictions take only the loop's short serving lock; everything else (ingest,
-    feedback, ticks, operator actions) is serialised by ``lock``, so a retrain never holds up a request."""
+class LoopService(Operations):
+    """What the routes call: the CLI's :class:`~freshloop.operations.Operations`, with a worker, the queue of
+    answered predictions, their journal and metrics. Predictions take only the loop's short serving lock;
+    everything else (ingest, feedback, ticks, operator actions) is serialised by ``lock``, so a retrain never
+    holds up a request."""
 
     def __init__(self, settings: Settings, clock: Clock | None = None) -> None:
         self.settings = settings
@@ -175,9 +177,8 @@ class LoopService:
         clock = clock or WallClock()
         # requests are answered while the loop trains: where that takes time on the clock, the gated fit serves
         # until its refit is ready (on a simulated clock nothing could see the interim version)
-        self.loop = Loop(self.spec, clock=clock, actor="serve")
+        super().__init__(Loop(self.spec, clock=clock, actor="serve"))
         self.loop.on_promote = self._promoted
-        self.lock = threading.RLock()  # the control path: ingest, feedback, ticks, operator actions
         self._qlock = threading.Lock()  # the queue of predicted rows waiting to be ingested
         self.metrics = Metrics()
         self._queue: list[tuple[list[dict[str, Any]], list[str]]] = []  # predicted records and their ids
@@ -230,7 +231,7 @@ class LoopService:
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
         ids = [i for _, batch in queue for i in batch]
         res = self.loop.ingest(frames, source="predict", batch_id=predicted_batch_id(ids), row_ids=ids)
-        self._count_ingest(res)
+        self._ingested(res)
         self.loop.flush()
         if sealed is not None:  # its rows and predictions are stored: a restart has nothing to replay
             sealed.unlink(missing_ok=True)
@@ -268,7 +269,7 @@ class LoopService:
         self.loop.flush()
         return len(ids)
 
-    def _count_ingest(self, res: IngestResult) -> None:
+    def _ingested(self, res: IngestResult) -> None:
         """A stored batch's rows in the ingest counters; a batch sent again (same id, same rows) counts once."""
         if not res.replayed:
             self.metrics.ingest_rows.labels("accepted").inc(res.accepted)
@@ -279,31 +280,11 @@ class LoopService:
             return self._queued_rows
 
     # -- actions ------------------------------------------------------------------------------
-    def ingest(self, rows: list[dict[str, Any]], *, batch_id: str | None, source: str) -> dict[str, Any]:
-        if not rows:
-            raise DataError("rows: empty (rule: a batch holds at least one row).", field="rows", rule="non-empty")
-        # a record holding text that is not valid Unicode cannot become a frame: it is quarantined as it came
-        # (its JSON, escaped), the batch's others go on. The whole submission is kept as JSON, so columns the
-        # schema does not know are kept too
-        broken = {i: why for i, r in enumerate(rows) if (why := record_text_problem(r)) is not None}
-        malformed = [MalformedRow(i, json.dumps(rows[i]), f"row {i}: {why}") for i, why in broken.items()]
-        good = [r for i, r in enumerate(rows) if i not in broken] if broken else rows
-        raw = json.dumps(rows).encode()
-        with self.lock:
-            res = self.loop.ingest(pd.DataFrame.from_records(good), source=source, batch_id=batch_id,
-                                   malformed=malformed, raw=raw)
-        self._count_ingest(res)
-        return res.to_dict()
-
-    def ingest_file(self, data: bytes, suffix: str, *, batch_id: str | None, source: str) -> dict[str, Any]:
+    def ingest_file(self, data: bytes, suffix: str, *, batch_id: str | None, source: str) -> IngestResult:
         """A CSV, Parquet or JSON upload, read from its bytes (errors name "the uploaded body", never a file of
         the server); its bytes are kept as submitted."""
-        sub = parse_submission(data, suffix, "the uploaded body")
-        with self.lock:
-            res = self.loop.ingest(sub.frame, source=source, batch_id=batch_id, malformed=sub.malformed,
-                                   raw=sub.raw)
-        self._count_ingest(res)
-        return res.to_dict()
+        return self.ingest_submission(parse_submission(data, suffix, "the uploaded body"), batch_id=batch_id,
+                                      source=source)
 
     def predict(self, rows: list[dict[str, Any]], keys: list[str] | None) -> dict[str, Any]:
         """One request's predictions (see :meth:`predict_many`)."""
@@ -406,12 +387,9 @@ class LoopService:
             if problem is not None:
                 raise DataError(problem, field="rows", rule="schema")
 
-    def feedback(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-        if not pairs:
-            raise DataError("labels: empty (rule: send at least one label).", field="labels", rule="non-empty")
-        for p, label in pairs:
-            if (why := text_problem("label", label)) is not None:
-                raise DataError(f"prediction {p!r}: {why}", field="labels", rule="unicode")
+    def send_feedback(self, pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        """Labels sent for predictions: :meth:`feedback`, with the ids no prediction was made under (neither
+        logged, stored nor waiting in the queue) and the label lag observed."""
         ids = [p for p, _ in pairs]
         with self._qlock:
             queued = {i for _, batch in self._queue for i in batch}
@@ -419,7 +397,7 @@ class LoopService:
             known = [p in self.loop.predictions or self.loop.data.has_row(p) or p in queued for p in ids]
             served = {p: self.loop.predictions.get(p) for p in ids}
             before = {p: rec.at for p, rec in served.items() if rec is not None}
-            fb = self.loop.feedback(ids, [lab for _, lab in pairs], source="feedback")
+            fb = self.feedback(ids, [lab for _, lab in pairs], source="feedback")
             now = self.loop.clock.now()
         for at in before.values():
             self.metrics.label_lag.observe(max(0.0, now - at))
@@ -448,58 +426,6 @@ class LoopService:
             self.metrics.rollbacks.inc(st.rollbacks - before[1])
             self.metrics.promotions.inc(st.promotions - before[2])
             self.metrics.champion.set(self.loop.champion_version or 0)
-
-    # -- reading ------------------------------------------------------------------------------
-    def status(self) -> dict[str, Any]:
-        with self.lock:
-            loop = self.loop
-            r = loop.rollout
-            return {"name": loop.spec.name, "champion": loop.champion_version, "schema_locked": loop.schema is not None,
-                    # how the champion predicts a request's rows: its compiled form, or why scikit-learn does
-                    "serving": loop.champion().serving if loop.champion_version is not None else None,
-                    "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
-                    "rollout": None if r is None or not r.active else
-                    {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
-                    "stats": {"retrains": loop.stats.retrains, "promotions": loop.stats.promotions,
-                              "rollbacks": loop.stats.rollbacks}}
-
-    def models(self) -> list[dict[str, Any]]:
-        with self.lock:
-            aliases = self.loop.registry.aliases()
-            return [{"version": v.version, "run_id": v.run_id, "verdict_id": v.verdict_id,
-                     "sha256": v.artifact_sha256, "created_at": v.created_at,
-                     "aliases": sorted(k for k, x in aliases.items() if x == v.version),
-                     "snapshot_id": v.lineage.get("snapshot_id"), "train_rows": v.lineage.get("train_rows")}
-                    for v in self.loop.registry.versions()]
-
-    def decisions(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
-        with self.lock:
-            return [d.to_dict() for d in self.loop.meta.decisions.list(kind)[-limit:]]
-
-    def events(self, kind: str | None, limit: int) -> list[dict[str, Any]]:
-        with self.lock:
-            return [e.to_dict() for e in self.loop.events.list(kind)[-limit:]]
-
-    def rollouts(self) -> list[dict[str, Any]]:
-        with self.lock:
-            return [r.to_dict() for r in self.loop.meta.rollouts.list()]
-
-    # -- an operator's actions ----------------------------------------------------------------
-    def promote(self, version: int, *, actor: str, reason: str) -> bool:
-        with self._acting() as loop:
-            return loop.promote(version, actor=actor, reason=reason)
-
-    def rollback(self, *, actor: str, reason: str) -> int:
-        with self._acting() as loop:
-            return loop.rollback(actor=actor, reason=reason)
-
-    def approve(self, rollout_id: str, *, actor: str, reason: str) -> None:
-        with self._acting() as loop:
-            loop.approve(rollout_id, actor=actor, reason=reason)
-
-    def abort(self, rollout_id: str, *, actor: str, reason: str) -> None:
-        with self._acting() as loop:
-            loop.abort(rollout_id, actor=actor, reason=reason)
 
     def tick(self) -> TickReport:
         with self._acting() as loop:
