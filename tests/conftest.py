@@ -13,8 +13,10 @@ import pandas as pd
 import pytest
 
 from freshloop.clock import SimulatedClock
+from freshloop.data.schema import infer_schema
 from freshloop.loop import Loop
-from freshloop.spec import LoopSpec, load_spec_dict
+from freshloop.spec import DataSpec, LoopSpec, load_spec_dict
+from freshloop.train import ModelBundle, TrainRequest
 
 
 def make_frame(n: int, seed: int = 0, shift: float = 0.0, flip: bool = False, t0: int = 0) -> pd.DataFrame:
@@ -122,3 +124,13 @@ def db_url(request: pytest.FixtureRequest) -> str | None:
         return None
     server: Postgres = request.getfixturevalue("postgres")
     return server.database()
+
+
+def train_request(frame: pd.DataFrame, estimator: str = "sklearn.ensemble.RandomForestClassifier",
+                  mode: str = "full", base: ModelBundle | None = None, seed: int = 0,
+                  params: dict | None = None) -> TrainRequest:
+    """What a training run hands the trainer, for a frame of ``make_frame`` rows."""
+    schema = infer_schema(frame, DataSpec(label="y", time="t"))
+    return TrainRequest("k", "s-1", schema, estimator, {"n_estimators": 20} if params is None else params, mode,
+                        seed, True,
+                        frame.assign(_label=frame["y"]), base)

@@ -16,7 +16,7 @@ import pytest
 from freshloop.api import BackgroundServer, LoopService, Settings, create_app
 
 from .conftest import make_frame
-from .test_serve import records, write_spec
+from .test_api import records, write_spec
 
 LIMIT = 1024 * 1024  # the server's body limit in these tests
 

@@ -22,7 +22,7 @@ from freshloop.registry import Registry
 from freshloop.store import open_stores
 
 from .conftest import make_frame
-from .test_serve import OP, ServeProcess, auth, records, write_spec
+from .test_api import OP, ServeProcess, auth, records, write_spec
 
 pytestmark = pytest.mark.slow  # kill -9 under load, servers on two backends
 

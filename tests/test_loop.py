@@ -1,6 +1,5 @@
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +10,7 @@ from freshloop.clock import SimulatedClock
 from freshloop.datasets import load_stream
 from freshloop.errors import NotFoundError
 from freshloop.loop import Loop
-from freshloop.replay import compare, replay, resolve_policy, write_report
+from freshloop.replay import compare
 from freshloop.spec import load_spec_dict
 from freshloop.store import DecisionRecord
 from freshloop.suggest import suggest_spec
@@ -214,52 +213,6 @@ def test_labels_for_predictions_served_before_a_restart_are_still_scored(tmp_pat
     assert (tmp_path / "store" / "freshloop.db").exists() == (db_url is None)
 
 
-def test_the_prediction_log_reads_back_what_it_wrote(tmp_path: Path) -> None:
-    from freshloop.labels import PredictionLog
-    from freshloop.store import open_stores
-
-    _, blobs = open_stores(tmp_path)
-    log = PredictionLog(blobs)
-    proba = np.array([[0.9, 0.1], [0.2, 0.8]])
-    log.log(["a", "b"], 1.0, 1, np.array([0, 1]), proba, np.array([1, 1]), {})
-    log.log(["c"], 2.0, 1, np.array([1]), None, np.array([1]), {})
-    log.log(["d", "e"], 3.0, 1, np.array([1, 0]), proba, np.array([2, 1]),
-            {2: (np.array([1, 1]), proba), 1: (np.array([0, 0]), None)})
-    log.flush()
-    log.log(["f"], 4.0, 2, np.array([0]), proba[:1], np.array([2]), {})
-    log.flush()
-
-    back = PredictionLog(blobs)
-    typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
-    assert back.restore(lambda ids: np.array([i != "b" for i in ids]), typed) == 5
-    assert "b" not in back and back.pending == 5
-    a, c, d, f = (back.get(i) for i in "acdf")
-    assert a is not None and (a.at, a.version, a.pred) == (1.0, 1, 0) and a.proba.tolist() == [0.9, 0.1]
-    assert c is not None and c.proba is None and c.pred == 1
-    assert d is not None and d.version == 2 and d.alternatives[2][0] == 1 and d.alternatives[1] == (0, None)
-    assert d.alternatives[2][1].tolist() == [0.9, 0.1]
-    assert f is not None and (f.at, f.version) == (4.0, 2)
-
-
-def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) -> None:
-    from freshloop.labels import PredictionLog
-    from freshloop.store import open_stores
-
-    _, blobs = open_stores(tmp_path)
-    log = PredictionLog(blobs, max_open=3)
-    for i in range(5):
-        log.log([f"p{i}"], float(i), 1, np.array([i % 2]), None, np.array([1]), {})
-        if i in (1, 4):
-            log.flush()  # two parts: p0-p1 and p2-p4; what leaves memory stays in them
-    assert (log.pending, log.expired) == (3, 2)
-    assert "p0" not in log and "p1" not in log and log.pop("p4") is not None
-    back = PredictionLog(blobs, max_open=3)
-    typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
-    # a restart reads the newest records still waiting (p4's label came), newest part first, as many as it holds
-    assert back.restore(lambda ids: np.array([i != "p4" for i in ids]), typed) == 3
-    assert list(back._open) == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]
-
-
 def test_predictions_stop_waiting_for_their_labels_after_the_label_horizon(make_loop) -> None:
     loop, clock = bootstrap(make_loop, data={"label": "y", "time": "t", "label_horizon": "60s"})
     rows = make_frame(40, seed=4, t0=300)
@@ -275,89 +228,6 @@ def test_predictions_stop_waiting_for_their_labels_after_the_label_horizon(make_
     late = loop.feedback(old + young, rows["y"].tolist(), source="test", batch_id="l0")
     assert late.unmatched == old and len(late.scores) == 20  # the late labels are kept, only the young scored
     assert loop.data.has_label(old).all()
-
-
-def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
-    frame = make_frame(1500, seed=1)
-    frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]
-    spec = load_spec_dict(spec_dict(tmp_path / "unused", policy={"cooldown": "100s"}))
-    a = replay(spec, frame, tmp_path / "a")
-    replay(spec, frame, tmp_path / "b")
-    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
-    assert a["predictions_scored"] == 1500 - 300
-    assert a["retrains"] >= 2 and a["decisions"]["retrain"][0]["triggers"] == ["bootstrap"]
-    assert any(k == "t" for k in a["series"][0])
-    report = write_report({"default": a}, tmp_path / "r.html", title="t")
-    text = report.read_text()
-    assert text.count("<svg") == 2 and "default" in text
-
-
-@pytest.mark.slow
-def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
-    frame, info = load_stream("sea_abrupt", n=6000, seed=3)
-    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
-                           "policy": {"cooldown": "300s", "triggers": {"drift": {}, "quality": {},
-                                                                       "detector": "adwin"}},
-                           "model": {"window": {"rows": 1000}},
-                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
-    res = compare(spec, frame, tmp_path, ["never", "default"])
-    drift_at = info["drift_points"][0]
-    assert res["default"]["metric"] > res["never"]["metric"] + 0.02
-    after = [d["at"] for d in res["default"]["decisions"]["retrain"] if d["at"] >= drift_at]
-    assert after and after[0] - drift_at < 600  # detection delay, in rows (time = row index here)
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert set(summary["policies"]) == {"never", "default"}
-
-
-@pytest.mark.slow
-def test_policies_replayed_together_store_the_stream_once_and_decide_as_alone(tmp_path: Path) -> None:
-    frame, _ = load_stream("sea_abrupt", n=3000, seed=3)
-    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
-                           "policy": {"cooldown": "300s",
-                                      "triggers": {"drift": {}, "quality": {}, "detector": "adwin"}},
-                           "model": {"window": {"rows": 800}},
-                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
-    names = ["never", "periodic:500s", "default"]
-    together = compare(spec, frame, tmp_path / "together", names, workers=1)
-    alone = {n: replay(resolve_policy(spec, n), frame, tmp_path / "alone" / n.replace(":", "_")) for n in names}
-    for n in names:
-        a, b = ({k: v for k, v in s.items() if k != "training_seconds"} for s in (together[n], alone[n]))
-        assert a == b, n
-    assert together["default"]["retrains"] > together["never"]["retrains"]
-    # each batch validated and written once, in the shared store; each policy keeps its own registry
-    shared = list((tmp_path / "together" / "data").glob("*/batches/features/*.parquet"))
-    assert len(shared) == len(list((tmp_path / "alone" / "never" / "store" / "batches" / "features").iterdir()))
-    for n in names:
-        store = tmp_path / "together" / "runs" / n.replace(":", "_") / "store"
-        assert not (store / "batches").exists() and list((store / "artifacts").rglob("*"))
-
-
-@pytest.mark.slow
-def test_compare_in_parallel_groups_the_cheap_policies(tmp_path: Path) -> None:
-    from freshloop.replay.compare import _groups
-
-    assert _groups(["never", "periodic:30d", "periodic:365d", "default"], 2) == \
-        [["periodic:30d"], ["periodic:365d", "default", "never"]]
-    assert _groups(["never", "default"], 4) == [["default"], ["never"]]
-    assert _groups(["never", "default"], 1) == [["default", "never"]]
-    frame, _ = load_stream("sea_abrupt", n=2000, seed=3)
-    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
-                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
-    seen: set[str] = set()
-    res = compare(spec, frame, tmp_path, ["never", "periodic:400s", "default"], workers=2,
-                  on_progress=lambda name, done, total: seen.add(name) if done == total else None)
-    assert seen == set(res) == {"never", "periodic:400s", "default"}
-    assert res["periodic:400s"]["retrains"] > res["never"]["retrains"] == 1
-
-
-def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
-    spec = load_spec_dict(spec_dict(tmp_path))
-    from freshloop.errors import SpecError
-
-    with pytest.raises(SpecError, match="needs a River model or an estimator with partial_fit"):
-        resolve_policy(spec, "online")
-    assert resolve_policy(spec, "online:river.linear_model.LogisticRegression").model.mode == "online"
-    assert np.isfinite(1.0)
 
 
 def test_shadow_rollout_promotes_after_enough_matured_labels(make_loop) -> None:

@@ -1,0 +1,98 @@
+"""Replay: the loop driven over a stream on a simulated clock, policies compared."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from freshloop.datasets import load_stream
+from freshloop.replay import compare, replay, resolve_policy, write_report
+from freshloop.spec import load_spec_dict
+
+from .conftest import make_frame, spec_dict
+
+
+def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
+    frame = make_frame(1500, seed=1)
+    frame.loc[800:, "y"] = 1 - frame.loc[800:, "y"]
+    spec = load_spec_dict(spec_dict(tmp_path / "unused", policy={"cooldown": "100s"}))
+    a = replay(spec, frame, tmp_path / "a")
+    replay(spec, frame, tmp_path / "b")
+    assert (tmp_path / "a" / "summary.json").read_bytes() == (tmp_path / "b" / "summary.json").read_bytes()
+    assert a["predictions_scored"] == 1500 - 300
+    assert a["retrains"] >= 2 and a["decisions"]["retrain"][0]["triggers"] == ["bootstrap"]
+    assert any(k == "t" for k in a["series"][0])
+    report = write_report({"default": a}, tmp_path / "r.html", title="t")
+    text = report.read_text()
+    assert text.count("<svg") == 2 and "default" in text
+
+
+@pytest.mark.slow
+def test_default_beats_never_after_a_known_abrupt_drift(tmp_path: Path) -> None:
+    frame, info = load_stream("sea_abrupt", n=6000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "policy": {"cooldown": "300s", "triggers": {"drift": {}, "quality": {},
+                                                                       "detector": "adwin"}},
+                           "model": {"window": {"rows": 1000}},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    res = compare(spec, frame, tmp_path, ["never", "default"])
+    drift_at = info["drift_points"][0]
+    assert res["default"]["metric"] > res["never"]["metric"] + 0.02
+    after = [d["at"] for d in res["default"]["decisions"]["retrain"] if d["at"] >= drift_at]
+    assert after and after[0] - drift_at < 600  # detection delay, in rows (time = row index here)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert set(summary["policies"]) == {"never", "default"}
+
+
+@pytest.mark.slow
+def test_policies_replayed_together_store_the_stream_once_and_decide_as_alone(tmp_path: Path) -> None:
+    frame, _ = load_stream("sea_abrupt", n=3000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "policy": {"cooldown": "300s",
+                                      "triggers": {"drift": {}, "quality": {}, "detector": "adwin"}},
+                           "model": {"window": {"rows": 800}},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    names = ["never", "periodic:500s", "default"]
+    together = compare(spec, frame, tmp_path / "together", names, workers=1)
+    alone = {n: replay(resolve_policy(spec, n), frame, tmp_path / "alone" / n.replace(":", "_")) for n in names}
+    for n in names:
+        a, b = ({k: v for k, v in s.items() if k != "training_seconds"} for s in (together[n], alone[n]))
+        assert a == b, n
+    assert together["default"]["retrains"] > together["never"]["retrains"]
+    # each batch validated and written once, in the shared store; each policy keeps its own registry
+    shared = list((tmp_path / "together" / "data").glob("*/batches/features/*.parquet"))
+    assert len(shared) == len(list((tmp_path / "alone" / "never" / "store" / "batches" / "features").iterdir()))
+    for n in names:
+        store = tmp_path / "together" / "runs" / n.replace(":", "_") / "store"
+        assert not (store / "batches").exists() and list((store / "artifacts").rglob("*"))
+
+
+@pytest.mark.slow
+def test_compare_in_parallel_groups_the_cheap_policies(tmp_path: Path) -> None:
+    from freshloop.replay.compare import _groups
+
+    assert _groups(["never", "periodic:30d", "periodic:365d", "default"], 2) == \
+        [["periodic:30d"], ["periodic:365d", "default", "never"]]
+    assert _groups(["never", "default"], 4) == [["default"], ["never"]]
+    assert _groups(["never", "default"], 1) == [["default", "never"]]
+    frame, _ = load_stream("sea_abrupt", n=2000, seed=3)
+    spec = load_spec_dict({"name": "sea", "data": {"label": "y", "time": "t"},
+                           "replay": {"batch": {"rows": 100}, "label_delay": "50s", "warmup": 500}})
+    seen: set[str] = set()
+    res = compare(spec, frame, tmp_path, ["never", "periodic:400s", "default"], workers=2,
+                  on_progress=lambda name, done, total: seen.add(name) if done == total else None)
+    assert seen == set(res) == {"never", "periodic:400s", "default"}
+    assert res["periodic:400s"]["retrains"] > res["never"]["retrains"] == 1
+
+
+def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path))
+    from freshloop.errors import SpecError
+
+    with pytest.raises(SpecError, match="needs a River model or an estimator with partial_fit"):
+        resolve_policy(spec, "online")
+    assert resolve_policy(spec, "online:river.linear_model.LogisticRegression").model.mode == "online"
+    assert np.isfinite(1.0)
