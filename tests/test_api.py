@@ -253,7 +253,7 @@ def test_the_schema_documents_what_each_route_answers(server: Server) -> None:
             ref = op["responses"]["200"]["content"]["application/json"]["schema"].get("$ref", "")
             assert ref.startswith("#/components/schemas/"), (method, path, op["responses"]["200"])
             assert models[ref.rsplit("/", 1)[1]]["properties"], (method, path)
-    item = models["DecisionItem"]["properties"]
+    item = models["DecisionRecord"]["properties"]
     assert {"triggers", "guard", "reasons", "kind", "at"} <= set(item)
     assert set(models["PredictionAnswer"]["properties"]) == {"data", "count"}
 

@@ -50,4 +50,4 @@ def test_the_prediction_log_holds_a_bounded_number_of_records(tmp_path: Path) ->
     typed = lambda text: np.array([int(t) for t in text], dtype=object)  # noqa: E731
     # a restart reads the newest records still waiting (p4's label came), newest part first, as many as it holds
     assert back.restore(lambda ids: np.array([i != "p4" for i in ids]), typed) == 3
-    assert list(back._open) == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]
+    assert back.waiting() == ["p1", "p2", "p3"] and back.get("p1").pred == 1  # type: ignore[union-attr]

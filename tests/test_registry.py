@@ -48,6 +48,6 @@ def test_the_registry_keeps_only_recent_models_in_memory(tmp_path: Path) -> None
     versions = [reg.register({"model": i}, run_id=f"r{i}", verdict_id=None, lineage={"i": i}, now=float(i)).version
                 for i in range(12)]
     assert versions == list(range(1, 13)) and reg.get(12).lineage == {"i": 11}
-    assert len(reg._loaded) == 8 and 1 not in reg._loaded
+    assert len(reg.loaded()) == 8 and 1 not in reg.loaded()
     assert reg.load(1) == {"model": 0}  # read back from the store, its checksum verified
-    assert 1 in reg._loaded and len(reg._loaded) == 8
+    assert reg.loaded()[-1] == 1 and len(reg.loaded()) == 8

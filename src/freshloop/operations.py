@@ -22,7 +22,7 @@ from .data.store import IngestResult
 from .errors import DataError
 from .loop import FeedbackResult, Loop, PredictResult, TickReport, predicted_batch_id
 from .registry import Registry
-from .store import DecisionRecord, Event, QuarantineItem
+from .store import DecisionRecord, Event, QuarantineItem, RolloutRecord
 
 __all__ = ["Operations", "model_listing"]
 
@@ -159,9 +159,9 @@ class Operations:
             found = self.loop.events.list(kind)
         return found[-limit:] if limit else found
 
-    def rollouts(self) -> list[dict[str, Any]]:
+    def rollouts(self) -> list[RolloutRecord]:
         with self.lock:
-            return [r.to_dict() for r in self.loop.meta.rollouts.list()]
+            return self.loop.meta.rollouts.list()
 
     def quarantined(self, status: str | None = "held") -> list[QuarantineItem]:
         return self.loop.data.quarantined(status)

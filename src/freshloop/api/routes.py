@@ -4,7 +4,7 @@ app's middleware before a body is read (:func:`role` only names it, for the Open
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response
@@ -14,12 +14,11 @@ from pydantic import BaseModel
 from starlette.concurrency import run_in_threadpool
 
 from ..errors import UnsupportedMediaError
+from ..store import DecisionRecord, Event, RolloutRecord
 from .schemas import (
     KEY_CHARS,
     LIST_MAX,
     BatchCreate,
-    DecisionItem,
-    EventItem,
     FeedbackAnswer,
     FeedbackCreate,
     IngestAnswer,
@@ -31,7 +30,6 @@ from .schemas import (
     PromoteAnswer,
     RollbackAnswer,
     RolloutAnswer,
-    RolloutItem,
     StatusAnswer,
     TickAnswer,
 )
@@ -67,7 +65,7 @@ def service(request: Request) -> LoopService:
 Service = Annotated[LoopService, Depends(service)]
 
 
-def _page(page: type[P], data: list[dict[str, Any]]) -> P:
+def _page(page: type[P], data: Sequence[Any]) -> P:
     """A listing's answer: the items, and how many."""
     return page.model_validate({"data": data, "count": len(data)})
 
@@ -125,13 +123,13 @@ def status(svc: Service) -> StatusAnswer:
 
 
 @loop.get("/v1/decisions", operation_id="list_decisions", dependencies=[Depends(role("reader"))])
-def decisions(svc: Service, kind: Kind = None, limit: Limit = 100) -> Page[DecisionItem]:
-    return _page(Page[DecisionItem], [d.to_dict() for d in svc.decisions(kind, limit)])
+def decisions(svc: Service, kind: Kind = None, limit: Limit = 100) -> Page[DecisionRecord]:
+    return _page(Page[DecisionRecord], svc.decisions(kind, limit))
 
 
 @loop.get("/v1/events", operation_id="list_events", dependencies=[Depends(role("reader"))])
-def events(svc: Service, kind: Kind = None, limit: Limit = 200) -> Page[EventItem]:
-    return _page(Page[EventItem], [e.to_dict() for e in svc.events(kind, limit)])
+def events(svc: Service, kind: Kind = None, limit: Limit = 200) -> Page[Event]:
+    return _page(Page[Event], svc.events(kind, limit))
 
 
 @loop.post("/v1/tick", operation_id="tick", dependencies=[Depends(role("operator"))])
@@ -171,8 +169,8 @@ rollouts = APIRouter(tags=["rollouts"])
 
 
 @rollouts.get("/v1/rollouts", operation_id="list_rollouts", dependencies=[Depends(role("reader"))])
-def list_rollouts(svc: Service) -> Page[RolloutItem]:
-    return _page(Page[RolloutItem], svc.rollouts())
+def list_rollouts(svc: Service) -> Page[RolloutRecord]:
+    return _page(Page[RolloutRecord], svc.rollouts())
 
 
 @rollouts.post("/v1/rollouts/{rollout_id}/approve", operation_id="approve_rollout",

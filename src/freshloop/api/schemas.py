@@ -1,7 +1,8 @@
 """What the HTTP API takes and answers, as pydantic models: the OpenAPI schema documents both.
 
 Requests forbid unknown fields; answers list every field they carry. The answers of the listings are
-pages (``data`` and ``count``); their items are the metadata store's entities as JSON.
+pages (``data`` and ``count``) of the metadata store's own entities (:mod:`freshloop.store.entities`,
+dataclasses pydantic reads as they are), so a field added to an entity is documented where it is served.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from ..data.rules import not_unicode
 
-__all__ = ["BatchCreate", "DecisionItem", "EventItem", "FeedbackAnswer", "FeedbackCreate", "IngestAnswer",
-           "LabelItem", "ModelItem", "OperatorAction", "Page", "PredictionAnswer", "PredictionRequest",
-           "PromoteAnswer", "RollbackAnswer", "RolloutAnswer", "RolloutItem", "StatusAnswer", "TickAnswer"]
+__all__ = ["BatchCreate", "FeedbackAnswer", "FeedbackCreate", "IngestAnswer", "LabelItem", "ModelItem",
+           "OperatorAction", "Page", "PredictionAnswer", "PredictionRequest", "PromoteAnswer", "RollbackAnswer",
+           "RolloutAnswer", "StatusAnswer", "TickAnswer"]
 
 # the longest key, name or reason a client may send (each is a column of the metadata store)
 KEY_CHARS, REASON_CHARS, LIST_MAX = 200, 1000, 10_000
@@ -142,39 +143,10 @@ class ModelItem(BaseModel):
     gate_score: float | None = Field(description="its score on the gate's holdout")
 
 
-class DecisionItem(BaseModel):
-    """A tick's decision: ``triggers`` name what fired (a retrain), ``guard`` what held it (a skip)."""
-
-    id: int
-    at: float
-    kind: Literal["retrain", "skip"]
-    run_key: str | None
-    reasons: list[str]
-    state: dict[str, Any] | None
-    triggers: list[str] | None
-    guard: str | None
 
 
-class EventItem(BaseModel):
-    id: int
-    at: float
-    kind: str
-    actor: str
-    reason: str
-    payload: dict[str, Any]
 
 
-class RolloutItem(BaseModel):
-    id: str
-    version: int
-    champion_version: int | None
-    strategy: str
-    status: str
-    step: int
-    started_at: float
-    step_started_at: float
-    updated_at: float
-    evidence: list[dict[str, Any]]
 
 
 class TickAnswer(BaseModel):

@@ -115,6 +115,10 @@ class PredictionLog:
     def pending(self) -> int:
         return len(self._open)
 
+    def waiting(self) -> list[str]:
+        """The ids of the records waiting for their labels, oldest first."""
+        return list(self._open)
+
     def flush(self) -> None:
         with self._lock:
             blocks, self._buffer, self._buffered = self._buffer, [], 0

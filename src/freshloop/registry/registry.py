@@ -98,6 +98,10 @@ class Registry:
         self._keep(version, model)
         return model
 
+    def loaded(self) -> tuple[int, ...]:
+        """The versions whose models are held in memory, the least recently used first."""
+        return tuple(self._loaded)
+
     def forget(self, version: int) -> None:
         """Drop a version from the in-process cache (it stays in the store)."""
         self._loaded.pop(version, None)
