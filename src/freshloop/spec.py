@@ -25,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .clock import parse_duration
 from .errors import SpecError
+from .evaluate.metrics import TASK_METRICS
 
 __all__ = [
     "DataSpec", "FeatureSpec", "GateSpec", "LoopSpec", "ModelSpec", "PolicySpec", "QualitySpec",
@@ -345,8 +346,6 @@ def load_spec_dict(raw: Any) -> LoopSpec:
         first = errors[0]
         raise SpecError(_format_error(errors), field=".".join(str(p) for p in first["loc"]),
                         rule=first["type"], value=first.get("input")) from None
-    from .evaluate.metrics import TASK_METRICS  # here, not at the top: the evaluate package imports this module
-
     task, metric = spec.data.task, spec.gate.metric
     if task and metric and metric not in TASK_METRICS[task]:
         raise SpecError(f"gate.metric: {metric!r} does not score a {task} (rule: one of "

@@ -19,16 +19,33 @@ Examples
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from ..errors import InvalidValueError
-from ..spec import GateSpec
 from .metrics import Metric
 
-__all__ = ["Check", "Difference", "Verdict", "judge", "paired_bootstrap"]
+__all__ = ["Check", "Difference", "GateRule", "Verdict", "judge", "paired_bootstrap"]
+
+
+class GateRule(Protocol):
+    """What the gate reads of its rule: the spec's ``gate`` section (the spec imports this package to name the
+    metrics it accepts, so the gate names only the fields it reads)."""
+
+    @property
+    def min_holdout_rows(self) -> int: ...
+    @property
+    def bootstrap(self) -> int: ...
+    @property
+    def confidence(self) -> float: ...
+    @property
+    def min_improvement(self) -> float: ...
+    @property
+    def max_regression(self) -> float: ...
+    @property
+    def slices(self) -> list[str]: ...
 
 
 @dataclass(frozen=True)
@@ -85,7 +102,7 @@ def paired_bootstrap(cand_rows: np.ndarray, champ_rows: np.ndarray, metric: Metr
     return Difference(c_score, h_score, metric.better(c_score, h_score), float(lo), float(hi), k)
 
 
-def judge(spec: GateSpec, metric: Metric, holdout: pd.DataFrame, y: np.ndarray, cand_rows: np.ndarray,
+def judge(spec: GateRule, metric: Metric, holdout: pd.DataFrame, y: np.ndarray, cand_rows: np.ndarray,
           champ_rows: np.ndarray | None, baseline_rows: np.ndarray | None, *, seed: int,
           champion_seen: int = 0) -> Verdict:
     """Apply the gate's checks to per-row scores already computed on ``holdout``: against the champion's,
