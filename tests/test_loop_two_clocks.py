@@ -102,8 +102,8 @@ def test_serve_and_replay_make_the_same_decisions(tmp_path: Path, spec_dict: dic
     assert [d for d in d_serve if d[1] == "retrain"]  # the drift made the loop retrain
     assert d_serve == d_replay
     assert verdicts_of(served) == verdicts_of(replayed)
-    moves = [(m.name, m.old_version, m.new_version, m.at) for m in served.alias_history()]
-    assert moves == [(m.name, m.old_version, m.new_version, m.at) for m in replayed.alias_history()]
+    moves = [(m.name, m.old_version, m.new_version, m.at) for m in served.versions.alias_history()]
+    assert moves == [(m.name, m.old_version, m.new_version, m.at) for m in replayed.versions.alias_history()]
     assert_branch(spec_dict, replayed)
 
 
@@ -167,6 +167,6 @@ def test_a_loop_opened_for_every_call_decides_as_one_long_replay(tmp_path: Path,
     assert len([d for d in d_called if d[1] == "retrain"]) >= 2 and kinds  # the drift made the loop retrain
     assert d_called == d_replay
     assert verdicts_of(called) == verdicts_of(replayed)
-    moves = [(m.name, m.old_version, m.new_version, m.at) for m in called.alias_history()]
-    assert moves == [(m.name, m.old_version, m.new_version, m.at) for m in replayed.alias_history()]
+    moves = [(m.name, m.old_version, m.new_version, m.at) for m in called.versions.alias_history()]
+    assert moves == [(m.name, m.old_version, m.new_version, m.at) for m in replayed.versions.alias_history()]
     assert_branch(spec_dict, replayed)
