@@ -102,9 +102,15 @@ class Operations:
         return res
 
     def reingest(self, quarantine_id: str) -> IngestResult:
-        """Submit a quarantined item's rows again (after fixing the spec); what still fails is quarantined again."""
+        """Submit a quarantined item's rows again (after fixing the spec); what still fails is quarantined again.
+        The loop takes the batch as any other: its events, the monitor's windows, the label join."""
         with self.lock:
             res = self.loop.data.reingest(quarantine_id, now=self.loop.clock.now())
+            if res.kind == "labels":
+                acc = res.accepted_frame
+                self.loop.observe_labels([] if acc is None else acc["_row_id"].astype(str).tolist(), res)
+            else:
+                self.loop.observe_ingest(res)
         self._ingested(res)
         return res
 
