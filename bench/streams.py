@@ -1,0 +1,130 @@
+"""Adaptation on every stream at hand, untuned: one table, the same defaults everywhere.
+
+    python bench/streams.py                  # the real streams, rainfall and River's synthetic streams
+    python bench/streams.py --only usenet1   # some of them (repeat --only), printed, the page left alone
+
+Each stream is replayed as a user would first run it: the spec ``freshloop init`` writes for it (rainfall:
+``examples/rainfall.yaml``), untouched, with every contender under the same label delay (see
+``quality.run_stream``). The real streams are the CSV files of ``FRESHLOOP_STREAMS`` (default
+``../shared/data/streams``). Results go to ``bench/results-streams.json`` and to the "Every stream" section
+of BENCHMARKS.md, between its markers; ``bench/run.py`` keeps that section when it rewrites the page.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "bench" / "results-streams.json"
+BEGIN, END = "<!-- streams:begin -->", "<!-- streams:end -->"
+# each real stream's label column, as its source publishes it (see the streams' README)
+LABELS = {"LUdata.csv": "target", "outdoorStream.csv": "target", "usenet1.csv": "interesting",
+          "usenet2.csv": "interesting", "powersupply.csv": "class"}
+SYNTHETIC = (("sea_abrupt", 20000), ("agrawal_abrupt", 20000), ("sea_gradual", 20000), ("sea_recurring", 20000),
+             ("hyperplane_gradual", 20000))
+
+
+def stream_folder() -> Path:
+    return Path(os.environ.get("FRESHLOOP_STREAMS") or ROOT.parent / "shared" / "data" / "streams")
+
+
+def summary_row(s: dict[str, Any]) -> dict[str, Any]:
+    """One stream's line: each contender's metric, the default's cost beside the best fixed period's, and the
+    goal (default ≥ ARF − 0.5 points and ≥ the best fixed period − 0.5 points, at ≤ 25 % of its rows)."""
+    by = {r["contender"]: r for r in s["table"]}
+    arf, default = s["table"][-1], by["default"]
+    online = next(r for r in s["table"] if str(r["contender"]).startswith("online"))
+    c = s["checks"]
+    period = c["oracle"].split(":", 1)[1]
+    if not yaml.safe_load(s["spec"])["data"].get("time"):  # no time column: the clock counts rows
+        period = f"{float(period.rstrip('s')):,.0f} rows"
+    met = c["default_vs_oracle_points"] >= -0.5 and c["default_vs_arf_points"] >= -0.5 \
+        and c["default_rows_share_of_oracle"] <= 0.25
+    return {"stream": s["stream"], "rows": s["rows"], "never": by["never"]["metric"],
+            "best fixed period": f"{by[c['oracle']]['metric']:.4f} ({period})",
+            "default": default["metric"], "default retrains": default["retrains"],
+            "default rows / best's": f"{100 * c['default_rows_share_of_oracle']:.0f} %",
+            "default s": default["training_s"], "ARF, same delay": arf["metric"], "loop + ARF (online)":
+            online["metric"], "default − ARF": f"{c['default_vs_arf_points']:+.2f}",
+            "default − best": f"{c['default_vs_oracle_points']:+.2f}", "goal": "met" if met else "not met"}
+
+
+def section(results: dict[str, Any]) -> str:
+    """The "Every stream" section of BENCHMARKS.md, from the results of one run."""
+    from run import table
+
+    rows = [summary_row(s) for s in results["streams"]]
+    lines = [BEGIN, "## Every stream, untuned", "",
+             f"Produced by `{results['command']}` on {results['date']} ({results['seconds']:.0f} s). Each "
+             "stream replayed with the spec `freshloop init` writes for it, untouched (rainfall: "
+             "`examples/rainfall.yaml`), every contender under the same label delay: never retrain; the best "
+             "of three fixed periods (5, 20 and 80 batches) in hindsight; the default policy; River's ARF "
+             "alone, learning each label when its delay ends (mean of three seeds); and freshloop's online "
+             "mode running that ARF inside the loop. Metric: prequential accuracy. Goal: default ≥ ARF − 0.5 "
+             "points and ≥ the best fixed period − 0.5 points, at ≤ 25 % of its training rows.", "",
+             table(rows), ""]
+    missed = [r for r in rows if r["goal"] != "met"]
+    lines.append(f"The goal is met on {len(rows) - len(missed)} of {len(rows)} streams." if rows else "")
+    lines += ["", END]
+    return "\n".join(lines)
+
+
+def write_section(page: Path, text: str) -> None:
+    """Put the section in the page: in place of the one between the markers, else at the end."""
+    body = page.read_text() if page.exists() else "# freshloop benchmarks\n"
+    if BEGIN in body and END in body:
+        body = body[:body.index(BEGIN)] + text + body[body.index(END) + len(END):]
+    else:
+        body = body.rstrip() + "\n\n" + text + "\n"
+    page.write_text(body)
+
+
+def streams(only: list[str]) -> list[tuple[str, int | None, tuple[Any, ...] | None]]:
+    """(name, rows, loaded) for each stream to run: the real files, rainfall, River's generators."""
+    import quality
+
+    out: list[tuple[str, int | None, tuple[Any, ...] | None]] = []
+    folder = stream_folder()
+    for file, label in LABELS.items():
+        if (folder / file).exists():
+            out.append((Path(file).stem, None, quality.load_file(str(folder / file), label, None)))
+    out.append(("rainfall", None, None))
+    out += [(name, n, None) for name, n in SYNTHETIC]
+    return [s for s in out if not only or s[0] in only]
+
+
+def main() -> int:
+    import quality
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--only", action="append", default=[], help="run this stream only (repeat for more)")
+    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
+    a = ap.parse_args()
+    started = time.perf_counter()
+    results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+                               "command": " ".join(["python", "bench/streams.py", *sys.argv[1:]]), "streams": []}
+    for name, n, loaded in streams(a.only):
+        print(f"stream: {name}", file=sys.stderr, flush=True)
+        results["streams"].append(quality.run_stream(name, n, a.workers, loaded))  # type: ignore[arg-type]
+    results["seconds"] = time.perf_counter() - started
+    if not a.only:  # the page shows whole runs only; a run of some streams is printed
+        RESULTS.write_text(json.dumps(results, indent=2, default=str))
+        write_section(Path(a.out), section(results))
+    print(section(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
