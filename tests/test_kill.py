@@ -46,7 +46,7 @@ def test_crash_before_the_worker_drains_loses_no_answered_prediction(tmp_path: P
     assert again.recovered == 30
     ids = [d["prediction_id"] for d in data]
     assert all(again.loop.data.has_row(i) for i in ids) and again.loop.data.rows == 430
-    fb = again.feedback(list(zip(ids, labels, strict=True)))
+    fb = again.send_feedback(list(zip(ids, labels, strict=True)))
     assert fb["unknown_prediction_ids"] == [] and fb["scored"] == 30
     assert again.journal.segments() == []
     events = again.loop.meta.events.list("predictions_recovered")
