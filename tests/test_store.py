@@ -86,3 +86,13 @@ def test_versions_and_alias_moves_from_two_processes_sharing_a_store_never_colli
     assert [m.old_version for m in history[1:]] == [m.new_version for m in history[:-1]]  # one unbroken chain
     for meta in stores:
         meta.close()
+
+
+def test_a_log_limited_to_n_rows_gives_its_newest_n_in_the_order_written(tmp_path: Path) -> None:
+    meta, _ = open_stores(tmp_path, durable=False)
+    for i in range(5):
+        meta.events.add(float(i), "a" if i % 2 else "b", "t", f"e{i}", {})
+    assert [e.reason for e in meta.events.list(limit=2)] == ["e3", "e4"]
+    assert [e.reason for e in meta.events.list("b", limit=2)] == ["e2", "e4"]
+    assert [e.reason for e in meta.events.list()] == [f"e{i}" for i in range(5)]
+    meta.close()

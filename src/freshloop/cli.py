@@ -505,7 +505,7 @@ def history(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
             limit: Annotated[int, typer.Option(help="newest N events")] = 50) -> None:
     """Print the event log: every state change with actor, reason and time."""
     with _stores(spec_path) as (meta, _):
-        events = meta.events.list(kind)[-limit:]
+        events = meta.events.list(kind, limit)
     table = Table(title="events")
     for c in ("id", "at", "kind", "actor", "reason"):
         table.add_column(c, overflow="fold")

@@ -156,14 +156,12 @@ class Operations:
     def decisions(self, kind: str | None = None, limit: int | None = None) -> list[DecisionRecord]:
         """The newest ``limit`` decisions (of one kind, or all), oldest first."""
         with self.lock:
-            found = self.loop.meta.decisions.list(kind)
-        return found[-limit:] if limit else found
+            return self.loop.meta.decisions.list(kind, limit)
 
     def events(self, kind: str | None = None, limit: int | None = None) -> list[Event]:
         """The newest ``limit`` events (of one kind, or all), oldest first."""
         with self.lock:
-            found = self.loop.events.list(kind)
-        return found[-limit:] if limit else found
+            return self.loop.events.list(kind, limit)
 
     def rollouts(self) -> list[RolloutRecord]:
         with self.lock:

@@ -262,12 +262,14 @@ class _Log(_Repo, Generic[E]):
     entity: type[E]
 
     def list(self, kind: str | None = None, limit: int | None = None) -> builtins.list[E]:
-        q = select(self.table).order_by(self.table.c.id)
+        """The rows in the order written, of one kind or all; with ``limit``, the newest that many (read newest
+        first by the database, so a long log is not read whole to show its end)."""
+        q = select(self.table)
         if kind:
             q = q.where(self.table.c.kind == kind)
-        if limit:
-            q = q.limit(limit)
-        return self._all(self.entity, q)
+        if not limit:
+            return self._all(self.entity, q.order_by(self.table.c.id))
+        return self._all(self.entity, q.order_by(self.table.c.id.desc()).limit(limit))[::-1]
 
 
 class Decisions(_Log[DecisionRecord]):
