@@ -96,9 +96,14 @@ class Operations:
         with self.lock:
             res = self.loop.predict(frame, row_ids=row_ids)
             if res.row_ids:
-                stored = self.loop.ingest(frame, source="predict", batch_id=predicted_batch_id(res.row_ids),
-                                          row_ids=res.row_ids)
-                self._ingested(stored)
+                self._store_predicted(frame, res.row_ids)
+        return res
+
+    def _store_predicted(self, frame: pd.DataFrame, row_ids: list[str]) -> IngestResult:
+        """Rows that were predicted, stored under their prediction ids as one batch whose id the ids make (so
+        the same rows stored again, after a restart, are the same batch)."""
+        res = self.loop.ingest(frame, source="predict", batch_id=predicted_batch_id(row_ids), row_ids=row_ids)
+        self._ingested(res)
         return res
 
     def reingest(self, quarantine_id: str) -> IngestResult:

@@ -230,8 +230,7 @@ class LoopService(Operations):
             return
         frames = pd.DataFrame.from_records([r for rows, _ in queue for r in rows])  # one frame, not a concat
         ids = [i for _, batch in queue for i in batch]
-        res = self.loop.ingest(frames, source="predict", batch_id=predicted_batch_id(ids), row_ids=ids)
-        self._ingested(res)
+        self._store_predicted(frames, ids)
         self.loop.flush()
         if sealed is not None:  # its rows and predictions are stored: a restart has nothing to replay
             sealed.unlink(missing_ok=True)
