@@ -135,7 +135,8 @@ def test_a_version_that_cannot_serve_leaves_the_champion_where_it_was(make_loop,
     """promote makes the version ready to serve (loaded, compiled, its reference rows scored) before it moves
     the alias: a version whose model fails there is refused and nothing is recorded."""
     monkeypatch.setenv("FRESHLOOP_ALLOWED_ESTIMATORS", "tests.")
-    loop, clock = bootstrap(make_loop, model={"estimator": "tests.estimators.BrittleClassifier"},
+    loop, clock = bootstrap(make_loop, model={"estimator": "tests.estimators.BrittleClassifier",
+                                              "window": {"choose": [1.0]}},
                             policy={"triggers": {"schedule": "200s"}, "cooldown": "0s", "min_new_labels": 0})
     drive(loop, clock, make_frame(600, seed=3, t0=300))
     current = loop.champion_version
@@ -150,7 +151,8 @@ def test_a_version_that_cannot_serve_leaves_the_champion_where_it_was(make_loop,
 
 def test_a_server_serves_the_gated_fit_until_its_refit_replaces_it(tmp_path: Path) -> None:
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
-                                                                "min_new_labels": 0}))
+                                                                "min_new_labels": 0},
+                                    model={"window": {"choose": [1.0]}}))  # one window: the fits counted below
     clock = SimulatedClock(0.0)
     loop = Loop(spec, clock=clock, durable=False, serve_before_refit=True)
     served: list[int] = []
@@ -526,3 +528,68 @@ def test_labels_go_to_the_event_log_and_a_relabel_keeps_the_history(make_loop) -
     assert [(h["label"], h["at"]) for h in history] == [(int(rows["y"].iloc[0]), 319.0), (flipped[0], 330.0)]
     assert [h["source"] for h in loop.data.label_history("w0")] == ["features", "feedback"]
     assert loop.data.labeled_rows(["n0"])["_label"].tolist() == [flipped[0]]  # training reads the newest
+
+
+def flipping(n: int, flip_at: int, seed: int = 0) -> pd.DataFrame:
+    """One feature; the label is x > 0 until row ``flip_at``, then x < 0."""
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, n)
+    t = np.arange(n)
+    y = np.where(t < flip_at, x > 0, x < 0).astype(int)
+    return pd.DataFrame({"t": t, "x": x, "y": y})
+
+
+def test_a_retrain_after_a_change_fits_the_window_the_holdout_chooses(tmp_path: Path) -> None:
+    """A retrain that answers a drop of the live metric tries window lengths longest first on the rows before
+    the holdout; the short ones (the new concept alone) win surely, the verdict and the run's lineage say which
+    and why, and the refit learns that window and the holdout, not the old concept's rows before it."""
+    spec = load_spec_dict(spec_dict(
+        tmp_path / "store", data={"label": "y", "time": "t"}, gate={"metric": "log_loss"},
+        model={"window": {"period": 600}}, policy={"triggers": {"quality": {"min_labels": 50}}, "cooldown": "0s",
+                                                     "min_new_labels": 450, "hysteresis": 1}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    frame = flipping(1000, flip_at=500)
+    clock.advance_to(299.0)
+    loop.ingest(frame.iloc[:300], source="test", batch_id="b0", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, frame.iloc[300:], delay=0.0)
+    verdicts = loop.meta.runs.verdicts()
+    runs = {r.id: r for r in loop.meta.runs.list()}
+    first = next(v for v in verdicts if v.created_at > 500 and v.body["window"]["tried"])  # the first after it
+    window, run = first.body["window"], runs[first.run_id]
+    assert run.lineage["reasons"][0].startswith("quality:")
+    tried = [t["rows"] for t in window["tried"]]
+    assert tried == sorted(tried, reverse=True) and window["rows"] < tried[0]  # a shorter one than the whole
+    assert window["why"].startswith("surely better than")
+    # it holds the new concept alone: none of its rows is older than the change
+    new_rows = int(run.lineage["t_last"]) - 500 + 1
+    assert window["rows"] <= new_rows and run.train_rows == window["rows"]
+    trained = next(e for e in loop.meta.events.list("run_trained") if e.payload["run_id"] == run.id)
+    assert f"window {window['rows']} rows (surely better than" in trained.reason
+    version = next(v for v in loop.registry.versions() if v.run_id == run.id)
+    assert version.lineage["window"] == window
+    assert version.lineage["refit_rows"] == window["rows"] + first.body["holdout_rows"]  # the window and holdout
+    # the new concept is what the model serves
+    served = loop.predict(pd.DataFrame({"t": [1000.0, 1001.0], "x": [0.8, -0.8]}))
+    assert served.predictions.tolist() == [0, 1]
+
+
+def test_one_window_share_fits_the_whole_window(make_loop) -> None:
+    loop, clock = bootstrap(make_loop, model={"window": {"choose": [1.0]}})
+    assert "window" not in loop.registry.get(1).lineage
+    assert loop.meta.runs.verdicts()[-1].body["window"] == {"rows": loop.meta.runs.list()[-1].train_rows,
+                                                             "tried": []}
+
+
+def test_the_gains_of_past_retrains_survive_a_restart(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"triggers": {"schedule": "100s"}, "cooldown": "0s",
+                                                                "min_new_labels": 0}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    drive(loop, clock, make_frame(400, seed=3, t0=300, flip=True))
+    assert len(loop.training.gains) >= 2
+    again = Loop(spec, clock=clock)
+    assert again.training.gains == loop.training.gains

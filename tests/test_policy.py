@@ -84,3 +84,19 @@ def test_decisions_name_their_triggers_and_guards_as_fields() -> None:
         Retrain("k", ("drift: x", "schedule: y"), triggers=("drift",))
     assert both.held("rollout in progress", "rollout of version 3 in progress").reason == \
         f"rollout of version 3 in progress (would retrain for {both.reasons[0]})"
+
+
+def test_the_gain_trigger_retrains_while_retraining_pays_and_stops_when_it_does_not() -> None:
+    p = Policy.from_spec(PolicySpec.model_validate({"triggers": {"gain": {"min_gain": 0.02, "runs": 3}},
+                                                    "cooldown": "0s", "min_new_labels": 50}))
+    paying = p.decide(sig(gains=(-0.01, 0.05, 0.03, 0.04)), PolicyState())
+    assert isinstance(paying, Retrain) and paying.triggers == ("gain",)
+    assert paying.reasons[0].startswith("gain: the last 3 retrains beat the champion by 4.00 % on average (>= 2 %)")
+    # the same gains, but too few new labels to judge another candidate: the guard still holds it
+    few = p.decide(sig(gains=(0.05, 0.03, 0.04), new_labels=20), PolicyState())
+    assert isinstance(few, Skip) and few.guard == "min_new_labels"
+    # one good retrain among poor ones is not a trend; no retrain judged against a champion yet is none
+    assert isinstance(p.decide(sig(gains=(0.06, 0.0, -0.01)), PolicyState()), Skip)
+    assert isinstance(p.decide(sig(), PolicyState()), Skip)
+    # the default policy has it
+    assert "gain" in [t.name for t in Policy.from_spec(PolicySpec()).triggers]

@@ -90,12 +90,28 @@ class DataSpec(_Strict):
 
 
 class WindowSpec(_Strict):
-    """Which accepted rows a snapshot holds: all, the last N rows, or the last period."""
+    """Which accepted rows a snapshot holds: all, the last N rows, or the last period; and how much of it a
+    retrain fits on, chosen by the data (``choose``)."""
 
     rows: int | None = Field(None, gt=0)
     period: str | float | None = Field(None, description="a duration ('90d') or a number of seconds")
+    choose: list[float] = Field(
+        default_factory=lambda: [0.125, 0.25, 0.5, 1.0],
+        description="shares of the window's training rows (its newest ones) a full retrain fits a candidate on, "
+                    "shortest first; the one scoring best on the gate's holdout (rows none of them trained on) "
+                    "is the one gated, and a tie goes to the longer. [1.0]: always the whole window")
+    choose_budget: str | float | None = Field(
+        "60s", description="fitting time after which no longer window is tried (a duration or seconds); "
+                           "null: no limit")
 
-    _check_period = field_validator("period")(classmethod(lambda cls, v: _duration(v)))
+    _check_period = field_validator("period", "choose_budget")(classmethod(lambda cls, v: _duration(v)))
+
+    @field_validator("choose")
+    @classmethod
+    def _shares(cls, v: list[float]) -> list[float]:
+        if not v or any(not 0 < s <= 1 for s in v):
+            raise ValueError(f"must be shares in (0, 1], at least one. Got {v!r} instead")
+        return sorted(set(v))
 
     @model_validator(mode="after")
     def _one(self) -> WindowSpec:
@@ -129,6 +145,12 @@ class QualityTriggerSpec(_Strict):
     window: int = Field(500, gt=10, description="recent matured labels the live metric uses")
 
 
+class GainTriggerSpec(_Strict):
+    min_gain: float = Field(0.02, gt=0, description="retrain again while the last retrains beat their champion by "
+                            "this much on average, relative to its score (0.02: 2 %)")
+    runs: int = Field(3, gt=0, description="how many of the last retrains the average covers")
+
+
 class TriggerSpec(_Strict):
     schedule: str | None = None
     volume: int | None = Field(None, gt=0, description="new matured labeled rows since the last training")
@@ -136,6 +158,7 @@ class TriggerSpec(_Strict):
     quality: QualityTriggerSpec | None = None
     detector: Literal["adwin", "page_hinkley"] | None = None
     staleness: str | None = None
+    gain: GainTriggerSpec | None = None
 
     _check = field_validator("schedule", "staleness")(classmethod(lambda cls, v: _duration(v)))
 
@@ -150,8 +173,8 @@ class BudgetSpec(_Strict):
 class PolicySpec(_Strict):
     name: str = "default"
     triggers: TriggerSpec = TriggerSpec(
-        drift=DriftTriggerSpec(), quality=QualityTriggerSpec(), detector="adwin", staleness="365d"
-    )
+        drift=DriftTriggerSpec(), quality=QualityTriggerSpec(), detector="adwin", staleness="365d",
+        gain=GainTriggerSpec())
     min_new_labels: int = Field(50, ge=0, description="never retrain on fewer new labeled rows")
     cooldown: str = "7d"
     hysteresis: int = Field(2, ge=1, description="ticks a drift signal must persist before it counts")

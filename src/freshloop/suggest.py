@@ -309,7 +309,7 @@ def _sizes(spec: dict[str, Any], *, time: str | None, secs: np.ndarray | None, n
     spec["model"]["window"] = {"rows": window_rows}
     finite = secs[np.isfinite(secs)] if secs is not None else np.array([])
     span = float(finite.max() - finite.min()) if len(finite) > 1 else 0.0
-    triggers: dict[str, Any] = {"drift": {}, "quality": {}, "detector": "adwin"}
+    triggers: dict[str, Any] = {"drift": {}, "quality": {}, "detector": "adwin", "gain": {}}
     if time is not None and span > 0:
         every = span / max(n - 1, 1)  # seconds per row, on average
         batch = round_duration(batch_rows * every)

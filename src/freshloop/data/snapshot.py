@@ -50,7 +50,8 @@ class Snapshot:
 
 def snapshot_id(batch_ids: tuple[str, ...], label_batch_ids: tuple[str, ...], window: WindowSpec,
                 cutoff: float, rows: int) -> str:
-    body = json.dumps([list(batch_ids), list(label_batch_ids), window.model_dump(), cutoff, rows])
+    body = json.dumps([list(batch_ids), list(label_batch_ids), window.model_dump(include={"rows", "period"}),
+                       cutoff, rows])
     return "s-" + hashlib.sha256(body.encode()).hexdigest()[:16]
 
 
@@ -73,8 +74,9 @@ class Snapshots:
         batch_ids, label_ids, newest = self.view.provenance(pos)
         times = self.view.times[pos]
         sid = snapshot_id(batch_ids, label_ids, window, cutoff, len(pos))
-        snap = Snapshot(sid, float(cutoff), window.model_dump(), batch_ids, label_ids, int(len(pos)),
-                        float(times.min()) if len(pos) else None, float(times.max()) if len(pos) else None, newest)
+        snap = Snapshot(sid, float(cutoff), window.model_dump(include={"rows", "period"}), batch_ids, label_ids,
+                        int(len(pos)), float(times.min()) if len(pos) else None,
+                        float(times.max()) if len(pos) else None, newest)
         self._rows[sid] = pos
         self._rows.move_to_end(sid)
         while len(self._rows) > SNAPSHOTS_KEPT:

@@ -247,7 +247,8 @@ class Loop:
                              needed=2 * self.spec.gate.min_holdout_rows,
                              tried=self.meta.runs.find(run_key("bootstrap", now)) is not None)
         signals = self.ctx.monitor().signals(now, last_trained_at=self.training.last_trained_at,
-                                             champion_since=self.ctx.champion.lineage.get("promoted_at"))
+                                             champion_since=self.ctx.champion.lineage.get("promoted_at"),
+                                             gains=self.training.gains)
         report.signals = signals
         decision = self.policy.decide(signals, self.state)
         self.memory.streaks = decision.streaks

@@ -12,21 +12,31 @@ back); once enough labels have matured after it, one follow-up trains on the row
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from ..clock import parse_duration
 from ..data.snapshot import Snapshot
-from ..evaluate.gate import Verdict, judge
+from ..evaluate.gate import Verdict, judge, paired_bootstrap
 from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
-from ..train import Candidate, ModelBundle, TrainingFailed, TrainRequest, train_candidate
+from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
 from .context import Context, TickReport
 from .deploy import Deployer
+from .window import Tried, WindowChoice, window_lengths
 
 __all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun"]
+
+# What says the concept moved (the error stream changed, the live metric dropped, retrains keep beating the
+# champion): rows from before the move may mislead, so a retrain for one of these chooses its window. Drift of
+# the inputs alone (a season) does not: the whole window holds the seasons it has seen.
+MOVED = frozenset({"detector", "quality", "gain"})
+_GAINS_KEPT = 20  # the gains a training run keeps for the policy (it reads the last few)
 
 
 @dataclass(frozen=True)
@@ -133,12 +143,25 @@ class TrainingRun:
         self.last_trained_at: float | None = None
         self.retrain_times: tuple[float, ...] = ()
         self.refit_due: PendingRefit | None = None
+        self.gains: tuple[float, ...] = ()  # each judged candidate's gain over its champion (see ``_gain``)
 
     def restore(self) -> None:
         runs = self.ctx.meta.runs.list()
         if runs:
             self.last_trained_at = max(r.created_at for r in runs)
             self.retrain_times = tuple(r.created_at for r in runs)
+        for v in self.ctx.meta.runs.verdicts():
+            self._gain(next((c.get("evidence") for c in v.body.get("checks", []) if c.get("name") == "vs_champion"),
+                            None))
+
+    def _gain(self, versus: dict[str, Any] | None) -> None:
+        """Keep how much a candidate beat its champion on the holdout, relative to the champion's score (the
+        policy's gain trigger reads the mean of the last few, which evens out one holdout's luck). A first
+        model, judged against a constant, has no champion to beat."""
+        if not versus or versus.get("delta") is None or not versus.get("champion"):
+            return
+        gain = float(versus["delta"]) / max(abs(float(versus["champion"])), 1e-12)
+        self.gains = (*self.gains[-(_GAINS_KEPT - 1):], round(float(gain), 6))
 
     def run(self, decision: Retrain, now: float, report: TickReport) -> None:
         ctx, gate = self.ctx, self.ctx.spec.gate
@@ -168,14 +191,18 @@ class TrainingRun:
             return
         seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
         train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
-        cand, train = self._fit(decision, snap, train, run_id, now, report)
+        cand, train = self._fit(decision, snap, train, hold, run_id, now, report)
         if cand is None:
             return
         verdict_id = "v-" + run_id[4:]
-        verdict = self._gate(cand.bundle, train, hold, seen_newest, verdict_id, run_id, snap.id, now)
+        verdict = self._gate(cand, train, hold, seen_newest, verdict_id, run_id, snap.id, now)
         report.verdict = verdict
         if verdict.passed:
-            self._register(cand, decision, snap, frame, train, run_id, verdict_id, verdict, now, report,
+            # the refit learns the chosen window and the holdout: the rows before the window stay out of it
+            trained = np.flatnonzero(~in_hold)
+            start = trained[len(trained) - len(train)] if 0 < len(train) < len(trained) else 0
+            chosen = frame[in_hold | (np.arange(n) >= start)].reset_index(drop=True) if start else frame
+            self._register(cand, decision, snap, chosen, train, run_id, verdict_id, verdict, now, report,
                            refit=ctx.spec.gate.refit and ctx.spec.model.mode == "full" and not interim)
 
     def _started(self, now: float) -> None:
@@ -207,42 +234,113 @@ class TrainingRun:
             seen &= frame["_label_time"].to_numpy(dtype=float) <= float(lineage["cutoff"])
         return seen
 
-    def _fit(self, decision: Retrain, snap: Snapshot, train: pd.DataFrame, run_id: str, now: float,
-             report: TickReport) -> tuple[Candidate | None, pd.DataFrame]:
+    def _fit(self, decision: Retrain, snap: Snapshot, train: pd.DataFrame, hold: pd.DataFrame, run_id: str,
+             now: float, report: TickReport) -> tuple[Candidate | None, pd.DataFrame]:
         """The candidate, fitted in the executor (warm-started from the champion on the rows it has not
-        learned, when the mode says so), and its run recorded; None when training failed."""
+        learned, when the mode says so; on the window the holdout chooses, for a full fit), and its run
+        recorded; None when training failed. Returns the rows it was fitted on too."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
-        base = None
+        schema, base = ctx.schema, None
         if model.mode in ("warm_start", "online") and ctx.champion is not None:
             base = ctx.champion.bundle
             t_last = ctx.champion.lineage.get("t_last")
             if t_last is not None:
                 train = train[train["_time"] > t_last]
-        req = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
-                           model.seed, model.scale, train.reset_index(drop=True), base)
+
+        def request(rows: pd.DataFrame) -> TrainRequest:
+            return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, model.mode,
+                                model.seed, model.scale, rows.reset_index(drop=True), base)
+
+        choice = None
         try:
-            cand: Candidate = ctx.executor.submit(train_candidate, req).result()
+            if base is None and len(model.window.choose) > 1 and len(hold) and set(decision.triggers) & MOVED:
+                cand, train, choice = self._choose(request, train, hold)
+            else:
+                cand = ctx.executor.submit(train_candidate, request(train)).result()
+                ctx.stats.train_rows += cand.train_rows
+                ctx.stats.train_seconds += cand.train_seconds
         except TrainingFailed as e:
             self._fail(run_id, decision, snap, now, str(e), report)
             return None, train
         ctx.stats.retrains += 1
-        ctx.stats.train_rows += cand.train_rows
-        ctx.stats.train_seconds += cand.train_seconds
         cand.lineage.update({"t_last": float(train["_time"].max()) if len(train) else snap.t_last,
                              "cutoff": float(train["_label_time"].max()) if "_label_time" in train and len(train)
                              else now, "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
+        if choice is not None:
+            cand.lineage["window"] = choice.to_dict()
         ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
                                     status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
                                     train_seconds=cand.train_seconds, created_at=now))
-        ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}",
+        how = f"; {choice.describe()}" if choice is not None else ""
+        ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}{how}",
                           {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
         return cand, train
 
-    def _gate(self, cand: ModelBundle, train: pd.DataFrame, hold: pd.DataFrame, seen: int, verdict_id: str,
+    def _choose(self, request: Callable[[pd.DataFrame], TrainRequest], train: pd.DataFrame,
+                hold: pd.DataFrame) -> tuple[Candidate, pd.DataFrame, WindowChoice]:
+        """One candidate per window length (the newest rows of ``train``), longest first, each scored on the
+        holdout; the whole window unless a shorter one surely beats it (see :mod:`.window`). Every fit counts
+        in the loop's training cost."""
+        ctx, window = self.ctx, self.ctx.spec.model.window
+        budget = parse_duration(window.choose_budget) if window.choose_budget is not None else float("inf")
+        lengths = window_lengths(len(train), window.choose, least=ctx.spec.gate.min_holdout_rows)
+        y = None
+        tried: list[Tried] = []
+        fitted: dict[int, tuple[Candidate, np.ndarray]] = {}
+        spent, error, stopped = 0.0, None, None
+        for k in lengths:
+            if spent > budget and fitted:
+                stopped = "time budget spent"
+                break
+            try:
+                cand: Candidate = ctx.executor.submit(train_candidate, request(train.iloc[len(train) - k:])).result()
+            except TrainingFailed as e:  # e.g. one class in a short window
+                tried.append(Tried(k, None, 0.0, str(e)))
+                error = error or e
+                continue
+            spent += cand.train_seconds
+            ctx.stats.train_rows += cand.train_rows
+            ctx.stats.train_seconds += cand.train_seconds
+            y = cand.bundle.target(hold["_label"]).to_numpy() if y is None else y
+            p, pr = cand.bundle.predict(hold)
+            rows = ctx.metric.per_row(y, p, pr, ctx.classes)
+            score = float(ctx.metric.aggregate(rows))
+            last = next((t.score for t in reversed(tried) if t.score is not None), None)
+            tried.append(Tried(k, score, round(cand.train_seconds, 4)))
+            fitted[k] = (cand, rows)
+            if last is not None and ctx.metric.better(score, last) < 0:
+                stopped = "a longer window scored better"
+                break  # shorter scored worse: the shorter ones still are not expected to win
+        if not fitted:
+            assert error is not None
+            raise error
+        rows_kept, why = self._pick(tried, fitted)
+        skipped = tuple(k for k in lengths if all(t.rows != k for t in tried))
+        choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why, skipped, stopped if skipped else None)
+        return fitted[rows_kept][0], train.iloc[len(train) - rows_kept:], choice
+
+    def _pick(self, tried: list[Tried], fitted: dict[int, tuple[Candidate, np.ndarray]]) -> tuple[int, str]:
+        """The length to keep: the best-scoring one if it beats the longest fitted surely (the low end of the
+        gate's confidence interval of their difference above zero), else the longest."""
+        ctx, gate = self.ctx, self.ctx.spec.gate
+        longest = max(fitted)
+        best = max((t for t in tried if t.score is not None),
+                   key=lambda t: (ctx.metric.better(float(t.score or 0.0), 0.0), t.rows)).rows
+        if best == longest:
+            return longest, "the longest scored best" if len(fitted) > 1 else "the only one fitted"
+        d = paired_bootstrap(fitted[best][1], fitted[longest][1], ctx.metric, n=gate.bootstrap,
+                             confidence=gate.confidence, seed=ctx.spec.model.seed)
+        if d.low > 0:
+            return best, f"surely better than {longest} rows: by {d.delta:+.4f}, CI low {d.low:+.4f}"
+        return longest, f"{best} rows scored best, but not surely better than {longest} rows: by {d.delta:+.4f}, " \
+                        f"CI low {d.low:+.4f}"
+
+    def _gate(self, candidate: Candidate, train: pd.DataFrame, hold: pd.DataFrame, seen: int, verdict_id: str,
               run_id: str, snapshot_id: str, now: float) -> Verdict:
-        """The candidate against the champion on the holdout (a first model against a constant), recorded."""
-        ctx = self.ctx
+        """The candidate against the champion on the holdout (a first model against a constant), recorded with
+        the window it was fitted on and how that was chosen."""
+        ctx, cand = self.ctx, candidate.bundle
         assert ctx.schema is not None
         metric, classes = ctx.metric, ctx.classes
         y = cand.target(hold["_label"]).to_numpy()
@@ -262,10 +360,12 @@ class TrainingRun:
                 base_rows = metric.per_row(y, np.full(len(y), float(ytrain.mean())), None, classes)
         verdict = judge(ctx.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=ctx.spec.model.seed,
                         champion_seen=seen)
-        ctx.meta.runs.add_verdict(VerdictRecord(verdict_id, run_id, verdict.passed,
-                                                {**verdict.to_dict(), "snapshot_id": snapshot_id}, now))
+        window = candidate.lineage.get("window") or {"rows": len(train), "tried": []}
+        ctx.meta.runs.add_verdict(VerdictRecord(verdict_id, run_id, verdict.passed, {
+            **verdict.to_dict(), "snapshot_id": snapshot_id, "window": window}, now))
         ctx.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
                           {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
+        self._gain(next((c.evidence for c in verdict.checks if c.name == "vs_champion"), None))
         if verdict.passed:
             ctx.stats.gate_passed += 1
         else:

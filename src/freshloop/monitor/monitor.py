@@ -39,6 +39,9 @@ class Signals:
     last_trained_at: float | None = None
     champion_since: float | None = None
     drift_at_training: dict[str, float] = field(default_factory=dict)
+    # how much the last retrains' candidates beat the champion they were judged against on rows neither had
+    # trained on, relative to the champion's score (oldest first; the loop's record, not the monitor's)
+    gains: tuple[float, ...] = ()
 
     @property
     def drifted(self) -> list[str]:
@@ -183,7 +186,8 @@ class Monitor:
         """Each feature's drift value at the last :meth:`signals`."""
         return dict(self._last_drift)
 
-    def signals(self, now: float, *, last_trained_at: float | None, champion_since: float | None) -> Signals:
+    def signals(self, now: float, *, last_trained_at: float | None, champion_since: float | None,
+                gains: tuple[float, ...] = ()) -> Signals:
         drift: dict[str, DriftScore] = {}
         if self._rows and self._refs:
             spec = self.triggers.drift
@@ -208,4 +212,4 @@ class Monitor:
                        reference_high=None if self.reference_ci is None else self.reference_ci[1],
                        detector_fired=self.detector_fired,
                        last_trained_at=last_trained_at, champion_since=champion_since,
-                       drift_at_training=dict(self.drift_at_training))
+                       drift_at_training=dict(self.drift_at_training), gains=gains)

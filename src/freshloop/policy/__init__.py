@@ -4,6 +4,7 @@ from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyStat
 from .triggers import (
                        DetectorTrigger,
                        DriftTrigger,
+                       GainTrigger,
                        QualityTrigger,
                        ScheduleTrigger,
                        StalenessTrigger,
@@ -12,6 +13,6 @@ from .triggers import (
                        VolumeTrigger,
 )
 
-__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "Guard", "Policy",
+__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "GainTrigger", "Guard", "Policy",
            "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger", "Trigger",
            "TriggerName", "VolumeTrigger", "bootstrap", "run_key"]

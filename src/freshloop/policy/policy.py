@@ -154,6 +154,8 @@ class Policy:
             trig.append(tr.DetectorTrigger(t.detector))
         if t.staleness:
             trig.append(tr.StalenessTrigger(parse_duration(t.staleness), rows))
+        if t.gain:
+            trig.append(tr.GainTrigger(t.gain.min_gain, t.gain.runs))
         budget = (spec.budget.max_retrains, parse_duration(spec.budget.per)) if spec.budget else None
         return cls(spec.name, tuple(trig), spec.min_new_labels, parse_duration(spec.cooldown), spec.hysteresis,
                    budget, spec.online, rows=rows)

@@ -22,11 +22,12 @@ from typing import ClassVar, Literal
 from ..clock import human_duration
 from ..monitor import Signals
 
-__all__ = ["DetectorTrigger", "DriftTrigger", "QualityTrigger", "ScheduleTrigger", "StalenessTrigger", "Trigger",
-           "TriggerName", "VolumeTrigger"]
+__all__ = ["DetectorTrigger", "DriftTrigger", "GainTrigger", "QualityTrigger", "ScheduleTrigger", "StalenessTrigger",
+           "Trigger", "TriggerName", "VolumeTrigger"]
 
 # What fired a retrain: the policy's triggers, and the loop's own two (a first model; the follow-up after a change)
-TriggerName = Literal["schedule", "volume", "drift", "quality", "detector", "staleness", "bootstrap", "follow-up"]
+TriggerName = Literal["schedule", "volume", "drift", "quality", "detector", "staleness", "gain", "bootstrap",
+                      "follow-up"]
 
 
 def _d(seconds: float, rows: bool) -> str:
@@ -134,6 +135,36 @@ class DetectorTrigger(Trigger):
 
     def check(self, signals: Signals) -> str | None:
         return f"detector: {self.detector} detected a change in the error stream" if signals.detector_fired else None
+
+
+@dataclass(frozen=True)
+class GainTrigger(Trigger):
+    """Retrain while retraining pays: when the last ``runs`` retrains' candidates beat the champion they were
+    judged against by ``min_gain`` on average (relative to the champion's score, on rows neither had trained
+    on), the next retrain is due as soon as the guards allow (``min_new_labels``, cooldown, budget); when
+    they stop paying, it stops, and the other triggers answer the next change.
+
+    >>> from freshloop.monitor import Signals
+    >>> GainTrigger(0.02).check(Signals(now=0.0, gains=(0.01, 0.08, 0.05)))
+    'gain: the last 3 retrains beat the champion by 4.67 % on average (>= 2 %): retraining pays'
+    >>> GainTrigger(0.02).check(Signals(now=0.0, gains=(0.08, 0.0, 0.01, -0.02))) is None
+    True
+    """
+
+    min_gain: float
+    runs: int = 3
+    name = "gain"
+
+    def check(self, signals: Signals) -> str | None:
+        recent = signals.gains[-self.runs:]
+        if not recent:
+            return None
+        mean = sum(recent) / len(recent)
+        if mean < self.min_gain:
+            return None
+        last = f"the last {len(recent)} retrains" if len(recent) > 1 else "the last retrain"
+        return (f"gain: {last} beat the champion by {100 * mean:.2f} % on average (>= {100 * self.min_gain:g} %): "
+                "retraining pays")
 
 
 @dataclass(frozen=True)
