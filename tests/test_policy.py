@@ -97,6 +97,8 @@ def test_the_gain_trigger_retrains_while_retraining_pays_and_stops_when_it_does_
     assert isinstance(few, Skip) and few.guard == "min_new_labels"
     # one good retrain among poor ones is not a trend; no retrain judged against a champion yet is none
     assert isinstance(p.decide(sig(gains=(0.06, 0.0, -0.01)), PolicyState()), Skip)
+    # the first retrain that does not pay stops it, however well the ones before it paid
+    assert isinstance(p.decide(sig(gains=(0.30, 0.20, 0.0)), PolicyState()), Skip)
     assert isinstance(p.decide(sig(), PolicyState()), Skip)
     # the default policy has it
     assert "gain" in [t.name for t in Policy.from_spec(PolicySpec()).triggers]

@@ -28,6 +28,12 @@ def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     report = write_report({"default": a}, tmp_path / "r.html", title="t")
     text = report.read_text()
     assert text.count("<svg") == 2 and "default" in text
+    # the retrains that answered the flip chose their window: the summary and the report say which
+    chose = [v for v in a["verdicts"] if v["window_of"]]
+    assert chose and all(v["window"] <= v["window_of"] and v["window_why"] for v in chose)
+    shorter = sum(v["window"] < v["window_of"] for v in chose)
+    assert f"default: {shorter} of {len(chose)} retrains that chose their window" in text
+    assert f"{chose[0]['window']:,} of {chose[0]['window_of']:,} rows" in text
 
 
 @pytest.mark.slow

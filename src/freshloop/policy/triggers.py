@@ -139,15 +139,18 @@ class DetectorTrigger(Trigger):
 
 @dataclass(frozen=True)
 class GainTrigger(Trigger):
-    """Retrain while retraining pays: when the last ``runs`` retrains' candidates beat the champion they were
-    judged against by ``min_gain`` on average (relative to the champion's score, on rows neither had trained
-    on), the next retrain is due as soon as the guards allow (``min_new_labels``, cooldown, budget); when
-    they stop paying, it stops, and the other triggers answer the next change.
+    """Retrain while retraining pays: when the last retrain's candidate and the last ``runs`` retrains' on
+    average beat the champion they were judged against by ``min_gain`` (relative to the champion's score, on
+    rows neither had trained on), the next retrain is due as soon as the guards allow (``min_new_labels``,
+    cooldown, budget). The first retrain that does not pay stops it, and the other triggers answer the next
+    change.
 
     >>> from freshloop.monitor import Signals
     >>> GainTrigger(0.02).check(Signals(now=0.0, gains=(0.01, 0.08, 0.05)))
     'gain: the last 3 retrains beat the champion by 4.67 % on average (>= 2 %): retraining pays'
     >>> GainTrigger(0.02).check(Signals(now=0.0, gains=(0.08, 0.0, 0.01, -0.02))) is None
+    True
+    >>> GainTrigger(0.02).check(Signals(now=0.0, gains=(0.20, 0.10, 0.0))) is None  # the last one did not pay
     True
     """
 
@@ -160,7 +163,7 @@ class GainTrigger(Trigger):
         if not recent:
             return None
         mean = sum(recent) / len(recent)
-        if mean < self.min_gain:
+        if mean < self.min_gain or recent[-1] < self.min_gain:
             return None
         last = f"the last {len(recent)} retrains" if len(recent) > 1 else "the last retrain"
         return (f"gain: {last} beat the champion by {100 * mean:.2f} % on average (>= {100 * self.min_gain:g} %): "

@@ -392,7 +392,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "mean_data_to_deploy": round(float(np.mean(lags)) / unit, 4) if len(lags) else None,
         "labels_never_deployed": never_deployed,
         "decisions": _decisions(loop.meta.decisions.list()),
-        "verdicts": [{"at": v.created_at, "passed": v.passed, "reason": v.body["reason"]} for v in verdicts],
+        "verdicts": [_verdict(v.created_at, v.passed, v.body) for v in verdicts],
         "series": series,
         "retrain_times": run.retrain_at,
         "drift": {"t": run.drift_at, "values": run.drift_series},
@@ -403,6 +403,16 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     (out / "timings.json").write_text(json.dumps({"training_seconds": st.train_seconds}, indent=2))
     summary["training_seconds"] = st.train_seconds
     return summary
+
+
+def _verdict(at: float, passed: bool, body: dict[str, Any]) -> dict[str, Any]:
+    """A verdict in the summary: when, whether it passed and why, and the window its candidate was fitted on
+    (``window`` rows of the ``window_of`` its retrain could have used, and why; no ``window_of`` when the
+    retrain fitted the whole window without choosing)."""
+    window = body.get("window") or {}
+    tried = [t["rows"] for t in window.get("tried", [])]
+    return {"at": at, "passed": passed, "reason": body["reason"], "window": window.get("rows"),
+            "window_of": max(tried) if tried else None, "window_why": window.get("why")}
 
 
 def _time_unit(spec: LoopSpec) -> str:

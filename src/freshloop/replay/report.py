@@ -124,6 +124,20 @@ def _drift_chart(results: dict[str, dict[str, Any]], unit: str, calendar: bool, 
     return _svg(fig)
 
 
+def _windows(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
+    """How far back each retrain that chose its window looked: the window kept, of how many rows, and why."""
+    chose = [v for v in s.get("verdicts", []) if v.get("window_of")]
+    if not chose:
+        return ""
+    shorter = [v for v in chose if v["window"] < v["window_of"]]
+    items = "".join(f"<li>{_when(v['at'], unit, calendar)}: {v['window']:,} of {v['window_of']:,} rows "
+                    f"({html.escape(str(v['window_why']))}){'' if v['passed'] else ' — rejected by the gate'}</li>"
+                    for v in chose[:15])
+    more = f"<li>… {len(chose) - 15} more in summary.json</li>" if len(chose) > 15 else ""
+    return (f"<details><summary>{html.escape(name)}: {len(shorter)} of {len(chose)} retrains that chose their "
+            f"window kept a shorter one than the whole</summary><ul>{items}{more}</ul></details>")
+
+
 def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
     first = next(iter(results.values()))
     unit = first["time_unit"]
@@ -142,6 +156,7 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
         reasons += (f"<details><summary>{html.escape(name)}: {len(s['decisions']['retrain'])} retrain decisions, "
                     f"skips {html.escape(str(s['decisions']['skip_counts']))}</summary><ul>{items}"
                     f"{f'<li>… {more} more in summary.json</li>' if more > 0 else ''}</ul></details>")
+    windows = "".join(_windows(name, s, unit, calendar) for name, s in results.items())
     problems = "".join(
         f"<li>{html.escape(name)}: {html.escape(line)}</li>" for name, s in results.items()
         for line in failure_lines(s))
@@ -159,6 +174,7 @@ data-to-deploy in {unit} (its <code>units</code> names them); training seconds a
 <h2>Summary</h2><table><tr>{head}</tr>{body}</table>
 {failures}
 <h2>Decisions</h2>{reasons}
+<h2>Training windows</h2>{windows or '<p>No retrain chose its window (none answered a moved concept).</p>'}
 </body></html>"""
     out = Path(path)
     out.write_text(page)
