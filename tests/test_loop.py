@@ -9,7 +9,7 @@ import pytest
 from freshloop.clock import SimulatedClock
 from freshloop.datasets import load_stream
 from freshloop.errors import NotFoundError
-from freshloop.loop import Loop
+from freshloop.loop import Loop, TickReport
 from freshloop.replay import compare
 from freshloop.spec import load_spec_dict
 from freshloop.store import DecisionRecord
@@ -19,7 +19,7 @@ from .conftest import make_frame, spec_dict
 
 
 def drive(loop: Loop, clock: SimulatedClock, frame: pd.DataFrame, *, batch: int = 50, delay: float = 10.0,
-          ids_from: int = 0) -> list[int | None]:
+          ids_from: int = 0, reports: list[TickReport] | None = None) -> list[int | None]:
     """A minimal production-like driver: rows arrive, are predicted, labels come back ``delay`` later."""
     pending: list[tuple[float, str, int]] = []
     champions = []
@@ -36,7 +36,9 @@ def drive(loop: Loop, clock: SimulatedClock, frame: pd.DataFrame, *, batch: int 
         pending = [p for p in pending if p[0] > now]
         if due:
             loop.feedback([d[1] for d in due], [d[2] for d in due], source="test", batch_id=f"l{ids[0]}")
-        loop.tick()
+        rep = loop.tick()
+        if reports is not None:
+            reports.append(rep)
         champions.append(loop.champion_version)
     return champions
 
@@ -552,7 +554,8 @@ def test_a_retrain_after_a_change_fits_the_window_the_holdout_chooses(tmp_path: 
     clock.advance_to(299.0)
     loop.ingest(frame.iloc[:300], source="test", batch_id="b0", row_ids=[f"w{i}" for i in range(300)])
     assert loop.tick().promoted == 1
-    drive(loop, clock, frame.iloc[300:], delay=0.0)
+    reports: list[TickReport] = []
+    drive(loop, clock, frame.iloc[300:], delay=0.0, reports=reports)
     verdicts = loop.meta.runs.verdicts()
     runs = {r.id: r for r in loop.meta.runs.list()}
     first = next(v for v in verdicts if v.created_at > 500 and v.body["window"]["tried"])  # the first after it
@@ -568,6 +571,9 @@ def test_a_retrain_after_a_change_fits_the_window_the_holdout_chooses(tmp_path: 
     assert f"window {window['rows']} rows (surely better than" in trained.reason
     version = next(v for v in loop.registry.versions() if v.run_id == run.id)
     assert version.lineage["window"] == window
+    # the tick that trained it says so too (freshloop tick --json, POST /v1/tick); the other ticks chose none
+    assert [r.to_dict()["window"] for r in reports if r.run_id == run.id] == [window]
+    assert all(r.window is None for r in reports if r.run_id is None)
     assert version.lineage["refit_rows"] == window["rows"] + first.body["holdout_rows"]  # the window and holdout
     # the new concept is what the model serves
     served = loop.predict(pd.DataFrame({"t": [1000.0, 1001.0], "x": [0.8, -0.8]}))

@@ -168,6 +168,8 @@ class TickAnswer(BaseModel):
     rolled_back: int | None
     rollout_action: str | None
     data_age: float | None
+    window: dict[str, Any] | None = Field(None, description="the window the candidate was fitted on (rows, why, "
+                                          "each length tried and its holdout score), when the retrain chose one")
 
 
 class PromoteAnswer(BaseModel):

@@ -79,6 +79,7 @@ class TickReport:
     data_age: float | None = None  # the age of the champion's newest training row (a summary's "staleness")
     run_error: str | None = None  # why this tick's training run failed
     deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
+    window: dict[str, Any] | None = None  # the window its candidate was fitted on, when the retrain chose one
 
     def to_dict(self) -> dict[str, Any]:
         """What an orchestrator reads of one tick (``freshloop tick --json``)."""
@@ -90,7 +91,8 @@ class TickReport:
                 "verdict": None if self.verdict is None else {"passed": self.verdict.passed,
                                                               "reason": self.verdict.reason},
                 "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
-                "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "data_age": self.data_age}
+                "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "data_age": self.data_age,
+                "window": self.window}
 
 
 @dataclass

@@ -269,7 +269,7 @@ class TrainingRun:
                              "cutoff": float(train["_label_time"].max()) if "_label_time" in train and len(train)
                              else now, "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
         if choice is not None:
-            cand.lineage["window"] = choice.to_dict()
+            cand.lineage["window"] = report.window = choice.to_dict()
         ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
                                     status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
                                     train_seconds=cand.train_seconds, created_at=now))
