@@ -246,10 +246,9 @@ class Loop:
             return bootstrap(now, labeled=int(np.isfinite(self.data.label_times()).sum()),
                              needed=2 * self.spec.gate.min_holdout_rows,
                              tried=self.meta.runs.find(run_key("bootstrap", now)) is not None)
-        signals = self.ctx.monitor().signals(now, last_trained_at=self.training.last_trained_at,
-                                             champion_since=self.ctx.champion.lineage.get("promoted_at"),
-                                             gains=self.training.gains)
-        report.signals = signals
+        run, since = self.training, self.ctx.champion.lineage.get("promoted_at")
+        report.signals = signals = self.ctx.monitor().signals(now, last_trained_at=run.last_trained_at,
+                                                              champion_since=since, gains=run.gains)
         decision = self.policy.decide(signals, self.state)
         self.memory.streaks = decision.streaks
         decision = self.follow_up.amend(decision, now)
