@@ -93,3 +93,14 @@ def test_a_metric_that_does_not_score_the_task_is_refused() -> None:
     assert e.value.field == "gate.metric"
     with pytest.raises(SpecError, match="gate.metric"):
         load_spec_dict({**base(), "gate": {"metric": "balanced_accuracy"}})  # not a metric the gate can compute
+
+
+def test_a_window_share_outside_zero_to_one_names_the_field_the_rule_and_the_value() -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"choose": [0.5, 1.5]}}})
+    assert e.value.field == "model.window.choose"
+    assert "must be shares in (0, 1]" in str(e.value) and "[0.5, 1.5]" in str(e.value)
+    with pytest.raises(SpecError, match="model.window.choose_budget"):
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"choose_budget": "soon"}}})
+    ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"choose": [1.0, 0.25, 0.25]}}})
+    assert ok.model.window.choose == [0.25, 1.0]

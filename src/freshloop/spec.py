@@ -97,11 +97,12 @@ class WindowSpec(_Strict):
     period: str | float | None = Field(None, description="a duration ('90d') or a number of seconds")
     choose: list[float] = Field(
         default_factory=lambda: [0.125, 0.25, 0.5, 1.0],
-        description="shares of the window's training rows (its newest ones) a full retrain fits a candidate on, "
-                    "shortest first; the one scoring best on the gate's holdout (rows none of them trained on) "
-                    "is the one gated, and a tie goes to the longer. [1.0]: always the whole window")
+        description="shares of the window's training rows (its newest ones) a full retrain for a moved concept "
+                    "(detector, quality) fits a candidate on, longest first; a shorter one is gated only when it "
+                    "beats the whole window surely on the gate's holdout (rows none of them trained on). [1.0]: "
+                    "always the whole window")
     choose_budget: str | float | None = Field(
-        "60s", description="fitting time after which no longer window is tried (a duration or seconds); "
+        "60s", description="fitting time after which no shorter window is tried (a duration or seconds); "
                            "null: no limit")
 
     _check_period = field_validator("period", "choose_budget")(classmethod(lambda cls, v: _duration(v)))

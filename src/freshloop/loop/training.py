@@ -152,13 +152,13 @@ class TrainingRun:
             self.last_trained_at = max(r.created_at for r in runs)
             self.retrain_times = tuple(r.created_at for r in runs)
         for v in self.ctx.meta.runs.verdicts():
-            self._gain(next((c.get("evidence") for c in v.body.get("checks", []) if c.get("name") == "vs_champion"),
-                            None))
+            self._gain(v.body)
 
-    def _gain(self, versus: dict[str, Any] | None) -> None:
-        """Keep how much a candidate beat its champion on the holdout, relative to the champion's score (the
-        policy's gain trigger reads the mean of the last few, which evens out one holdout's luck). A first
+    def _gain(self, verdict: dict[str, Any]) -> None:
+        """Keep how much a verdict's candidate beat its champion on the holdout, relative to the champion's score
+        (the policy's gain trigger reads the mean of the last few, which evens out one holdout's luck). A first
         model, judged against a constant, has no champion to beat."""
+        versus = next((c.get("evidence") for c in verdict.get("checks", []) if c.get("name") == "vs_champion"), None)
         if not versus or versus.get("delta") is None or not versus.get("champion"):
             return
         gain = float(versus["delta"]) / max(abs(float(versus["champion"])), 1e-12)
@@ -199,10 +199,10 @@ class TrainingRun:
         verdict = self._gate(cand, train, hold, seen_newest, verdict_id, run_id, snap.id, now)
         report.verdict = verdict
         if verdict.passed:
-            # the refit learns the chosen window and the holdout: the rows before the window stay out of it
-            trained = np.flatnonzero(~in_hold)
-            start = trained[len(trained) - len(train)] if 0 < len(train) < len(trained) else 0
-            chosen = frame[in_hold | (np.arange(n) >= start)].reset_index(drop=True) if start else frame
+            chosen = frame
+            if "window" in cand.lineage:  # the refit learns the chosen window and the holdout, not the rows before
+                start = np.flatnonzero(~in_hold)[-len(train)]
+                chosen = frame[in_hold | (np.arange(n) >= start)].reset_index(drop=True)
             self._register(cand, decision, snap, chosen, train, run_id, verdict_id, verdict, now, report,
                            refit=ctx.spec.gate.refit and ctx.spec.model.mode == "full" and not interim)
 
@@ -258,9 +258,7 @@ class TrainingRun:
             if base is None and len(model.window.choose) > 1 and len(hold) and set(decision.triggers) & MOVED:
                 cand, train, choice = self._choose(request, train, hold)
             else:
-                cand = ctx.executor.submit(train_candidate, request(train)).result()
-                ctx.stats.train_rows += cand.train_rows
-                ctx.stats.train_seconds += cand.train_seconds
+                cand = self._fitted(request(train))
         except TrainingFailed as e:
             self._fail(run_id, decision, snap, now, str(e), report)
             return None, train
@@ -277,6 +275,13 @@ class TrainingRun:
         ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}{how}",
                           {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
         return cand, train
+
+    def _fitted(self, req: TrainRequest) -> Candidate:
+        """A fit in the executor, its rows and seconds counted in the loop's training cost."""
+        cand: Candidate = self.ctx.executor.submit(train_candidate, req).result()
+        self.ctx.stats.train_rows += cand.train_rows
+        self.ctx.stats.train_seconds += cand.train_seconds
+        return cand
 
     def _choose(self, request: Callable[[pd.DataFrame], TrainRequest], train: pd.DataFrame,
                 hold: pd.DataFrame) -> tuple[Candidate, pd.DataFrame, WindowChoice]:
@@ -295,14 +300,12 @@ class TrainingRun:
                 stopped = "time budget spent"
                 break
             try:
-                cand: Candidate = ctx.executor.submit(train_candidate, request(train.iloc[len(train) - k:])).result()
+                cand = self._fitted(request(train.iloc[len(train) - k:]))
             except TrainingFailed as e:  # e.g. one class in a short window
                 tried.append(Tried(k, None, 0.0, str(e)))
                 error = error or e
                 continue
             spent += cand.train_seconds
-            ctx.stats.train_rows += cand.train_rows
-            ctx.stats.train_seconds += cand.train_seconds
             y = cand.bundle.target(hold["_label"]).to_numpy() if y is None else y
             p, pr = cand.bundle.predict(hold)
             rows = ctx.metric.per_row(y, p, pr, ctx.classes)
@@ -362,11 +365,11 @@ class TrainingRun:
         verdict = judge(ctx.spec.gate, metric, hold, y, cand_rows, champ_rows, base_rows, seed=ctx.spec.model.seed,
                         champion_seen=seen)
         window = candidate.lineage.get("window") or {"rows": len(train), "tried": []}
-        ctx.meta.runs.add_verdict(VerdictRecord(verdict_id, run_id, verdict.passed, {
-            **verdict.to_dict(), "snapshot_id": snapshot_id, "window": window}, now))
+        body = {**verdict.to_dict(), "snapshot_id": snapshot_id, "window": window}
+        ctx.meta.runs.add_verdict(VerdictRecord(verdict_id, run_id, verdict.passed, body, now))
         ctx.events.record("verdict", ("passed: " if verdict.passed else "rejected: ") + verdict.reason,
                           {"run_id": run_id, "verdict_id": verdict_id, "passed": verdict.passed})
-        self._gain(next((c.evidence for c in verdict.checks if c.name == "vs_champion"), None))
+        self._gain(body)
         if verdict.passed:
             ctx.stats.gate_passed += 1
         else:
@@ -407,12 +410,10 @@ class TrainingRun:
         full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
                             model.seed, model.scale, frame, None)
         try:
-            refit: Candidate = ctx.executor.submit(train_candidate, full).result()
+            refit = self._fitted(full)
         except TrainingFailed as e:
             ctx.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
             return cand
-        ctx.stats.train_rows += refit.train_rows
-        ctx.stats.train_seconds += refit.train_seconds
         return Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows, "t_last": snap.t_last,
                                         "cutoff": snap.cutoff, "newest_arrival": snap.newest_arrival},
                          cand.train_rows, cand.train_seconds)
