@@ -324,6 +324,8 @@ def tick(spec_path: Annotated[Path, typer.Argument(help="loop spec")],
                   f"{'; '.join(rep.decision.reasons) if rep.decision else ''}", highlight=False)
         if rep.window:
             out.print(f"window: {rep.window['rows']} rows ({rep.window['why']})", highlight=False)
+        if rep.serving:
+            out.print(f"serving: {rep.serving}", highlight=False)
         if rep.verdict:
             out.print(f"verdict: {'passed' if rep.verdict.passed else 'rejected'}: {rep.verdict.reason}",
                       highlight=False)

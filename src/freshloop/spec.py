@@ -28,7 +28,7 @@ from .errors import SpecError
 from .evaluate.metrics import TASK_METRICS
 
 __all__ = [
-    "DataSpec", "FeatureSpec", "GateSpec", "LoopSpec", "ModelSpec", "PolicySpec", "QualitySpec",
+    "CompanionSpec", "DataSpec", "FeatureSpec", "GateSpec", "LoopSpec", "ModelSpec", "PolicySpec", "QualitySpec",
     "ReplaySpec", "RolloutSpec", "StoreSpec", "TriggerSpec", "WindowSpec", "load_spec", "load_spec_dict",
     "policy_preset", "preset_period",
 ]
@@ -121,6 +121,16 @@ class WindowSpec(_Strict):
         return self
 
 
+class CompanionSpec(_Strict):
+    """An online model that learns every matured label beside the batch champion; of the two, the one better
+    on the latest matured rows serves (see :mod:`freshloop.loop.companion`)."""
+
+    estimator: str | None = Field(None, description="a River model, or an estimator with partial_fit; default: "
+                                  "River's adaptive random forest (ARFClassifier, ARFRegressor)")
+    params: dict[str, Any] = Field(default_factory=dict)
+    rows: int = Field(200, gt=0, description="the latest matured rows both answered that decide who serves")
+
+
 class ModelSpec(_Strict):
     estimator: str = "sklearn.linear_model.LogisticRegression"
     params: dict[str, Any] = Field(default_factory=dict)
@@ -131,6 +141,8 @@ class ModelSpec(_Strict):
                                "yes, except for trees (sklearn.ensemble, sklearn.tree), which split on order alone")
     executor: str = Field("inline", description="where training runs: inline, process[:N] (a local process pool), "
                           "dask://HOST:PORT (a running Dask scheduler) or dask:local[:N] (N local Dask workers)")
+    companion: CompanionSpec | None = Field(None, description="an online model beside the champion, serving when "
+                                            "it is surely better on the latest matured rows; {}: River's ARF")
 
 
 class DriftTriggerSpec(_Strict):
@@ -194,7 +206,7 @@ def policy_preset(name: str) -> PolicySpec:
     Traceback (most recent call last):
     ...
     freshloop.errors.SpecError: The 'policy' parameter of replay.compare must be one of never, \
-periodic:<duration>, default, online. Got 'sometimes' instead.
+periodic:<duration>, default, online, hybrid. Got 'sometimes' instead.
     """
     if name == "never":
         return PolicySpec(name="never", triggers=TriggerSpec(), min_new_labels=0, cooldown="0s", hysteresis=1)
@@ -213,8 +225,9 @@ periodic:<duration>, default, online. Got 'sometimes' instead.
                           cooldown="0s", hysteresis=1)
     from .errors import param_message
 
+    # hybrid (the spec's policy with an online companion) swaps the model too: see replay.resolve_policy
     raise SpecError(param_message("policy", "replay.compare", "one of never, periodic:<duration>, default, "
-                                  "online", name), field="replay.compare", value=name)
+                                  "online, hybrid", name), field="replay.compare", value=name)
 
 
 def preset_period(name: str) -> float | None:

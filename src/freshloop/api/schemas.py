@@ -97,7 +97,7 @@ class FeedbackAnswer(BaseModel):
 class Prediction(BaseModel):
     prediction_id: str = Field(description="send the label later under this id")
     prediction: Any
-    version: int = Field(description="the model version that answered")
+    version: int = Field(description="the model version that answered (0: the online companion, `model.companion`)")
     proba: dict[str, float] | None = Field(None, description="class probabilities (classification)")
 
 

@@ -298,6 +298,14 @@ class DataStore:
         pos = self.view.positions(row_ids)
         return self.view.labeled_rows_at(pos[pos >= 0])
 
+    def labeled_between(self, after: float, until: float, *, most: int | None = None) -> pd.DataFrame:
+        """The rows whose label matured after ``after`` and by ``until``, in the order their labels matured
+        (``_label``, ``_label_time``); with ``most``, the newest ``most`` of them."""
+        lt = self.view.label_times
+        pos = np.flatnonzero((lt > after) & (lt <= until))
+        pos = pos[np.argsort(lt[pos], kind="stable")]
+        return self.view.labeled_rows_at(pos if most is None else pos[len(pos) - most:] if most else pos[:0])
+
     # -- snapshots (see :class:`~.snapshot.Snapshots`) ----------------------------------------
     def snapshot(self, window: WindowSpec, *, cutoff: float, now: float) -> Snapshot:
         """Freeze the labeled rows known at ``cutoff`` within ``window`` as a named dataset version."""

@@ -48,6 +48,11 @@ class LoopStats:
     train_rows: int = 0
     train_seconds: float = 0.0
     online_rows: int = 0
+    companion_rows: int = 0  # rows the online companion learned (``model.companion``)
+    companion_served: int = 0  # rows it answered in the champion's place
+    companion_switches: int = 0  # times serving moved between the champion and the companion
+    companion_errors: int = 0  # requests the companion failed to answer (the champion answered)
+    companion_last_error: str | None = None
     deferred_runs: int = 0  # retrains not trained: too few rows the champion was not fitted on to judge them
     first_failure: str | None = None  # the reason the first failed training run gave
     deployments: list[tuple[float, float]] = field(default_factory=list)  # (promoted at, snapshot cutoff)
@@ -80,6 +85,7 @@ class TickReport:
     run_error: str | None = None  # why this tick's training run failed
     deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
     window: dict[str, Any] | None = None  # the window its candidate was fitted on, when the retrain chose one
+    serving: str | None = None  # why serving moved between the champion and the online companion this tick
 
     def to_dict(self) -> dict[str, Any]:
         """What an orchestrator reads of one tick (``freshloop tick --json``)."""
@@ -92,7 +98,7 @@ class TickReport:
                                                               "reason": self.verdict.reason},
                 "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
                 "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "data_age": self.data_age,
-                "window": self.window}
+                "window": self.window, "serving": self.serving}
 
 
 @dataclass

@@ -3,7 +3,8 @@
 A label that arrives (with a batch, or on its own later) is matched by row id to the prediction log; each
 matched row is scored with the gate's metric. The champion's scores feed the monitor's live quality and
 change detector (in label order: the detector is order-sensitive) and the outcome log a restart reads
-back; during a rollout, rows both sides answered become the step's paired evidence.
+back; during a rollout, rows both sides answered become the step's paired evidence, and rows the online
+companion answered beside the champion become the evidence of which of the two serves.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import numpy as np
 
 from ..data.store import IngestResult
 from ..labels import Served
+from .companion import COMPANION, Companion
 from .context import Context
 
 __all__ = ["FeedbackResult", "LabelJoin"]
@@ -31,8 +33,8 @@ class FeedbackResult:
 class LabelJoin:
     """Joins labels the data store took to the prediction log, and scores what was served."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, companion: Companion) -> None:
+        self.ctx, self.companion = ctx, companion
 
     def observe(self, row_ids: list[str], res: IngestResult) -> FeedbackResult:
         out = FeedbackResult(res, [], [], [])
@@ -65,6 +67,8 @@ class LabelJoin:
         scores = ctx.score(y, [(rec.pred, rec.proba) for rec in recs])
         champ = ctx.champion.version if ctx.champion is not None else None
         champ_scores, keep = scores.copy(), np.array([rec.version == champ for rec in recs])
+        if champ is not None:
+            self._score_companion(y, recs, champ, champ_scores, keep)
         r = ctx.active_rollout()
         if r is not None and r.champion_version is not None:
             cv, hv = r.version, r.champion_version
@@ -82,6 +86,17 @@ class LabelJoin:
         if champ is not None:
             ctx.outcomes.append(champ, ctx.clock.now(), champ_scores[keep])
         return scores
+
+    def _score_companion(self, y: np.ndarray, recs: list[Served], champ: int, champ_scores: np.ndarray,
+                         keep: np.ndarray) -> None:
+        """Rows the online companion answered beside the champion: both scored, the pairs handed to it; where
+        it served, the champion's own answer is what the monitor is fed."""
+        both = [i for i, rec in enumerate(recs) if COMPANION in rec.alternatives and champ in rec.alternatives]
+        if not both:
+            return
+        comp, own = (self.ctx.score(y[both], [recs[i].alternatives[v] for i in both]) for v in (COMPANION, champ))
+        self.companion.observe(champ, comp, own)
+        champ_scores[both], keep[both] = own, True
 
     def _record(self, res: IngestResult, scored: int) -> None:
         events = self.ctx.events

@@ -6,7 +6,8 @@ drives it with the wall clock behind HTTP. No code path here knows which one is 
 :class:`Loop` conducts; each stage does its own work on the shared :class:`~.context.Context`:
 :class:`~.intake.Intake` takes in stored batches, :class:`~.router.Router` answers requests,
 :class:`~.join.LabelJoin` grades what was served when labels come, :class:`~.online.OnlineUpdater` teaches
-an online champion, :class:`~.training.TrainingRun` and :class:`~.training.FollowUp` train and judge
+an online champion, :class:`~.companion.Companion` runs an online model beside it,
+:class:`~.training.TrainingRun` and :class:`~.training.FollowUp` train and judge
 candidates, and :class:`~.deploy.Deployer` moves the champion.
 """
 
@@ -30,6 +31,7 @@ from ..spec import LoopSpec
 from ..store import open_stores
 from ..train import Executor, ModelBundle, make_executor
 from ..train.model import Rows
+from .companion import Companion
 from .context import Context, LoopStats, PredictResult, TickReport
 from .deploy import Deployer
 from .intake import Intake
@@ -68,8 +70,9 @@ class Loop:
         # gate.serve_before_refit; unset, when the clock moves while the loop trains (a server, not a replay).
         if serve_before_refit is None:
             serve_before_refit = spec.gate.serve_before_refit
+        self.companion = companion = Companion(ctx)
         self.router, self.join, self.online, self.deployer, self.follow_up = \
-            Router(ctx), LabelJoin(ctx), OnlineUpdater(ctx), Deployer(ctx), FollowUp(ctx)
+            Router(ctx, companion), LabelJoin(ctx, companion), OnlineUpdater(ctx), Deployer(ctx), FollowUp(ctx)
         self.intake = Intake(ctx, self.online)
         self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
                                     if serve_before_refit is None else serve_before_refit)
@@ -159,6 +162,7 @@ class Loop:
         if self.schema is not None:  # predictions served before a restart still meet their labels
             self.predictions.restore(lambda ids: ~self.data.has_label(ids), self.typed_predictions)
         self.follow_up.restore()
+        self.companion.restore()
         self.training.restore()
         self.memory.restore()
         self.deployer.restore_rollbacks()
@@ -240,6 +244,8 @@ class Loop:
     def _decide(self, now: float, report: TickReport) -> Decision:
         self.predictions.expire(now)  # predictions past the label horizon stop waiting, even when none are served
         self.online.apply(now)
+        self.companion.learn(now)
+        self.companion.choose(now, report)
         if self.ctx.active_rollout() is not None:
             self.deployer.advance(now, report)
         if self.ctx.champion is None:  # a first model, once there are labeled rows enough to train and judge one
@@ -288,6 +294,7 @@ class Loop:
 
     def close(self) -> None:
         self.flush()
+        self.companion.save()
         self.meta.close()
         if self._own_executor:
             self.executor.shutdown()

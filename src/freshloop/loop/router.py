@@ -1,6 +1,7 @@
 """Serving: which model answers a request, and what the prediction log keeps of it.
 
-The champion answers every row. During a canary step the candidate answers the share of keys the step
+The champion answers every row, or the online companion in its place while that is surely better (see
+:mod:`.companion`; both answers are logged). During a canary step the candidate answers the share of keys the step
 routes to it (by a hash of the key, so a key stays on one side); in shadow it answers only into the log,
 scored later off the request path when the caller defers it. The log keeps both answers, so the label join
 can compare the two on the same rows. A candidate that raises never fails a request: the champion answers
@@ -17,6 +18,7 @@ import pandas as pd
 
 from ..rollout import Rollout, route_to_candidate
 from ..train.model import Rows
+from .companion import COMPANION, Companion
 from .context import Context, PredictResult, prediction_scores
 
 __all__ = ["Router", "predicted_batch_id"]
@@ -32,8 +34,8 @@ def predicted_batch_id(ids: list[str]) -> str:
 class Router:
     """Answers requests from the champion and a rollout's candidate, and logs what each row was served."""
 
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
+    def __init__(self, ctx: Context, companion: Companion) -> None:
+        self.ctx, self.companion = ctx, companion
         self._shadow_queue: list[tuple[Rows, list[str]]] = []
 
     def predict(self, frame: Rows, row_ids: list[str] | None, keys: list[str] | None,
@@ -51,9 +53,17 @@ class Router:
         champ_seconds = time.perf_counter() - started
         versions = np.full(len(frame), champ_v)
         ctx.monitor().observe_rows(pd.DataFrame(), prediction_scores(preds, proba))
+        # the online companion answers beside the champion, and in its place while it is surely better
+        own, alts = (preds, proba), {}
+        companion = self.companion.answer(frame)
+        if companion is not None:
+            alts = {champ_v: own, COMPANION: companion}
+            if self.companion.leads:
+                (preds, proba), versions = companion, np.full(len(frame), COMPANION)
+                ctx.stats.companion_served += len(frame)
         r = ctx.active_rollout() if ctx.candidate is not None else None
         if r is None or (defer_shadow and r.share == 0):
-            ctx.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
+            ctx.predictions.log(row_ids, now, champ_v, preds, proba, versions, alts)
             if r is not None:
                 self._shadow_queue.append((frame, row_ids))
             return PredictResult(row_ids, preds, proba, versions, now)
@@ -64,7 +74,7 @@ class Router:
             c_preds, c_proba = ctx.candidate.bundle.predict(frame)
         except Exception as e:  # a failing candidate never fails a request: the champion answers
             self._candidate_failed(r, len(frame), e, now)
-            ctx.predictions.log(row_ids, now, champ_v, preds, proba, versions, {})
+            ctx.predictions.log(row_ids, now, champ_v, preds, proba, versions, alts)
             return PredictResult(row_ids, preds, proba, versions, now)
         cand_seconds = time.perf_counter() - started
         r.observe_latency(cand_seconds, champ_seconds)
@@ -72,10 +82,10 @@ class Router:
         routed = route_to_candidate(keys or row_ids, r.share)
         served = np.where(routed, c_preds, preds)
         served_proba = None if proba is None or c_proba is None else np.where(routed[:, None], c_proba, proba)
-        versions = np.where(routed, cand_v, champ_v)
-        # the log keeps both answers, so either side can be scored when the label matures
+        versions = np.where(routed, cand_v, versions)
+        # the log keeps every answer, so each side can be scored when the label matures
         ctx.predictions.log(row_ids, now, champ_v, served, served_proba, versions,
-                            {cand_v: (c_preds, c_proba), champ_v: (preds, proba)})
+                            {champ_v: own, **alts, cand_v: (c_preds, c_proba)})
         return PredictResult(row_ids, served, served_proba, versions, now)
 
     def _candidate_failed(self, r: Rollout, rows: int, error: Exception, now: float) -> None:
@@ -113,8 +123,8 @@ class Router:
         for ids, c_preds, c_proba in answers:
             for i, rid in enumerate(ids):
                 rec = self.ctx.predictions.get(rid)
-                if rec is not None and rec.version == champ_v:
+                if rec is not None and rec.version in (champ_v, COMPANION):
                     rec.alternatives[cand_v] = (c_preds[i], None if c_proba is None else c_proba[i])
-                    rec.alternatives[champ_v] = (rec.pred, rec.proba)
+                    rec.alternatives.setdefault(champ_v, (rec.pred, rec.proba))
                     done += 1
         return done

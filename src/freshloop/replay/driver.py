@@ -23,7 +23,7 @@ from ..data.store import DataStore
 from ..data.times import to_seconds, unit_seconds
 from ..errors import DataError, SpecError
 from ..loop import Loop
-from ..spec import LoopSpec, ModelSpec, PolicySpec, policy_preset
+from ..spec import CompanionSpec, LoopSpec, ModelSpec, PolicySpec, policy_preset
 from ..store import DecisionRecord, open_stores
 from ..train.model import import_estimator, is_river
 
@@ -68,6 +68,9 @@ def resolve_policy(spec: LoopSpec, name: str) -> LoopSpec:
                             f"{spec.model.estimator} has neither.", field="replay.compare", value=name)
         return spec.model_copy(update={"policy": policy_preset("online"),
                                        "model": spec.model.model_copy(update={"mode": "online"})})
+    if name == "hybrid":  # the spec's policy, with an online companion beside its champion
+        model = spec.model.model_copy(update={"companion": spec.model.companion or CompanionSpec()})
+        return spec.model_copy(update={"model": model, "policy": spec.policy.model_copy(update={"name": name})})
     if name == spec.policy.name:
         return spec
     return spec.with_policy(policy_preset(name))
@@ -385,6 +388,9 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "rollbacks": st.rollbacks,
         "training_rows": st.train_rows,
         "online_rows": st.online_rows,
+        "companion": None if spec.model.companion is None else {
+            "estimator": loop.companion.estimator(), "rows_learned": st.companion_rows,
+            "rows_served": st.companion_served, "switches": st.companion_switches, "errors": st.companion_errors},
         "time_unit": unit_name,  # of the staleness and data-to-deploy figures: the time column's, or rows
         "units": _units(unit_name),
         "max_staleness": round(max(staleness) / unit, 4) if staleness else None,

@@ -34,7 +34,7 @@ from ..errors import InvalidValueError, SpecError, param_message
 from ..spec import ModelSpec
 from .compiled import Compiled, compile_pipeline
 
-__all__ = ["ModelBundle", "check_model", "import_estimator", "is_river"]
+__all__ = ["ModelBundle", "check_companion", "check_model", "import_estimator", "is_river"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 _TREES = ("sklearn.ensemble.", "sklearn.tree.")
@@ -58,25 +58,26 @@ def _number(v: Any) -> float:
         return np.nan
 
 
-def import_estimator(path: str) -> type:
-    """The estimator class at ``path``, refusing packages outside the allow-list."""
+def import_estimator(path: str, owner: str = "model") -> type:
+    """The estimator class at ``path``, refusing packages outside the allow-list (errors name ``owner``'s
+    estimator: ``model``, or ``model.companion``)."""
     extra = tuple(p for p in os.environ.get("FRESHLOOP_ALLOWED_ESTIMATORS", "").split(",") if p)
     if not path.startswith(_ALLOWED_PREFIXES + extra) or "." not in path:
-        raise SpecError(param_message("estimator", "model", "an import path under sklearn., river. or "
+        raise SpecError(param_message("estimator", owner, "an import path under sklearn., river. or "
                                       "freshloop. (or listed in FRESHLOOP_ALLOWED_ESTIMATORS)", path),
-                        field="model.estimator", rule="allowed import path", value=path)
+                        field=f"{owner}.estimator", rule="allowed import path", value=path)
     module, _, name = path.rpartition(".")
     try:
         cls = getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
-        raise SpecError(param_message("estimator", "model", "an importable class", path),
-                        field="model.estimator", rule="importable", value=path) from None
+        raise SpecError(param_message("estimator", owner, "an importable class", path),
+                        field=f"{owner}.estimator", rule="importable", value=path) from None
     if not inspect.isclass(cls) or not _is_estimator(cls):
         # the spec's params are passed to the class: only an estimator, whose constructor just keeps them, is
         # built (a file class under an allowed package would open the file the params name)
-        raise SpecError(param_message("estimator", "model", "an estimator class (scikit-learn's BaseEstimator "
+        raise SpecError(param_message("estimator", owner, "an estimator class (scikit-learn's BaseEstimator "
                                       "with fit and predict, or a River estimator)", path),
-                        field="model.estimator", rule="estimator class", value=path)
+                        field=f"{owner}.estimator", rule="estimator class", value=path)
     return cls
 
 
@@ -95,7 +96,9 @@ def _is_estimator(cls: type) -> bool:
 
 def check_model(model: ModelSpec) -> None:
     """Refuse, before any work, a model the loop could not build: an estimator outside the allow-list or not
-    importable, or a parameter its constructor does not take (named with the ones it does)."""
+    importable, or a parameter its constructor does not take (named with the ones it does); a companion that
+    cannot learn online."""
+    check_companion(model)
     cls = import_estimator(model.estimator)
     sig = inspect.signature(cls)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
@@ -105,6 +108,18 @@ def check_model(model: ModelSpec) -> None:
         raise SpecError(f"model.params.{unknown[0]}: {model.estimator} takes no parameter {unknown[0]!r} (rule: "
                         f"parameters of the estimator: {', '.join(sorted(sig.parameters))}).",
                         field=f"model.params.{unknown[0]}", rule="estimator parameter", value=unknown[0])
+
+
+def check_companion(model: ModelSpec) -> None:
+    """Refuse an online companion (``model.companion``) that cannot learn one batch at a time."""
+    path = model.companion.estimator if model.companion is not None else None
+    if path is None:
+        return
+    cls = import_estimator(path, "model.companion")
+    if not is_river(path) and not hasattr(cls, "partial_fit"):
+        raise SpecError(param_message("estimator", "model.companion", "a River model or an estimator with "
+                                      "partial_fit (it learns each matured label)", path),
+                        field="model.companion.estimator", rule="learns online", value=path)
 
 
 @functools.lru_cache(maxsize=256)

@@ -1,0 +1,174 @@
+"""An online model beside the batch champion (``model.companion``): of the two, the better one serves.
+
+The champion is refitted now and then on a window of rows; an online learner (River's adaptive random forest
+by default) learns every label as it matures. Neither wins everywhere: a batch model where the concept holds
+still and its window is large, an online learner where the concept keeps moving faster than retrains can
+follow. The companion runs beside the champion:
+
+- at each tick it learns the labels matured since the last it learned, read from the data store, so a loop
+  driven by separate processes, or opened again after a crash, learns each label once;
+- it answers every request into the prediction log beside the champion, so when the labels come the two are
+  scored on the same rows;
+- the latest ``rows`` of those pairs decide who serves, by the gate's rule: the side not serving takes over
+  when it beats the serving one surely (the low end of the paired-bootstrap interval of their difference
+  above zero), so one lucky stretch does not flip it back and forth. A new champion starts the comparison
+  again (the pairs were its predecessor's); the side serving keeps serving until new evidence says otherwise.
+
+The companion answers as version 0 (:data:`COMPANION`) in the prediction log and in a prediction's answer.
+The champion's own answers still feed the monitor's live quality and change detector, which decide when to
+retrain it. The companion's state is saved when the loop closes, signed like a registered artifact.
+"""
+
+from __future__ import annotations
+
+import hmac
+import pickle
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from ..evaluate.gate import paired_bootstrap
+from ..spec import CompanionSpec
+from ..store.keys import sign
+from ..train import ModelBundle
+from ..train.model import Rows, check_companion
+from .context import Context, TickReport
+
+__all__ = ["COMPANION", "Companion"]
+
+COMPANION = 0  # the companion's version in the prediction log and in answers (registered versions start at 1)
+_FIRST_ROWS = 10_000  # a companion made on a loop with a long history first learns its newest labeled rows
+_STATE = "companion/state.pkl"
+
+
+class Companion:
+    """An online model learning every matured label beside the champion, serving while it is surely better."""
+
+    def __init__(self, ctx: Context) -> None:
+        check_companion(ctx.spec.model)  # refused when the loop opens, not at its first tick
+        self.ctx = ctx
+        self.bundle: ModelBundle | None = None
+        self.leads = False  # whether it serves in the champion's place
+        self.learned_to = float("-inf")  # the newest label time it has learned
+        self._pairs: deque[tuple[float, float]] = deque()  # (companion, champion) per-row scores, oldest first
+        self._versus: int | None = None  # the champion version the pairs were scored against
+        self._fresh = False  # pairs came since the last choice
+
+    @property
+    def spec(self) -> CompanionSpec | None:
+        return self.ctx.spec.model.companion
+
+    @property
+    def ready(self) -> bool:
+        return self.spec is not None and self.bundle is not None and self.bundle.rows_seen_ > 0
+
+    @property
+    def serving(self) -> bool:
+        return self.leads and self.ready
+
+    def estimator(self) -> str:
+        spec, schema = self.spec, self.ctx.schema
+        assert spec is not None and schema is not None
+        if spec.estimator:
+            return spec.estimator
+        return "river.forest.ARFRegressor" if schema.task == "regression" else "river.forest.ARFClassifier"
+
+    # -- learning -----------------------------------------------------------------------------
+    def learn(self, now: float) -> int:
+        """Learn the labels matured since the last ones learned, oldest first (under the context's lock);
+        returns how many."""
+        ctx, spec = self.ctx, self.spec
+        if spec is None or ctx.schema is None:
+            return 0
+        first = self.bundle is None
+        rows = ctx.data.labeled_between(self.learned_to, now, most=_FIRST_ROWS if first else None)
+        if not len(rows):
+            return 0
+        if self.bundle is None:
+            self.bundle = ModelBundle(ctx.schema, self.estimator(), spec.params, seed=ctx.spec.model.seed)
+        self.bundle.learn(rows, rows["_label"])
+        self.learned_to = float(rows["_label_time"].max())
+        ctx.stats.companion_rows += len(rows)
+        return len(rows)
+
+    # -- serving ------------------------------------------------------------------------------
+    def answer(self, frame: Rows) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """Its answers to ``frame``; None before it has learned, or when it fails (the champion answers, and
+        the failure is counted)."""
+        if not self.ready:
+            return None
+        assert self.bundle is not None
+        try:
+            return self.bundle.predict(frame)
+        except Exception as e:  # a failing companion never fails a request
+            self.ctx.stats.companion_errors += 1
+            self.ctx.stats.companion_last_error = f"{type(e).__name__}: {e}"[:500]
+            return None
+
+    # -- judging ------------------------------------------------------------------------------
+    def observe(self, champion: int, companion_scores: np.ndarray, champion_scores: np.ndarray) -> None:
+        """Per-row scores of both on rows whose labels matured (called by the label join)."""
+        spec = self.spec
+        if spec is None or not len(companion_scores):
+            return
+        if champion != self._versus or self._pairs.maxlen != spec.rows:
+            self._pairs = deque(self._pairs if champion == self._versus else (), maxlen=spec.rows)
+            self._versus = champion
+        self._pairs.extend(zip(map(float, companion_scores), map(float, champion_scores), strict=True))
+        self._fresh = True
+
+    def choose(self, now: float, report: TickReport) -> None:
+        """Hand serving to the other side when it is surely better on the latest pairs (the gate's rule)."""
+        ctx, gate = self.ctx, self.ctx.spec.gate
+        if not self._fresh or ctx.champion is None or not self.ready or self._versus != ctx.champion.version:
+            return
+        self._fresh = False
+        if len(self._pairs) < gate.min_holdout_rows:
+            return
+        comp, champ = np.array(self._pairs, dtype=float).T
+        new, old = (champ, comp) if self.leads else (comp, champ)
+        d = paired_bootstrap(new, old, ctx.metric, n=gate.bootstrap, confidence=gate.confidence,
+                             seed=ctx.spec.model.seed)
+        if d.low <= 0:
+            return
+        self.leads = not self.leads
+        who = "the online companion" if self.leads else f"the champion (version {ctx.champion.version})"
+        text = (f"{who} serves: surely better on the last {d.n} matured rows both answered ({ctx.metric.name} "
+                f"{d.candidate:.4f} against {d.champion:.4f}; difference {d.delta:+.4f}, CI low {d.low:+.4f})")
+        ctx.events.record("serving_switched", text, {
+            "serves": "companion" if self.leads else "champion", "champion": ctx.champion.version,
+            "estimator": self.estimator(), "rows": d.n, "metric": ctx.metric.name, "score": d.candidate,
+            "other": d.champion, "delta": d.delta, "low": d.low, "high": d.high})
+        ctx.stats.companion_switches += 1
+        report.serving = text
+
+    # -- keeping ------------------------------------------------------------------------------
+    def save(self) -> None:
+        """Its model and evidence, signed, for the loop opened next (called when the loop closes)."""
+        if self.bundle is None:
+            return
+        data = pickle.dumps(self._state(), protocol=5)
+        self.ctx.blobs.put_bytes(_STATE, sign(data).encode() + b"\n" + data)
+
+    def _state(self) -> dict[str, Any]:
+        return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
+                "pairs": list(self._pairs), "versus": self._versus}
+
+    def restore(self) -> None:
+        """The state the last loop saved, when its signature is this machine's and its estimator the spec's;
+        else it learns again from the data store's labels."""
+        ctx = self.ctx
+        if self.spec is None or ctx.schema is None or not ctx.blobs.exists(_STATE):
+            return
+        signature, _, data = ctx.blobs.get_bytes(_STATE).partition(b"\n")
+        if not hmac.compare_digest(sign(data).encode(), signature):
+            ctx.events.record("companion_discarded", "the saved online companion is not signed with this "
+                              "machine's artifact key; it learns again from the stored labels", {})
+            return
+        state = pickle.loads(data)  # noqa: S301 - bytes this machine signed, with a key the store does not hold
+        if state["bundle"].estimator != self.estimator():
+            return  # the spec names another model now: it learns from the stored labels
+        self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
+        self._versus = state["versus"]
+        self._pairs = deque(state["pairs"], maxlen=self.spec.rows)

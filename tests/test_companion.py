@@ -1,0 +1,123 @@
+"""The online companion (``model.companion``): it learns every matured label beside the champion, and serves in
+its place only while it is surely better on the latest matured rows both answered."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from freshloop.clock import SimulatedClock
+from freshloop.errors import SpecError
+from freshloop.loop import Loop, TickReport
+from freshloop.loop.companion import COMPANION
+from freshloop.replay import compare
+from freshloop.spec import load_spec_dict
+
+from .conftest import make_frame, spec_dict
+from .test_loop import drive
+
+LOGREG = "sklearn.linear_model.LogisticRegression"
+NEVER = {"name": "never", "triggers": {}}  # the champion is never retrained: only the companion can adapt
+
+
+def companion_spec(root: Path, **companion: object):
+    return load_spec_dict(spec_dict(root, model={"estimator": LOGREG, "companion": companion}, policy=NEVER))
+
+
+def open_loop(spec, clock: SimulatedClock) -> Loop:
+    loop = Loop(spec, clock=clock)
+    if loop.champion_version is None:
+        clock.advance_to(299.0)
+        loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+        assert loop.tick().promoted == 1
+    return loop
+
+
+def test_the_companion_serves_once_it_is_surely_better_and_the_champion_is_still_watched(tmp_path: Path) -> None:
+    clock = SimulatedClock(0.0)
+    loop = open_loop(companion_spec(tmp_path / "store"), clock)
+    reports: list[TickReport] = []
+    drive(loop, clock, make_frame(1200, seed=4, flip=True, t0=300), reports=reports)
+
+    switch = next(e for e in loop.events.list("serving_switched"))
+    assert switch.payload["serves"] == "companion" and switch.payload["estimator"] == "river.forest.ARFClassifier"
+    assert switch.payload["low"] > 0 and switch.payload["rows"] >= loop.spec.gate.min_holdout_rows
+    assert "the online companion serves: surely better" in switch.reason
+    assert any(r.serving == switch.reason and r.to_dict()["serving"] == switch.reason for r in reports)
+    assert loop.companion.leads and loop.stats.companion_switches == 1
+    assert loop.champion_version == 1  # never retrained: the companion serves in its place
+
+    fresh = make_frame(200, seed=9, flip=True, t0=1500)
+    clock.advance_to(1699.0)
+    out = loop.predict(fresh.drop(columns="y"), row_ids=[f"n{i}" for i in range(200)])
+    assert (out.versions == COMPANION).all()
+    served = float(np.mean(out.predictions == fresh["y"].to_numpy()))
+    champion = float(np.mean(loop.champion().predict(fresh.drop(columns="y"))[0] == fresh["y"].to_numpy()))
+    assert served > champion + 0.3
+    # the monitor is fed the champion's own answers, not what the companion served in its place
+    live = reports[-1].signals
+    assert live is not None and live.live_metric is not None and live.live_metric < 0.5
+    assert loop.stats.companion_rows == int(np.isfinite(loop.data.label_times()).sum())
+
+
+def test_a_worse_companion_never_serves_and_hands_serving_back(tmp_path: Path) -> None:
+    clock = SimulatedClock(0.0)
+    loop = open_loop(companion_spec(tmp_path / "store", estimator="river.dummy.PriorClassifier"), clock)
+    drive(loop, clock, make_frame(600, seed=4, t0=300))
+    assert loop.companion.ready and not loop.events.list("serving_switched") and not loop.companion.leads
+    loop.companion.leads = True  # put in charge: the champion, surely better, takes serving back
+    drive(loop, clock, make_frame(600, seed=5, t0=900), ids_from=600)
+    back = next(e for e in loop.events.list("serving_switched"))
+    assert back.payload["serves"] == "champion" and back.payload["champion"] == 1 and back.payload["delta"] > 0
+    assert not loop.companion.leads
+
+
+def test_the_companion_survives_a_restart_and_learns_each_label_once(tmp_path: Path) -> None:
+    spec, clock = companion_spec(tmp_path / "store"), SimulatedClock(0.0)
+    loop = open_loop(spec, clock)
+    drive(loop, clock, make_frame(600, seed=4, flip=True, t0=300))
+    learned, seen, leads = loop.companion.learned_to, loop.companion.bundle.rows_seen_, loop.companion.leads
+    loop.close()
+
+    again = Loop(spec, clock=clock)
+    assert again.companion.bundle is not None and again.companion.bundle.rows_seen_ == seen
+    assert (again.companion.learned_to, again.companion.leads) == (learned, leads)
+    before = int(np.isfinite(again.data.label_times()).sum())
+    drive(again, clock, make_frame(300, seed=5, flip=True, t0=900), ids_from=600)
+    new = int(np.isfinite(again.data.label_times()).sum()) - before
+    assert new > 0 and again.stats.companion_rows == new  # the labels since the restart, not the earlier ones
+    again.close()
+
+    state = again.blobs.local_path("companion/state.pkl")
+    signature, _, body = state.read_bytes().partition(b"\n")
+    state.write_bytes(b"0" * len(signature) + b"\n" + body)  # not signed by this machine: not unpickled
+    third = Loop(spec, clock=clock)
+    assert third.companion.bundle is None
+    assert third.events.list("companion_discarded")
+    clock.advance_to(clock.now() + 1)
+    third.tick()  # it learns again from the stored labels
+    assert third.companion.bundle is not None
+    assert third.companion.bundle.rows_seen_ == int(np.isfinite(third.data.label_times()).sum())
+
+
+def test_a_companion_that_cannot_learn_online_is_refused_when_the_loop_opens(tmp_path: Path) -> None:
+    spec = companion_spec(tmp_path / "store", estimator="sklearn.ensemble.RandomForestClassifier")
+    with pytest.raises(SpecError, match="model.companion must be a River model or an estimator with partial_fit") \
+            as e:
+        Loop(spec, clock=SimulatedClock(0.0))
+    assert e.value.field == "model.companion.estimator"
+
+
+def test_the_hybrid_contender_replays_the_policy_with_a_companion(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": LOGREG}, policy=NEVER))
+    frame = pd.concat([make_frame(300), make_frame(1200, seed=4, flip=True, t0=300)], ignore_index=True)
+    res = compare(spec, frame, tmp_path / "out", ["never", "hybrid"], workers=1)
+    assert res["never"]["companion"] is None
+    hybrid = res["hybrid"]["companion"]
+    assert hybrid["estimator"] == "river.forest.ARFClassifier" and hybrid["switches"] >= 1
+    assert 0 < hybrid["rows_served"] < res["hybrid"]["predictions_scored"]
+    assert res["hybrid"]["metric"] > res["never"]["metric"] + 0.1
+    assert res["hybrid"]["retrains"] == res["never"]["retrains"]  # the same policy: only the companion differs
