@@ -160,3 +160,22 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
     kinds = [e.kind for e in meta.events.list()]
     meta.close()
     assert kinds.count("labels_accepted") == 4
+
+
+def test_cli_processes_teach_the_online_companion_each_label_once(tmp_path: Path) -> None:
+    """The companion (``model.companion``) learns at each tick the labels matured since the last one it learned,
+    read from the store, and is saved when the process ends: separate processes teach it what one loop would."""
+    over = {"model": {"window": {"rows": 600}, "companion": {}}}
+    cli = write_spec(tmp_path / "cli.yaml", tmp_path / "cli-store", **over)
+    one = write_spec(tmp_path / "one.yaml", tmp_path / "one-store", **over)
+    drive_cli(tmp_path, cli)
+    drive_one_process(one)
+    taught = []
+    for spec in (cli, one):
+        loop = Loop(load_spec(spec), clock=SimulatedClock(2000.0))
+        companion = loop.companion
+        assert companion.bundle is not None
+        assert companion.bundle.rows_seen_ == int(np.isfinite(loop.data.label_times()).sum()) == 1300
+        taught.append((companion.bundle.rows_seen_, companion.learned_to))
+        loop.close()
+    assert taught[0] == taught[1]

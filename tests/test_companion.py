@@ -13,7 +13,7 @@ from freshloop.clock import SimulatedClock
 from freshloop.errors import SpecError
 from freshloop.loop import Loop, TickReport
 from freshloop.loop.companion import COMPANION
-from freshloop.replay import compare
+from freshloop.replay import compare, write_report
 from freshloop.spec import load_spec_dict
 
 from .conftest import make_frame, spec_dict
@@ -121,3 +121,8 @@ def test_the_hybrid_contender_replays_the_policy_with_a_companion(tmp_path: Path
     assert 0 < hybrid["rows_served"] < res["hybrid"]["predictions_scored"]
     assert res["hybrid"]["metric"] > res["never"]["metric"] + 0.1
     assert res["hybrid"]["retrains"] == res["never"]["retrains"]  # the same policy: only the companion differs
+    switched = hybrid["switched"]
+    assert len(switched) == hybrid["switches"] and switched[0]["serves"] == "companion"
+    page = write_report(res, tmp_path / "report.html", title="t").read_text()
+    assert "<h2>Online companion</h2>" in page and switched[0]["why"] in page
+    assert f"serving moved {hybrid['switches']} times" in page

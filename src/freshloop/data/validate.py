@@ -136,7 +136,7 @@ def validate_frame(raw: pd.DataFrame, schema: Schema, quality: QualitySpec, *, n
     missing_cols = [c for c in [f.name for f in schema.features] + ([schema.label] if require_label else [])
                     + ([schema.time] if schema.time else []) if c not in raw.columns]
     found.batch_reasons += [missing_column(c) for c in missing_cols]
-    out: dict[str, Any] = {}
+    out: dict[str, Any] = {"_row": np.arange(n)}  # first, not inserted later: a wide frame would be copied
     if schema.time and schema.time in raw.columns:
         out["_time"] = found.take(TimeRule(schema.time, schema.time_unit).column(raw[schema.time]))
     else:
@@ -205,15 +205,13 @@ class _Found:
         if self.batch_reasons:
             bad_rows[:] = True
         if not bad_rows.any():  # the common case: a clean batch, no masking copies
-            typed.insert(0, "_row", np.arange(n))
-            return ValidationResult(accepted=typed, rejected=raw.iloc[:0].assign(_row=[], _reason=[]),
+            return ValidationResult(accepted=typed, rejected=raw.iloc[:0].copy().assign(_row=[], _reason=[]),
                                     batch_reasons=self.batch_reasons, row_reasons=self.kinds, warnings=self.warnings)
         rejected = raw[bad_rows].copy()
         rejected["_row"] = np.flatnonzero(bad_rows)
         rejected["_reason"] = ["; ".join(self.batch_reasons + self.reasons.get(int(i), []))
                                for i in np.flatnonzero(bad_rows)]
-        accepted = typed[~bad_rows]
-        accepted.insert(0, "_row", np.flatnonzero(~bad_rows))
+        accepted = typed[~bad_rows]  # its _row: the accepted rows' places in the batch
         return ValidationResult(accepted=accepted.reset_index(drop=True), rejected=rejected.reset_index(drop=True),
                                 batch_reasons=self.batch_reasons, row_reasons=self.kinds, warnings=self.warnings)
 
@@ -241,7 +239,7 @@ def _duplicate_rows(out: dict[str, Any], schema: Schema) -> np.ndarray:
         # (times that strictly increase, as most batches' do, cannot repeat: then no row equals another)
         return np.zeros(len(t), dtype=bool)
     # the key columns as they are: a selection of a frame's columns would copy them all first
-    return _duplicated(pd.DataFrame({c: v for c, v in out.items() if c != schema.label}, copy=False),
+    return _duplicated(pd.DataFrame({c: v for c, v in out.items() if c not in (schema.label, "_row")}, copy=False),
                        "_time" if schema.time else schema.entity)
 
 

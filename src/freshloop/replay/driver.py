@@ -390,7 +390,9 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "online_rows": st.online_rows,
         "companion": None if spec.model.companion is None else {
             "estimator": loop.companion.estimator(), "rows_learned": st.companion_rows,
-            "rows_served": st.companion_served, "switches": st.companion_switches, "errors": st.companion_errors},
+            "rows_served": st.companion_served, "switches": st.companion_switches, "errors": st.companion_errors,
+            "switched": [{"at": e.at, "serves": e.payload["serves"], "why": e.reason}
+                         for e in loop.events.list("serving_switched")]},
         "time_unit": unit_name,  # of the staleness and data-to-deploy figures: the time column's, or rows
         "units": _units(unit_name),
         "max_staleness": round(max(staleness) / unit, 4) if staleness else None,

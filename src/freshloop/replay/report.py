@@ -138,6 +138,19 @@ def _windows(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
             f"window kept a shorter one than the whole</summary><ul>{items}{more}</ul></details>")
 
 
+def _companion(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
+    """When serving moved between the champion and the online companion (``model.companion``), and why."""
+    c = s.get("companion")
+    if not c:
+        return ""
+    served = c["rows_served"] / max(s["predictions_scored"], 1)
+    items = "".join(f"<li>{_when(w['at'], unit, calendar)}: {html.escape(w['why'])}</li>" for w in c["switched"][:15])
+    more = f"<li>… {len(c['switched']) - 15} more in summary.json</li>" if len(c["switched"]) > 15 else ""
+    return (f"<details><summary>{html.escape(name)}: {html.escape(c['estimator'])} learned {c['rows_learned']:,} "
+            f"labels and served {served:.0%} of the rows; serving moved {c['switches']} times</summary>"
+            f"<ul>{items}{more}</ul></details>")
+
+
 def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title: str) -> Path:
     first = next(iter(results.values()))
     unit = first["time_unit"]
@@ -157,6 +170,7 @@ def write_report(results: dict[str, dict[str, Any]], path: str | Path, *, title:
                     f"skips {html.escape(str(s['decisions']['skip_counts']))}</summary><ul>{items}"
                     f"{f'<li>… {more} more in summary.json</li>' if more > 0 else ''}</ul></details>")
     windows = "".join(_windows(name, s, unit, calendar) for name, s in results.items())
+    companions = "".join(_companion(name, s, unit, calendar) for name, s in results.items())
     problems = "".join(
         f"<li>{html.escape(name)}: {html.escape(line)}</li>" for name, s in results.items()
         for line in failure_lines(s))
@@ -175,6 +189,7 @@ data-to-deploy in {unit} (its <code>units</code> names them); training seconds a
 {failures}
 <h2>Decisions</h2>{reasons}
 <h2>Training windows</h2>{windows or '<p>No retrain chose its window (none answered a moved concept).</p>'}
+{f'<h2>Online companion</h2>{companions}' if companions else ''}
 </body></html>"""
     out = Path(path)
     out.write_text(page)
