@@ -179,3 +179,21 @@ def test_cli_processes_teach_the_online_companion_each_label_once(tmp_path: Path
         taught.append((companion.bundle.rows_seen_, companion.learned_to))
         loop.close()
     assert taught[0] == taught[1]
+
+
+def test_cli_processes_teach_an_online_champion_as_one_loop_does(tmp_path: Path) -> None:
+    """``policy.online``: each tick process teaches the champion the labels matured since its cutoff, read from
+    the store, and saves what it learned; the next process goes on from there."""
+    over = {"model": {"estimator": "river.linear_model.LogisticRegression", "window": {"rows": 600}},
+            "policy": {"name": "online", "online": True, "triggers": {}, "cooldown": "0s", "min_new_labels": 0}}
+    cli = write_spec(tmp_path / "cli.yaml", tmp_path / "cli-store", **over)
+    one = write_spec(tmp_path / "one.yaml", tmp_path / "one-store", **over)
+    drive_cli(tmp_path, cli)
+    drive_one_process(one)
+    taught = []
+    for spec in (cli, one):
+        loop = Loop(load_spec(spec), clock=SimulatedClock(2000.0))
+        taught.append((loop.champion().rows_seen_, loop.champion_lineage["cutoff"], loop.champion_lineage["t_last"]))
+        loop.close()
+    assert taught[0] == taught[1]
+    assert taught[0][0] > 1000  # the 10 batches after the first model, learned across processes

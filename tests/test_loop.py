@@ -104,6 +104,49 @@ def test_online_policy_learns_from_every_matured_label(make_loop) -> None:
     assert loop.stats.online_rows > 400 and loop.stats.retrains == 1
 
 
+def test_an_online_champion_goes_on_learning_after_a_restart(tmp_path: Path) -> None:
+    """What the champion learned is saved when the loop closes: the loop opened next goes on from there, and
+    learns each label once; a state not signed here is not unpickled, and the champion learns again from the
+    store from its registered cutoff."""
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": "river.linear_model.LogisticRegression"},
+                                    policy={"name": "online", "triggers": {}, "online": True}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    registered = loop.champion().rows_seen_
+    drive(loop, clock, make_frame(400, seed=2, t0=300))
+    learned, lineage = loop.champion().rows_seen_, loop.champion_lineage
+    assert learned - registered == loop.stats.online_rows > 300
+    labeled = int(np.isfinite(loop.data.label_times()).sum())
+    loop.close()
+
+    again = Loop(spec, clock=clock)
+    assert again.champion().rows_seen_ == learned
+    assert (again.champion_lineage["cutoff"], again.champion_lineage["t_last"]) == (lineage["cutoff"],
+                                                                                     lineage["t_last"])
+    drive(again, clock, make_frame(200, seed=3, t0=700), ids_from=400)
+    assert again.champion().rows_seen_ == learned + again.stats.online_rows  # the new labels alone
+    assert again.stats.online_rows == int(np.isfinite(again.data.label_times()).sum()) - labeled > 100
+    again.close()
+
+    state = again.blobs.local_path("online/champion.pkl")
+    state.write_bytes(b"0" * 64 + b"\n" + state.read_bytes().partition(b"\n")[2])
+    third = Loop(spec, clock=clock)
+    assert third.events.list("online_state_discarded") and third.champion().rows_seen_ == registered
+    clock.advance_to(clock.now() + 1)
+    third.tick()  # it learns again, from the store, every label after its registered cutoff
+    assert third.champion().rows_seen_ == registered + third.stats.online_rows
+    assert third.champion_lineage["cutoff"] == lineage_cutoff(third)
+
+
+def lineage_cutoff(loop: Loop) -> float:
+    """The newest label time the store holds."""
+    times = loop.data.label_times()
+    return float(times[np.isfinite(times)].max())
+
+
 def test_operator_promote_and_rollback_are_recorded(make_loop) -> None:
     loop, clock = bootstrap(make_loop, policy={"triggers": {"schedule": "200s"}, "cooldown": "0s",
                                                "min_new_labels": 0})

@@ -21,8 +21,6 @@ retrain it. The companion's state is saved when the loop closes, signed like a r
 
 from __future__ import annotations
 
-import hmac
-import pickle
 from collections import deque
 from typing import Any
 
@@ -30,7 +28,7 @@ import numpy as np
 
 from ..evaluate.gate import paired_bootstrap
 from ..spec import CompanionSpec
-from ..store.keys import sign
+from ..store.keys import signed_pickle, unpickle_signed
 from ..train import ModelBundle
 from ..train.model import Rows, check_companion
 from .context import Context, TickReport
@@ -148,8 +146,7 @@ class Companion:
         """Its model and evidence, signed, for the loop opened next (called when the loop closes)."""
         if self.bundle is None:
             return
-        data = pickle.dumps(self._state(), protocol=5)
-        self.ctx.blobs.put_bytes(_STATE, sign(data).encode() + b"\n" + data)
+        self.ctx.blobs.put_bytes(_STATE, signed_pickle(self._state()))
 
     def _state(self) -> dict[str, Any]:
         return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
@@ -161,12 +158,11 @@ class Companion:
         ctx = self.ctx
         if self.spec is None or ctx.schema is None or not ctx.blobs.exists(_STATE):
             return
-        signature, _, data = ctx.blobs.get_bytes(_STATE).partition(b"\n")
-        if not hmac.compare_digest(sign(data).encode(), signature):
+        state = unpickle_signed(ctx.blobs.get_bytes(_STATE))
+        if state is None:
             ctx.events.record("companion_discarded", "the saved online companion is not signed with this "
                               "machine's artifact key; it learns again from the stored labels", {})
             return
-        state = pickle.loads(data)  # noqa: S301 - bytes this machine signed, with a key the store does not hold
         if state["bundle"].estimator != self.estimator():
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]

@@ -1,4 +1,4 @@
-"""What the loop makes of a batch its data store took: events, the monitor's windows and the online queue.
+"""What the loop makes of a batch its data store took: events and the monitor's windows.
 
 The data store validates and stores (:mod:`freshloop.data.store`); this stage is where the loop first sees
 the rows. A replay that stores a batch once for several loops hands the same result to each loop's intake.
@@ -8,16 +8,15 @@ from __future__ import annotations
 
 from ..data.store import IngestResult
 from .context import Context
-from .online import OnlineUpdater
 
 __all__ = ["Intake"]
 
 
 class Intake:
-    """Records a stored batch in the event log and feeds its accepted rows to the monitor and online learning."""
+    """Records a stored batch in the event log and feeds its accepted rows to the monitor."""
 
-    def __init__(self, ctx: Context, online: OnlineUpdater) -> None:
-        self.ctx, self.online = ctx, online
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
 
     def observe(self, res: IngestResult) -> None:
         if res.replayed:  # a batch sent again: its rows were observed the first time
@@ -37,6 +36,4 @@ class Intake:
             mon = self.ctx.monitor()
             mon.observe_rows(acc)
             if schema.label in acc:
-                labeled = acc[acc[schema.label].notna()]
-                mon.new_labels += len(labeled)
-                self.online.rows_arrived(labeled)
+                mon.new_labels += int(acc[schema.label].notna().sum())

@@ -73,7 +73,7 @@ class Loop:
         self.companion = companion = Companion(ctx)
         self.router, self.join, self.online, self.deployer, self.follow_up = \
             Router(ctx, companion), LabelJoin(ctx, companion), OnlineUpdater(ctx), Deployer(ctx), FollowUp(ctx)
-        self.intake = Intake(ctx, self.online)
+        self.intake = Intake(ctx)
         self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
                                     if serve_before_refit is None else serve_before_refit)
         self.memory = PolicyMemory(ctx, self.training)
@@ -159,6 +159,7 @@ class Loop:
     def _restore(self) -> None:
         """Rebuild from the store what the stages held in memory (see :mod:`.memory`)."""
         self.deployer.restore()
+        self.online.restore()
         if self.schema is not None:  # predictions served before a restart still meet their labels
             self.predictions.restore(lambda ids: ~self.data.has_label(ids), self.typed_predictions)
         self.follow_up.restore()
@@ -198,9 +199,7 @@ class Loop:
         """Labels the data store took, joined to this loop's prediction log and scored; ``feedback`` calls it,
         as ``ingest`` calls ``observe_ingest``."""
         self.score_shadow()  # deferred shadow answers must be in the log before their labels are joined
-        out = self.join.observe(row_ids, res)
-        self.online.labels_joined(out.joined)
-        return out
+        return self.join.observe(row_ids, res)
 
     # -- serving ------------------------------------------------------------------------------
     def predict(self, frame: Rows, *, row_ids: list[str] | None = None, keys: list[str] | None = None,
@@ -295,6 +294,7 @@ class Loop:
     def close(self) -> None:
         self.flush()
         self.companion.save()
+        self.online.save()
         self.meta.close()
         if self._own_executor:
             self.executor.shutdown()

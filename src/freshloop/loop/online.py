@@ -1,65 +1,76 @@
 """Online learning (``policy.online``): the serving model learns each matured label at the next tick.
 
-Rows that arrive labeled, and labels joined to served predictions, are queued; ``apply`` hands the queue
-to the champion's ``learn`` (River's ``learn_many``, scikit-learn's ``partial_fit``) and moves its lineage
-(newest row learned, label cutoff), so staleness and data-to-deploy count what it learned.
+At each tick the champion learns the labels that matured after its label cutoff (its lineage's ``cutoff``: the
+newest label its training snapshot or its last update held), read from the data store in the order they
+matured, whether their rows arrived labeled or the labels were joined later. ``learn`` is River's
+``learn_one`` or scikit-learn's ``partial_fit``. Its lineage moves with what it learned, so staleness and
+data-to-deploy count it.
+
+The model it learned is saved, signed, when the loop closes: a loop driven by separate processes
+(``freshloop ingest`` and ``freshloop tick`` from cron) or opened again goes on from where the last one left
+off. Without that state (another champion serves, or the file is not signed with this machine's key) the
+champion learns from the store again, from its registered cutoff.
 """
 
 from __future__ import annotations
 
-import numpy as np
-import pandas as pd
-
+from ..store.keys import signed_pickle, unpickle_signed
 from .context import Context
 
 __all__ = ["OnlineUpdater"]
 
+_STATE = "online/champion.pkl"
+
 
 class OnlineUpdater:
-    """Queues labeled rows for the champion to learn, and teaches them at the next tick."""
+    """Teaches the champion the labels matured since its cutoff, at each tick."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
-        self._queue: list[tuple[pd.DataFrame, pd.Series]] = []
+        self._learned = False  # the champion learned since the loop opened (its state is saved on close)
 
     @property
     def enabled(self) -> bool:
         return self.ctx.spec.policy.online
 
-    def rows_arrived(self, labeled: pd.DataFrame) -> None:
-        """Rows ingested with their label (called under the context's lock): their label matured on arrival."""
-        assert self.ctx.schema is not None
-        if self.enabled and len(labeled):
-            self._queue.append((self._learnable(labeled.assign(_label_time=labeled["_arrived"])),
-                                labeled[self.ctx.schema.label]))
-
-    def labels_joined(self, row_ids: list[str]) -> None:
-        """Labels joined to served predictions: their rows, as the data store holds them."""
-        if self.enabled and row_ids:
-            rows = self.ctx.data.labeled_rows(row_ids)
-            if len(rows):
-                self._queue.append((self._learnable(rows), rows["_label"]))
-
     def apply(self, now: float) -> None:
         ctx = self.ctx
-        if not self.enabled or ctx.champion is None or not self._queue:
+        if not self.enabled or ctx.champion is None:
             return
-        frames = pd.concat([f for f, _ in self._queue], ignore_index=True)
-        y = pd.concat([y for _, y in self._queue], ignore_index=True)
-        self._queue = []
-        ctx.champion.bundle.learn(frames, y)
-        # the served model now holds these rows: staleness and data-to-deploy move with them
         lineage = ctx.champion.lineage
-        lineage["t_last"] = max(float(frames["_time"].max()), float(lineage.get("t_last") or 0))
-        labeled_at = frames["_label_time"].max() if "_label_time" in frames else np.nan
-        cutoff = float(labeled_at) if np.isfinite(labeled_at) else now
-        lineage["cutoff"] = max(cutoff, float(lineage.get("cutoff") or cutoff))
+        since = lineage.get("cutoff")
+        rows = ctx.data.labeled_between(float(since) if since is not None else float("-inf"), now)
+        if not len(rows):
+            return
+        ctx.champion.bundle.learn(rows, rows["_label"])
+        self._learned = True
+        # the served model now holds these rows: staleness and data-to-deploy move with them
+        lineage["t_last"] = max(float(rows["_time"].max()), float(lineage.get("t_last") or 0))
+        lineage["cutoff"] = cutoff = float(rows["_label_time"].max())
         ctx.stats.deployments.append((now, cutoff))
-        ctx.stats.online_rows += len(y)
-        ctx.stats.train_rows += len(y)
+        ctx.stats.online_rows += len(rows)
+        ctx.stats.train_rows += len(rows)
 
-    def _learnable(self, frame: pd.DataFrame) -> pd.DataFrame:
-        """What online learning reads of a labeled frame: the features, when the row happened and when its
-        label matured (the same columns from every source, so queued frames stack without filling)."""
-        assert self.ctx.schema is not None
-        return frame[[f.name for f in self.ctx.schema.features if f.name in frame] + ["_time", "_label_time"]]
+    def save(self) -> None:
+        """The champion as it learned, for the loop opened next (called when the loop closes)."""
+        champion = self.ctx.champion
+        if not self._learned or champion is None:
+            return
+        self.ctx.blobs.put_bytes(_STATE, signed_pickle({
+            "version": champion.version, "bundle": champion.bundle,
+            "t_last": champion.lineage.get("t_last"), "cutoff": champion.lineage.get("cutoff")}))
+
+    def restore(self) -> None:
+        """The champion as the last loop left it, when it is the same version and the state is signed here."""
+        ctx = self.ctx
+        if not self.enabled or ctx.champion is None or not ctx.blobs.exists(_STATE):
+            return
+        state = unpickle_signed(ctx.blobs.get_bytes(_STATE))
+        if state is None:
+            ctx.events.record("online_state_discarded", "the saved online champion is not signed with this "
+                              "machine's artifact key; it learns again from the stored labels", {})
+            return
+        if state["version"] != ctx.champion.version:
+            return
+        ctx.champion.bundle = state["bundle"]
+        ctx.champion.lineage.update(t_last=state["t_last"], cutoff=state["cutoff"])
