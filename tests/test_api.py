@@ -531,3 +531,36 @@ def test_remote_operates_the_server_loop(server: Server, tmp_path: Path) -> None
     assert events.returncode == 0 and "not today" in events.stdout, events.stdout
     decisions = json.loads(cli("decisions", "--kind", "retrain", "--json", token=READ).stdout)
     assert decisions["count"] == 2 and decisions["data"][-1]["reasons"] == second["reasons"]
+
+
+def test_the_online_companion_serves_over_http_once_it_is_surely_better(tmp_path: Path) -> None:
+    """model.companion behind HTTP: the champion is never retrained, the concept flips, the companion takes over;
+    its answers say version 0, the tick that moved serving says why, status says who serves, and the companion
+    is saved when the server stops."""
+    srv = Server(write_spec(tmp_path, policy={"name": "never", "triggers": {}},
+                            model={"window": {"rows": 300}, "companion": {}}, rollout={"strategy": "immediate"}))
+    try:
+        c = srv.client
+        bootstrap(c)
+        assert c.get("/v1/status", headers=auth(READ)).json()["companion"]["serves"] is False
+        flipped = make_frame(1000, seed=6, flip=True, t0=400)
+        served: set[int] = set()
+        moved = []
+        for start in range(0, len(flipped), 50):
+            chunk = flipped.iloc[start:start + 50]
+            data = c.post("/v1/predict", json={"rows": records(chunk, False)}, headers=auth(READ)).json()["data"]
+            served |= {d["version"] for d in data}
+            labels = [{"prediction_id": d["prediction_id"], "label": int(y)} for d, y in zip(data, chunk["y"],
+                                                                                               strict=True)]
+            assert c.post("/v1/feedback", json={"labels": labels}, headers=auth(LAB)).status_code == 200
+            moved.append(c.post("/v1/tick", headers=auth(OP)).json()["serving"])
+        assert 0 in served and 2 in served  # the champion (the refit, version 2), then the companion
+        assert any(m and m.startswith("the online companion serves: surely better") for m in moved)
+        status = c.get("/v1/status", headers=auth(READ)).json()
+        assert status["champion"] == 2 and status["companion"]["serves"] is True
+        assert status["companion"]["estimator"] == "river.forest.ARFClassifier"
+        assert status["companion"]["rows_learned"] >= 1000
+    finally:
+        srv.stop()
+    assert [p.relative_to(tmp_path / "store").parts[-2:] for p in (tmp_path / "store").rglob("state.pkl")] == \
+        [("companion", "state.pkl")]  # saved when the server stopped

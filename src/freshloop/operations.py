@@ -151,8 +151,19 @@ class Operations:
                     "rows": loop.data.rows, "auto_promotion": loop.auto_promotion,
                     "rollout": None if r is None or not r.active else
                     {"id": r.id, "version": r.version, "strategy": r.strategy, "share": r.share, "status": r.status},
+                    "companion": self._companion(),
                     "stats": {"retrains": loop.stats.retrains, "promotions": loop.stats.promotions,
                               "rollbacks": loop.stats.rollbacks}}
+
+    def _companion(self) -> dict[str, Any] | None:
+        """The online companion beside the champion (``model.companion``): which model, whether it serves in the
+        champion's place, how many labels it has learned."""
+        loop = self.loop
+        c = loop.companion
+        if loop.spec.model.companion is None or loop.schema is None:
+            return None
+        return {"estimator": c.estimator(), "serves": c.serving,
+                "rows_learned": c.bundle.rows_seen_ if c.bundle is not None else 0}
 
     def models(self) -> list[dict[str, Any]]:
         with self.lock:

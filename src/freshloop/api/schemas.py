@@ -120,6 +120,12 @@ class LoopStats(BaseModel):
     rollbacks: int
 
 
+class CompanionStatus(BaseModel):
+    estimator: str
+    serves: bool = Field(description="whether it answers in the champion's place (surely better lately)")
+    rows_learned: int
+
+
 class StatusAnswer(BaseModel):
     name: str
     champion: int | None
@@ -128,6 +134,8 @@ class StatusAnswer(BaseModel):
     rows: int
     auto_promotion: bool
     rollout: RolloutStatus | None
+    companion: CompanionStatus | None = Field(None, description="the online model beside the champion "
+                                              "(model.companion), if the spec runs one")
     stats: LoopStats
 
 
@@ -170,6 +178,8 @@ class TickAnswer(BaseModel):
     data_age: float | None
     window: dict[str, Any] | None = Field(None, description="the window the candidate was fitted on (rows, why, "
                                           "each length tried and its holdout score), when the retrain chose one")
+    serving: str | None = Field(None, description="why serving moved between the champion and the online "
+                                "companion at this tick (model.companion), if it did")
 
 
 class PromoteAnswer(BaseModel):
