@@ -165,20 +165,14 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
 def test_cli_processes_teach_the_online_companion_each_label_once(tmp_path: Path) -> None:
     """The companion (``model.companion``) learns at each tick the labels matured since the last one it learned,
     read from the store, and is saved when the process ends: separate processes teach it what one loop would."""
-    over = {"model": {"window": {"rows": 600}, "companion": {}}}
-    cli = write_spec(tmp_path / "cli.yaml", tmp_path / "cli-store", **over)
-    one = write_spec(tmp_path / "one.yaml", tmp_path / "one-store", **over)
-    drive_cli(tmp_path, cli)
-    drive_one_process(one)
-    taught = []
-    for spec in (cli, one):
-        loop = Loop(load_spec(spec), clock=SimulatedClock(2000.0))
+    def taught(loop: Loop) -> tuple[int, float]:
         companion = loop.companion
         assert companion.bundle is not None
         assert companion.bundle.rows_seen_ == int(np.isfinite(loop.data.label_times()).sum()) == 1300
-        taught.append((companion.bundle.rows_seen_, companion.learned_to))
-        loop.close()
-    assert taught[0] == taught[1]
+        return companion.bundle.rows_seen_, companion.learned_to
+
+    cli, one = cli_and_one_process(tmp_path, {"model": {"window": {"rows": 600}, "companion": {}}}, taught)
+    assert cli == one
 
 
 def test_cli_processes_teach_an_online_champion_as_one_loop_does(tmp_path: Path) -> None:
@@ -186,14 +180,21 @@ def test_cli_processes_teach_an_online_champion_as_one_loop_does(tmp_path: Path)
     the store, and saves what it learned; the next process goes on from there."""
     over = {"model": {"estimator": "river.linear_model.LogisticRegression", "window": {"rows": 600}},
             "policy": {"name": "online", "online": True, "triggers": {}, "cooldown": "0s", "min_new_labels": 0}}
+    cli, one = cli_and_one_process(tmp_path, over, lambda loop: (
+        loop.champion().rows_seen_, loop.champion_lineage["cutoff"], loop.champion_lineage["t_last"]))
+    assert cli == one
+    assert cli[0] > 1000  # the 10 batches after the first model, learned across processes
+
+
+def cli_and_one_process(tmp_path: Path, over: dict[str, Any], read: Any) -> tuple[Any, Any]:
+    """The same batches driven by separate CLI processes and by one loop; ``read`` of each store, opened again."""
     cli = write_spec(tmp_path / "cli.yaml", tmp_path / "cli-store", **over)
     one = write_spec(tmp_path / "one.yaml", tmp_path / "one-store", **over)
     drive_cli(tmp_path, cli)
     drive_one_process(one)
-    taught = []
+    found = []
     for spec in (cli, one):
         loop = Loop(load_spec(spec), clock=SimulatedClock(2000.0))
-        taught.append((loop.champion().rows_seen_, loop.champion_lineage["cutoff"], loop.champion_lineage["t_last"]))
+        found.append(read(loop))
         loop.close()
-    assert taught[0] == taught[1]
-    assert taught[0][0] > 1000  # the 10 batches after the first model, learned across processes
+    return found[0], found[1]

@@ -28,7 +28,6 @@ import numpy as np
 
 from ..evaluate.gate import paired_bootstrap
 from ..spec import CompanionSpec
-from ..store.keys import signed_pickle, unpickle_signed
 from ..train import ModelBundle
 from ..train.model import Rows, check_companion
 from .context import Context, TickReport
@@ -146,7 +145,7 @@ class Companion:
         """Its model and evidence, signed, for the loop opened next (called when the loop closes)."""
         if self.bundle is None:
             return
-        self.ctx.blobs.put_bytes(_STATE, signed_pickle(self._state()))
+        self.ctx.save_state(_STATE, self._state())
 
     def _state(self) -> dict[str, Any]:
         return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
@@ -155,15 +154,10 @@ class Companion:
     def restore(self) -> None:
         """The state the last loop saved, when its signature is this machine's and its estimator the spec's;
         else it learns again from the data store's labels."""
-        ctx = self.ctx
-        if self.spec is None or ctx.schema is None or not ctx.blobs.exists(_STATE):
+        if self.spec is None or self.ctx.schema is None:
             return
-        state = unpickle_signed(ctx.blobs.get_bytes(_STATE))
-        if state is None:
-            ctx.events.record("companion_discarded", "the saved online companion is not signed with this "
-                              "machine's artifact key; it learns again from the stored labels", {})
-            return
-        if state["bundle"].estimator != self.estimator():
+        state = self.ctx.saved_state(_STATE, "companion_discarded", "online companion")
+        if state is None or state["bundle"].estimator != self.estimator():
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
         self._versus = state["versus"]

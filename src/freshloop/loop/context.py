@@ -30,6 +30,7 @@ from ..registry import Registry
 from ..rollout import Action, Rollout
 from ..spec import LoopSpec
 from ..store import BlobStore, MetadataStore
+from ..store.keys import signed_pickle, unpickle_signed
 from ..train import Executor, ModelBundle
 
 __all__ = ["Champion", "Context", "LoopStats", "PredictResult", "RolloutCandidate", "TickReport", "prediction_scores"]
@@ -187,6 +188,22 @@ class Context:
             raise NotFoundError("no champion yet: the loop has not trained a model that passed the gate.",
                                 field="champion")
         return self.champion
+
+    def saved_state(self, key: str, discarded: str, what: str) -> Any | None:
+        """The state a stage saved under ``key`` (:meth:`save_state`); None when there is none, or when this
+        machine's artifact key did not sign it: then it is not unpickled, and a ``discarded`` event says that
+        ``what`` learns again from the stored labels."""
+        if not self.blobs.exists(key):
+            return None
+        state = unpickle_signed(self.blobs.get_bytes(key))
+        if state is None:
+            self.events.record(discarded, f"the saved {what} is not signed with this machine's artifact key; it "
+                               "learns again from the stored labels", {"key": key})
+        return state
+
+    def save_state(self, key: str, state: Any) -> None:
+        """A stage's state for the loop opened next (an online model as it learned), signed."""
+        self.blobs.put_bytes(key, signed_pickle(state))
 
     def typed_predictions(self, text: pd.Series) -> np.ndarray:
         """Predictions as the log's text gives them back, typed as the model returns them."""

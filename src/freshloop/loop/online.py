@@ -14,7 +14,6 @@ champion learns from the store again, from its registered cutoff.
 
 from __future__ import annotations
 
-from ..store.keys import signed_pickle, unpickle_signed
 from .context import Context
 
 __all__ = ["OnlineUpdater"]
@@ -56,21 +55,17 @@ class OnlineUpdater:
         champion = self.ctx.champion
         if not self._learned or champion is None:
             return
-        self.ctx.blobs.put_bytes(_STATE, signed_pickle({
+        self.ctx.save_state(_STATE, {
             "version": champion.version, "bundle": champion.bundle,
-            "t_last": champion.lineage.get("t_last"), "cutoff": champion.lineage.get("cutoff")}))
+            "t_last": champion.lineage.get("t_last"), "cutoff": champion.lineage.get("cutoff")})
 
     def restore(self) -> None:
         """The champion as the last loop left it, when it is the same version and the state is signed here."""
         ctx = self.ctx
-        if not self.enabled or ctx.champion is None or not ctx.blobs.exists(_STATE):
+        if not self.enabled or ctx.champion is None:
             return
-        state = unpickle_signed(ctx.blobs.get_bytes(_STATE))
-        if state is None:
-            ctx.events.record("online_state_discarded", "the saved online champion is not signed with this "
-                              "machine's artifact key; it learns again from the stored labels", {})
-            return
-        if state["version"] != ctx.champion.version:
+        state = ctx.saved_state(_STATE, "online_state_discarded", "online champion")
+        if state is None or state["version"] != ctx.champion.version:
             return
         ctx.champion.bundle = state["bundle"]
         ctx.champion.lineage.update(t_last=state["t_last"], cutoff=state["cutoff"])
