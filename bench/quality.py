@@ -136,7 +136,7 @@ def run_stream(name: str, n: int | None, workers: int,
                      "metric": s["metric"], "training_rows": s["training_rows"],
                      "training_s": round(s["training_seconds"], 2), "retrains": s["retrains"],
                      "mean_staleness": s["mean_staleness"], "max_staleness": s["max_staleness"],
-                     "detection_delay": delay, "false_alarms": false_alarms, "companion": s.get("companion")})
+                     "detection_delay": delay, "false_alarms": false_alarms})
     rows.append({"contender": f"River ARF (per row, label delay {delay_rows} rows; mean of seeds "
                               f"{', '.join(str(x) for x in ARF_SEEDS)}: {arf['min']:.4f} to {arf['max']:.4f})",
                  "metric": round(arf["metric"], 6),
@@ -165,4 +165,5 @@ def run_stream(name: str, n: int | None, workers: int,
             "default_retrains_by_reason": res["default"]["decisions"]["retrain_counts"],
             "online_seconds": round(online_s, 1), "arf_min": round(arf["min"], 6), "arf_max": round(arf["max"], 6),
             "arf_seconds": round(arf["seconds"], 1), "compare_peak_rss_mb": compare_rss,
+            "hybrid_companion": res[HYBRID].get("companion") if HYBRID in res else None,
             "arf_peak_rss_mb": arf_kids.largest_mb}

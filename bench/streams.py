@@ -62,8 +62,8 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
             "hybrid": hybrid["metric"] if hybrid else None,
             "hybrid − ARF": f"{c['hybrid_vs_arf_points']:+.2f}" if hybrid else None,
             "hybrid − best": f"{c['hybrid_vs_oracle_points']:+.2f}" if hybrid else None,
-            "companion serves": f"{100 * hybrid['companion']['rows_served'] / max(s['rows'], 1):.0f} %"
-            if hybrid and hybrid.get("companion") else None}
+            "companion serves": f"{100 * s['hybrid_companion']['rows_served'] / max(s['rows'], 1):.0f} %"
+            if s.get("hybrid_companion") else None}
 
 
 def section(results: dict[str, Any]) -> str:
