@@ -198,3 +198,34 @@ def cli_and_one_process(tmp_path: Path, over: dict[str, Any], read: Any) -> tupl
         found.append(read(loop))
         loop.close()
     return found[0], found[1]
+
+
+def test_cli_scoring_processes_hand_serving_to_the_online_companion(tmp_path: Path) -> None:
+    """A batch-scoring job with ``model.companion``: `freshloop predict`, `freshloop feedback` and `freshloop tick`
+    each their own process, a champion that is never retrained, and a concept that flips. The companion learns
+    from the store at each tick, the pairs of answers come back with the log, and once it is surely better a
+    tick says so and the next scoring job is answered by it (version 0)."""
+    spec = write_spec(tmp_path / "loop.yaml", tmp_path / "store", model={"companion": {}},
+                      policy={"name": "never", "triggers": {}})
+    frame = pd.concat([make_frame(300, seed=1), make_frame(800, seed=2, flip=True, t0=300)], ignore_index=True)
+    frame.iloc[:300].to_csv(tmp_path / "warm.csv", index=False)
+    assert run("ingest", str(spec), "warm.csv", "--now", "299", cwd=tmp_path).returncode == 0
+    assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
+    said, versions = [], []
+    for k, lo in enumerate(range(300, 1100, 100)):
+        b = frame.iloc[lo:lo + 100]
+        now = str(float(b["t"].iloc[-1]))
+        b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
+        assert run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now,
+                   cwd=tmp_path).returncode == 0
+        served = pd.read_csv(tmp_path / f"pred{k}.csv")
+        versions.append(set(served["version"]))
+        served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
+                                                                                   index=False)
+        assert run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path).returncode == 0
+        tick = run("tick", str(spec), "--now", now, cwd=tmp_path)
+        assert tick.returncode == 0, tick.stderr
+        said.append([ln for ln in tick.stdout.splitlines() if ln.startswith("serving: ")])
+    moved = next(i for i, lines in enumerate(said) if lines)
+    assert said[moved][0].startswith("serving: the online companion serves: surely better on the last")
+    assert versions[0] == {1} and moved + 1 < len(versions) and versions[moved + 1] == {0}

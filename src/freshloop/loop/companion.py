@@ -148,8 +148,9 @@ class Companion:
         self.ctx.save_state(_STATE, self._state())
 
     def _state(self) -> dict[str, Any]:
+        # the pairs a label-feedback process scored are judged by the next tick's process
         return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
-                "pairs": list(self._pairs), "versus": self._versus}
+                "pairs": list(self._pairs), "versus": self._versus, "fresh": self._fresh}
 
     def restore(self) -> None:
         """The state the last loop saved, when its signature is this machine's and its estimator the spec's;
@@ -160,5 +161,5 @@ class Companion:
         if state is None or state["bundle"].estimator != self.estimator():
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
-        self._versus = state["versus"]
+        self._versus, self._fresh = state["versus"], state["fresh"]
         self._pairs = deque(state["pairs"], maxlen=self.spec.rows)
