@@ -118,6 +118,27 @@ def test_cli_processes_decide_as_one_long_lived_loop(tmp_path: Path) -> None:
     assert np.isfinite([d[0] for d in d_cli]).all()
 
 
+def first_model(tmp_path: Path, spec: Path, frame: pd.DataFrame) -> None:
+    """The first 300 rows ingested with their labels, and the first model trained: two processes."""
+    frame.iloc[:300].to_csv(tmp_path / "warm.csv", index=False)
+    assert run("ingest", str(spec), "warm.csv", "--now", "299", cwd=tmp_path).returncode == 0
+    assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
+
+
+def score_and_label(tmp_path: Path, spec: Path, b: pd.DataFrame, k: int, now: str) -> tuple[pd.DataFrame, Any]:
+    """A scoring job's batch: `freshloop predict` answers its rows, then `freshloop feedback` sends their labels,
+    each its own process. Returns what was served and what the feedback call answered."""
+    b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
+    pred = run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now, cwd=tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    served = pd.read_csv(tmp_path / f"pred{k}.csv")
+    served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
+                                                                               index=False)
+    fb = run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path)
+    assert fb.returncode == 0, fb.stderr
+    return served, json.loads(fb.stdout)
+
+
 def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> None:
     """A batch-scoring job: `freshloop predict` logs each batch's predictions, `freshloop feedback` sends their
     labels later, `freshloop tick` decides, each its own process. The champion's matured scores (its live
@@ -129,23 +150,14 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
     before = make_frame(500, seed=1)
     after = make_frame(200, seed=2, flip=True, t0=500)
     frame = pd.concat([before, after], ignore_index=True)
-    frame.iloc[:300].to_csv(tmp_path / "warm.csv", index=False)
-    assert run("ingest", str(spec), "warm.csv", "--now", "299", cwd=tmp_path).returncode == 0
-    assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
+    first_model(tmp_path, spec, frame)
     reasons, fired = [], []
     for k, lo in enumerate(range(300, 700, 100)):
         b = frame.iloc[lo:lo + 100]
         now = str(float(b["t"].iloc[-1]))
-        b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
-        pred = run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now, cwd=tmp_path)
-        assert pred.returncode == 0, pred.stderr
-        served = pd.read_csv(tmp_path / f"pred{k}.csv")
+        served, fed = score_and_label(tmp_path, spec, b, k, now)
         assert len(served) == 100 and set(served["version"]) == {1}
-        served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
-                                                                                   index=False)
-        fb = run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path)
-        assert fb.returncode == 0, fb.stderr
-        assert json.loads(fb.stdout)["scored"] == 100  # joined to predictions an earlier process logged
+        assert fed["scored"] == 100  # joined to predictions an earlier process logged
         tick = run("tick", str(spec), "--json", "--now", now, cwd=tmp_path)
         assert tick.returncode == 0, tick.stderr
         decision = json.loads(tick.stdout)["decision"]
@@ -208,21 +220,13 @@ def test_cli_scoring_processes_hand_serving_to_the_online_companion(tmp_path: Pa
     spec = write_spec(tmp_path / "loop.yaml", tmp_path / "store", model={"companion": {}},
                       policy={"name": "never", "triggers": {}})
     frame = pd.concat([make_frame(300, seed=1), make_frame(800, seed=2, flip=True, t0=300)], ignore_index=True)
-    frame.iloc[:300].to_csv(tmp_path / "warm.csv", index=False)
-    assert run("ingest", str(spec), "warm.csv", "--now", "299", cwd=tmp_path).returncode == 0
-    assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
+    first_model(tmp_path, spec, frame)
     said, versions = [], []
     for k, lo in enumerate(range(300, 1100, 100)):
         b = frame.iloc[lo:lo + 100]
         now = str(float(b["t"].iloc[-1]))
-        b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
-        assert run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now,
-                   cwd=tmp_path).returncode == 0
-        served = pd.read_csv(tmp_path / f"pred{k}.csv")
+        served, _ = score_and_label(tmp_path, spec, b, k, now)
         versions.append(set(served["version"]))
-        served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
-                                                                                   index=False)
-        assert run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path).returncode == 0
         tick = run("tick", str(spec), "--now", now, cwd=tmp_path)
         assert tick.returncode == 0, tick.stderr
         said.append([ln for ln in tick.stdout.splitlines() if ln.startswith("serving: ")])

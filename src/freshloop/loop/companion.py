@@ -161,5 +161,5 @@ class Companion:
         if state is None or state["bundle"].estimator != self.estimator():
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
-        self._versus, self._fresh = state["versus"], state["fresh"]
+        self._versus, self._fresh = state["versus"], state.get("fresh", False)
         self._pairs = deque(state["pairs"], maxlen=self.spec.rows)
