@@ -304,7 +304,9 @@ class DataStore:
         lt = self.view.label_times
         pos = np.flatnonzero((lt > after) & (lt <= until))
         pos = pos[np.argsort(lt[pos], kind="stable")]
-        return self.view.labeled_rows_at(pos if most is None else pos[len(pos) - most:] if most else pos[:0])
+        if most is not None:
+            pos = pos[max(len(pos) - most, 0):]
+        return self.view.labeled_rows_at(pos)
 
     # -- snapshots (see :class:`~.snapshot.Snapshots`) ----------------------------------------
     def snapshot(self, window: WindowSpec, *, cutoff: float, now: float) -> Snapshot:

@@ -72,22 +72,19 @@ class Companion:
         return "river.forest.ARFRegressor" if schema.task == "regression" else "river.forest.ARFClassifier"
 
     # -- learning -----------------------------------------------------------------------------
-    def learn(self, now: float) -> int:
-        """Learn the labels matured since the last ones learned, oldest first (under the context's lock);
-        returns how many."""
+    def learn(self, now: float) -> None:
+        """Learn the labels matured since the last ones learned, oldest first (under the context's lock)."""
         ctx, spec = self.ctx, self.spec
         if spec is None or ctx.schema is None:
-            return 0
-        first = self.bundle is None
-        rows = ctx.data.labeled_between(self.learned_to, now, most=_FIRST_ROWS if first else None)
+            return
+        rows = ctx.data.labeled_between(self.learned_to, now, most=_FIRST_ROWS if self.bundle is None else None)
         if not len(rows):
-            return 0
+            return
         if self.bundle is None:
             self.bundle = ModelBundle(ctx.schema, self.estimator(), spec.params, seed=ctx.spec.model.seed)
         self.bundle.learn(rows, rows["_label"])
         self.learned_to = float(rows["_label_time"].max())
         ctx.stats.companion_rows += len(rows)
-        return len(rows)
 
     # -- serving ------------------------------------------------------------------------------
     def answer(self, frame: Rows) -> tuple[np.ndarray, np.ndarray | None] | None:
@@ -98,9 +95,8 @@ class Companion:
         assert self.bundle is not None
         try:
             return self.bundle.predict(frame)
-        except Exception as e:  # a failing companion never fails a request
+        except Exception:  # a failing companion never fails a request (the replay's summary counts these)
             self.ctx.stats.companion_errors += 1
-            self.ctx.stats.companion_last_error = f"{type(e).__name__}: {e}"[:500]
             return None
 
     # -- judging ------------------------------------------------------------------------------

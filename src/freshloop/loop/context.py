@@ -53,7 +53,6 @@ class LoopStats:
     companion_served: int = 0  # rows it answered in the champion's place
     companion_switches: int = 0  # times serving moved between the champion and the companion
     companion_errors: int = 0  # requests the companion failed to answer (the champion answered)
-    companion_last_error: str | None = None
     deferred_runs: int = 0  # retrains not trained: too few rows the champion was not fitted on to judge them
     first_failure: str | None = None  # the reason the first failed training run gave
     deployments: list[tuple[float, float]] = field(default_factory=list)  # (promoted at, snapshot cutoff)

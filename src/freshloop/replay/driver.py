@@ -25,7 +25,7 @@ from ..errors import DataError, SpecError
 from ..loop import Loop
 from ..spec import CompanionSpec, LoopSpec, ModelSpec, PolicySpec, policy_preset
 from ..store import DecisionRecord, open_stores
-from ..train.model import import_estimator, is_river
+from ..train.model import import_estimator, learns_online
 
 __all__ = ["default_compare", "replay", "replay_together", "resolve_policy", "supports_online"]
 
@@ -34,9 +34,7 @@ _SERIES_POINTS = 120
 
 
 def supports_online(model: ModelSpec) -> bool:
-    if is_river(model.estimator):
-        return True
-    return hasattr(import_estimator(model.estimator), "partial_fit")
+    return learns_online(model.estimator)
 
 
 def default_compare(spec: LoopSpec) -> list[str]:

@@ -34,7 +34,7 @@ from ..errors import InvalidValueError, SpecError, param_message
 from ..spec import ModelSpec
 from .compiled import Compiled, compile_pipeline
 
-__all__ = ["ModelBundle", "check_companion", "check_model", "import_estimator", "is_river"]
+__all__ = ["ModelBundle", "check_companion", "check_model", "import_estimator", "is_river", "learns_online"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 _TREES = ("sklearn.ensemble.", "sklearn.tree.")
@@ -110,13 +110,16 @@ def check_model(model: ModelSpec) -> None:
                         field=f"model.params.{unknown[0]}", rule="estimator parameter", value=unknown[0])
 
 
+def learns_online(path: str, owner: str = "model") -> bool:
+    """Whether the estimator at ``path`` learns one batch at a time: a River model, or one with ``partial_fit``
+    (what :meth:`ModelBundle.learn` calls)."""
+    return is_river(path) or hasattr(import_estimator(path, owner), "partial_fit")
+
+
 def check_companion(model: ModelSpec) -> None:
     """Refuse an online companion (``model.companion``) that cannot learn one batch at a time."""
     path = model.companion.estimator if model.companion is not None else None
-    if path is None:
-        return
-    cls = import_estimator(path, "model.companion")
-    if not is_river(path) and not hasattr(cls, "partial_fit"):
+    if path is not None and not learns_online(path, "model.companion"):
         raise SpecError(param_message("estimator", "model.companion", "a River model or an estimator with "
                                       "partial_fit (it learns each matured label)", path),
                         field="model.companion.estimator", rule="learns online", value=path)
