@@ -75,6 +75,25 @@ def test_a_worse_companion_never_serves_and_hands_serving_back(tmp_path: Path) -
     assert not loop.companion.leads
 
 
+def test_the_evidence_starts_over_when_which_side_is_better_changes(tmp_path: Path) -> None:
+    clock = SimulatedClock(0.0)
+    loop = open_loop(companion_spec(tmp_path / "store", rows=200), clock)
+    comp = loop.companion
+    assert comp.ready and not comp.leads
+    rng = np.random.default_rng(0)
+    comp.observe(rng.integers(0, 2, 200).astype(float), np.ones(200))  # the champion clearly better
+    comp.choose(clock.now(), TickReport(clock.now()))
+    assert not comp.leads and len(comp._pairs) == 200
+    comp.observe(np.ones(80), np.zeros(80))  # then the companion, on every row
+    # a window of the latest 200 pairs would still hold 120 where the champion was better: not surely better
+    assert len(comp._pairs) < 200
+    report = TickReport(clock.now())
+    comp.choose(clock.now(), report)
+    assert comp.leads and report.serving is not None
+    switch = loop.events.list("serving_switched")[0]
+    assert switch.payload["rows"] == len(comp._pairs) and "since the last change" in switch.reason
+
+
 def test_the_companion_survives_a_restart_and_learns_each_label_once(tmp_path: Path) -> None:
     spec, clock = companion_spec(tmp_path / "store"), SimulatedClock(0.0)
     loop = open_loop(spec, clock)

@@ -128,7 +128,8 @@ class CompanionSpec(_Strict):
     estimator: str | None = Field(None, description="a River model, or an estimator with partial_fit; default: "
                                   "River's adaptive random forest (ARFClassifier, ARFRegressor)")
     params: dict[str, Any] = Field(default_factory=dict)
-    rows: int = Field(200, gt=0, description="the latest matured rows both answered that decide who serves")
+    rows: int = Field(200, gt=0, description="the most matured rows both answered that decide who serves (fewer "
+                      "after a change in which of the two is better)")
 
 
 class ModelSpec(_Strict):

@@ -9,10 +9,15 @@ follow. The companion runs beside the champion:
   driven by separate processes, or opened again after a crash, learns each label once;
 - it answers every request into the prediction log beside the champion, so when the labels come the two are
   scored on the same rows;
-- the latest ``rows`` of those pairs decide who serves, by the gate's rule: the side not serving takes over
-  when it beats the serving one surely (the low end of the paired-bootstrap interval of their difference
-  above zero), so one lucky stretch does not flip it back and forth. A new champion starts the comparison
-  again (the pairs were its predecessor's); the side serving keeps serving until new evidence says otherwise.
+- the pairs since the last change in who is better, at most the latest ``rows``, decide who serves, by the
+  gate's rule: the side not serving takes over when it beats the serving one surely (the low end of the
+  paired-bootstrap interval of their difference above zero), so one lucky stretch does not flip it back and
+  forth. A change detector (ADWIN) watches the per-row difference between the two: when it moves (a concept
+  change one side follows faster, a new champion much better or worse than the last), the pairs from before
+  are dropped, and the next choice is made on the rows since, as soon as there are the gate's
+  ``min_holdout_rows`` of them, not after ``rows`` more. The pairs outlive a retrain: the question is which of
+  the two processes serves better lately, and a loop that retrains every batch would otherwise never gather
+  the evidence to hand over.
 
 The companion answers as version 0 (:data:`COMPANION`) in the prediction log and in a prediction's answer.
 The champion's own answers still feed the monitor's live quality and change detector, which decide when to
@@ -25,6 +30,7 @@ from collections import deque
 from typing import Any
 
 import numpy as np
+from river.drift import ADWIN
 
 from ..evaluate.gate import paired_bootstrap
 from ..spec import CompanionSpec
@@ -49,7 +55,8 @@ class Companion:
         self.leads = False  # whether it serves in the champion's place
         self.learned_to = float("-inf")  # the newest label time it has learned
         self._pairs: deque[tuple[float, float]] = deque()  # (companion, champion) per-row scores, oldest first
-        self._versus: int | None = None  # the champion version the pairs were scored against
+        self._shift = ADWIN()  # watches the per-row difference between the two for a change
+        self._cut = False  # the pairs were cut at such a change
         self._fresh = False  # pairs came since the last choice
 
     @property
@@ -100,21 +107,27 @@ class Companion:
             return None
 
     # -- judging ------------------------------------------------------------------------------
-    def observe(self, champion: int, companion_scores: np.ndarray, champion_scores: np.ndarray) -> None:
-        """Per-row scores of both on rows whose labels matured (called by the label join)."""
+    def observe(self, companion_scores: np.ndarray, champion_scores: np.ndarray) -> None:
+        """Per-row scores of both on rows whose labels matured, oldest first (called by the label join); the
+        pairs from before a change in their difference are dropped."""
         spec = self.spec
         if spec is None or not len(companion_scores):
             return
-        if champion != self._versus or self._pairs.maxlen != spec.rows:
-            self._pairs = deque(self._pairs if champion == self._versus else (), maxlen=spec.rows)
-            self._versus = champion
-        self._pairs.extend(zip(map(float, companion_scores), map(float, champion_scores), strict=True))
+        if self._pairs.maxlen != spec.rows:
+            self._pairs = deque(self._pairs, maxlen=spec.rows)
+        for pair in zip(map(float, companion_scores), map(float, champion_scores), strict=True):
+            self._pairs.append(pair)
+            self._shift.update(pair[0] - pair[1])
+            if self._shift.drift_detected:  # who is better changed: the evidence from before says nothing now
+                for _ in range(len(self._pairs) - min(int(self._shift.width), len(self._pairs))):
+                    self._pairs.popleft()
+                    self._cut = True
         self._fresh = True
 
     def choose(self, now: float, report: TickReport) -> None:
         """Hand serving to the other side when it is surely better on the latest pairs (the gate's rule)."""
         ctx, gate = self.ctx, self.ctx.spec.gate
-        if not self._fresh or ctx.champion is None or not self.ready or self._versus != ctx.champion.version:
+        if not self._fresh or ctx.champion is None or not self.ready:
             return
         self._fresh = False
         if len(self._pairs) < gate.min_holdout_rows:
@@ -126,8 +139,10 @@ class Companion:
         if d.low <= 0:
             return
         self.leads = not self.leads
+        cut = self._cut and len(self._pairs) != self._pairs.maxlen
+        since = " (all since the last change in which of the two is better)" if cut else ""
         who = "the online companion" if self.leads else f"the champion (version {ctx.champion.version})"
-        text = (f"{who} serves: surely better on the last {d.n} matured rows both answered ({ctx.metric.name} "
+        text = (f"{who} serves: surely better on the last {d.n} matured rows both answered{since} ({ctx.metric.name} "
                 f"{d.candidate:.4f} against {d.champion:.4f}; difference {d.delta:+.4f}, CI low {d.low:+.4f})")
         ctx.events.record("serving_switched", text, {
             "serves": "companion" if self.leads else "champion", "champion": ctx.champion.version,
@@ -146,7 +161,7 @@ class Companion:
     def _state(self) -> dict[str, Any]:
         # the pairs a label-feedback process scored are judged by the next tick's process
         return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
-                "pairs": list(self._pairs), "versus": self._versus, "fresh": self._fresh}
+                "pairs": list(self._pairs), "shift": self._shift, "cut": self._cut, "fresh": self._fresh}
 
     def restore(self) -> None:
         """The state the last loop saved, when its signature is this machine's and its estimator the spec's;
@@ -157,5 +172,6 @@ class Companion:
         if state is None or state["bundle"].estimator != self.estimator():
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
-        self._versus, self._fresh = state["versus"], state.get("fresh", False)
+        self._fresh, self._shift = state.get("fresh", False), state.get("shift") or ADWIN()
+        self._cut = state.get("cut", False)
         self._pairs = deque(state["pairs"], maxlen=self.spec.rows)

@@ -95,7 +95,7 @@ class LabelJoin:
         if not both:
             return
         comp, own = (self.ctx.score(y[both], [recs[i].alternatives[v] for i in both]) for v in (COMPANION, champ))
-        self.companion.observe(champ, comp, own)
+        self.companion.observe(comp, own)
         champ_scores[both], keep[both] = own, True
 
     def _record(self, res: IngestResult, scored: int) -> None:
