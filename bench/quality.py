@@ -97,12 +97,24 @@ def detection(retrain_at: list[float], drift: list[int]) -> tuple[float | None, 
     return (sum(delays) / len(delays) if delays else None), sum(1 for t in retrain_at if t < drift[0])
 
 
-def run_stream(name: str, n: int | None, workers: int,
-               loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None) -> dict[str, Any]:
+def windows(summary: dict[str, Any]) -> dict[str, int]:
+    """How a replay's retrains chose their window: how many chose, kept a shorter one than the whole, tried
+    rows weighted by age (``model.window.decay``) and kept them."""
+    chose = [v for v in summary.get("verdicts", []) if v.get("window_of")]
+    return {"chose": len(chose), "shorter": sum(v["window"] < v["window_of"] for v in chose),
+            "weighed": sum(bool(v.get("weighed")) for v in chose), "weighted": sum(bool(v.get("half_life"))
+                                                                             for v in chose)}
+
+
+def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None,
+               decay: list[float] | None = None) -> dict[str, Any]:
     from speed import ChildrenPeak, peak_rss_mb, reset_peak_rss
 
     frame, info = loaded if loaded is not None else load_stream(name, n=n)
     spec, policies, extra, delay_rows = stream_spec(name, frame, info)
+    if decay:  # rows weighted by age, tried beside the unweighted fit (model.window.decay)
+        window = spec.model.window.model_copy(update={"decay": sorted(set(decay), reverse=True)})
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"window": window})})
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
         started = time.perf_counter()
@@ -166,4 +178,5 @@ def run_stream(name: str, n: int | None, workers: int,
             "online_seconds": round(online_s, 1), "arf_min": round(arf["min"], 6), "arf_max": round(arf["max"], 6),
             "arf_seconds": round(arf["seconds"], 1), "compare_peak_rss_mb": compare_rss,
             "hybrid_companion": res[HYBRID].get("companion") if HYBRID in res else None,
+            "default_windows": windows(res["default"]),
             "arf_peak_rss_mb": arf_kids.largest_mb}

@@ -7,13 +7,15 @@ import pandas as pd
 import pytest
 
 from freshloop.clock import SimulatedClock
+from freshloop.data.schema import infer_schema
 from freshloop.datasets import load_stream
-from freshloop.errors import NotFoundError
+from freshloop.errors import NotFoundError, TrainingFailed
 from freshloop.loop import Loop, TickReport
 from freshloop.replay import compare
 from freshloop.spec import load_spec_dict
 from freshloop.store import DecisionRecord
 from freshloop.suggest import suggest_spec
+from freshloop.train.trainer import TrainRequest, train_candidate
 
 from .conftest import make_frame, spec_dict
 
@@ -621,6 +623,44 @@ def test_a_retrain_after_a_change_fits_the_window_the_holdout_chooses(tmp_path: 
     # the new concept is what the model serves
     served = loop.predict(pd.DataFrame({"t": [1000.0, 1001.0], "x": [0.8, -0.8]}))
     assert served.predictions.tolist() == [0, 1]
+
+
+def test_rows_weighted_by_age_are_kept_only_when_the_holdout_says_they_win(tmp_path: Path) -> None:
+    """``model.window.decay``: after a change inside the window, the whole window fitted with its rows weighted
+    by age (the new concept's rows weigh most) beats the unweighted fit surely; the verdict, the run's lineage
+    and the refit say so, and the model serves the new concept."""
+    spec = load_spec_dict(spec_dict(
+        tmp_path / "store", data={"label": "y", "time": "t"}, gate={"metric": "log_loss"},
+        model={"window": {"period": 600, "choose": [1.0], "decay": [0.1]}},
+        policy={"triggers": {"quality": {"min_labels": 50}}, "cooldown": "0s", "min_new_labels": 450,
+                "hysteresis": 1}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    frame = flipping(1000, flip_at=500)
+    clock.advance_to(299.0)
+    loop.ingest(frame.iloc[:300], source="test", batch_id="b0", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, frame.iloc[300:], delay=0.0)
+    first = next(v for v in loop.meta.runs.verdicts() if v.created_at > 500 and v.body["window"]["tried"])
+    window, run = first.body["window"], {r.id: r for r in loop.meta.runs.list()}[first.run_id]
+    half = window["half_life"]
+    assert half == round(0.1 * window["rows"]) and "weighted by age, half-life" in window["why"]
+    assert [(t["rows"], t["half_life"]) for t in window["tried"]] == [(window["rows"], None), (window["rows"], half)]
+    assert run.lineage["half_life"] == half and run.lineage["window"]["half_life"] == half
+    version = next(v for v in loop.registry.versions() if v.run_id == run.id)
+    assert version.lineage["half_life"] == half and version.lineage["refit_rows"] > window["rows"]  # so refitted
+    served = loop.predict(pd.DataFrame({"t": [1000.0, 1001.0], "x": [0.8, -0.8]}))
+    assert served.predictions.tolist() == [0, 1]
+
+
+def test_rows_weighted_by_age_need_an_estimator_that_takes_weights(tmp_path: Path) -> None:
+    spec = load_spec_dict(spec_dict(tmp_path / "store", data={"label": "y", "time": "t"},
+                                    model={"estimator": "sklearn.neighbors.KNeighborsClassifier",
+                                           "window": {"choose": [1.0], "decay": [0.5]}}))
+    frame = flipping(200, flip_at=1000).rename(columns={"y": "_label"})
+    schema = infer_schema(flipping(200, flip_at=1000), spec.data)
+    with pytest.raises(TrainingFailed, match="KNeighborsClassifier.fit takes no sample_weight"):
+        train_candidate(TrainRequest("k", "s", schema, spec.model.estimator, {}, "full", 0, None, frame,
+                                     None, 50.0))
 
 
 def test_one_window_share_fits_the_whole_window(make_loop) -> None:

@@ -104,3 +104,8 @@ def test_a_window_share_outside_zero_to_one_names_the_field_the_rule_and_the_val
         load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"choose_budget": "soon"}}})
     ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"choose": [1.0, 0.25, 0.25]}}})
     assert ok.model.window.choose == [0.25, 1.0]
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"decay": [0]}}})
+    assert e.value.field == "model.window.decay" and "shares of the window in (0, 1]" in str(e.value)
+    ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"decay": [0.1, 0.5, 0.1]}}})
+    assert ok.model.window.decay == [0.5, 0.1]  # the longest half-life first

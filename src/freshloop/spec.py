@@ -104,6 +104,12 @@ class WindowSpec(_Strict):
     choose_budget: str | float | None = Field(
         "60s", description="fitting time after which no shorter window is tried (a duration or seconds); "
                            "null: no limit")
+    decay: list[float] = Field(
+        default_factory=list,
+        description="half-lives to try, as shares of the window ``choose`` kept: a candidate fitted on the same "
+                    "rows weighted by age (a row that many rows older than the newest weighs half) is kept only "
+                    "when it beats the unweighted one surely on the gate's holdout; for estimators whose fit "
+                    "takes sample_weight. []: rows weigh the same")
 
     _check_period = field_validator("period", "choose_budget")(classmethod(lambda cls, v: _duration(v)))
 
@@ -113,6 +119,13 @@ class WindowSpec(_Strict):
         if not v or any(not 0 < s <= 1 for s in v):
             raise ValueError(f"must be shares in (0, 1], at least one. Got {v!r} instead")
         return sorted(set(v))
+
+    @field_validator("decay")
+    @classmethod
+    def _half_lives(cls, v: list[float]) -> list[float]:
+        if any(not 0 < s <= 1 for s in v):
+            raise ValueError(f"must be shares of the window in (0, 1]. Got {v!r} instead")
+        return sorted(set(v), reverse=True)
 
     @model_validator(mode="after")
     def _one(self) -> WindowSpec:

@@ -249,13 +249,14 @@ class TrainingRun:
             if t_last is not None:
                 train = train[train["_time"] > t_last]
 
-        def request(rows: pd.DataFrame) -> TrainRequest:
+        def request(rows: pd.DataFrame, half_life: float | None = None) -> TrainRequest:
             return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, model.mode,
-                                model.seed, model.scale, rows.reset_index(drop=True), base)
+                                model.seed, model.scale, rows.reset_index(drop=True), base, half_life)
 
         choice = None
         try:
-            if base is None and len(model.window.choose) > 1 and len(hold) and set(decision.triggers) & MOVED:
+            choosing = len(model.window.choose) > 1 or model.window.decay
+            if base is None and choosing and len(hold) and set(decision.triggers) & MOVED:
                 cand, train, choice = self._choose(request, train, hold)
             else:
                 cand = self._fitted(request(train))
@@ -283,7 +284,7 @@ class TrainingRun:
         self.ctx.stats.train_seconds += cand.train_seconds
         return cand
 
-    def _choose(self, request: Callable[[pd.DataFrame], TrainRequest], train: pd.DataFrame,
+    def _choose(self, request: Callable[..., TrainRequest], train: pd.DataFrame,
                 hold: pd.DataFrame) -> tuple[Candidate, pd.DataFrame, WindowChoice]:
         """One candidate per window length (the newest rows of ``train``), longest first, each scored on the
         holdout; the whole window unless a shorter one surely beats it (see :mod:`.window`). Every fit counts
@@ -321,8 +322,44 @@ class TrainingRun:
             raise error
         rows_kept, why = self._pick(tried, fitted)
         skipped = tuple(k for k in lengths if all(t.rows != k for t in tried))
-        choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why, skipped, stopped if skipped else None)
-        return fitted[rows_kept][0], train.iloc[len(train) - rows_kept:], choice
+        kept = train.iloc[len(train) - rows_kept:]
+        cand, half_life, weighed = fitted[rows_kept][0], None, ""
+        if window.decay and y is not None and spent <= budget:
+            cand, half_life, weighed = self._weigh(request, kept, hold, y, fitted[rows_kept], tried)
+        choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why + weighed, skipped,
+                              stopped if skipped else None, half_life)
+        return cand, kept, choice
+
+    def _weigh(self, request: Callable[..., TrainRequest], kept: pd.DataFrame, hold: pd.DataFrame, y: np.ndarray,
+               unweighted: tuple[Candidate, np.ndarray], tried: list[Tried]) -> tuple[Candidate, int | None, str]:
+        """The kept window fitted again with rows weighted by age, one candidate per half-life of
+        ``model.window.decay``; the best of them replaces the unweighted fit only when surely better on the
+        holdout. Returns the candidate, its half-life (None: unweighted) and what to add to the window's why."""
+        ctx, gate = self.ctx, self.ctx.spec.gate
+        best: tuple[int, Candidate, np.ndarray, float] | None = None
+        for share in ctx.spec.model.window.decay:
+            h = max(1, round(share * len(kept)))
+            try:
+                cand = self._fitted(request(kept, float(h)))
+            except TrainingFailed as e:  # e.g. an estimator whose fit takes no sample_weight
+                tried.append(Tried(len(kept), None, 0.0, str(e), h))
+                continue
+            p, pr = cand.bundle.predict(hold)
+            rows = ctx.metric.per_row(y, p, pr, ctx.classes)
+            score = float(ctx.metric.aggregate(rows))
+            tried.append(Tried(len(kept), score, round(cand.train_seconds, 4), None, h))
+            if best is None or ctx.metric.better(score, best[3]) > 0:
+                best = (h, cand, rows, score)
+        if best is None:
+            return unweighted[0], None, ""
+        h, cand, rows, _ = best
+        d = paired_bootstrap(rows, unweighted[1], ctx.metric, n=gate.bootstrap, confidence=gate.confidence,
+                             seed=ctx.spec.model.seed)
+        if d.low > 0:
+            return cand, h, f"; weighted by age, half-life {h} rows: surely better than unweighted, by " \
+                            f"{d.delta:+.4f}, CI low {d.low:+.4f}"
+        return unweighted[0], None, f"; unweighted: weighting by age (half-life {h} rows) not surely better, by " \
+                                    f"{d.delta:+.4f}, CI low {d.low:+.4f}"
 
     def _pick(self, tried: list[Tried], fitted: dict[int, tuple[Candidate, np.ndarray]]) -> tuple[int, str]:
         """The length to keep: the best-scoring one if it beats the longest fitted surely (the low end of the
@@ -403,12 +440,12 @@ class TrainingRun:
 
     def _refit(self, cand: Candidate, decision: Retrain, snap: Snapshot, frame: pd.DataFrame,
                run_id: str) -> Candidate:
-        """The gated candidate's settings fitted again on the whole snapshot (holdout included); the gated fit
-        itself if that fails."""
+        """The gated candidate's settings (its rows' weights by age too) fitted again on the whole snapshot
+        (holdout included); the gated fit itself if that fails."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
         full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
-                            model.seed, model.scale, frame, None)
+                            model.seed, model.scale, frame, None, cand.lineage.get("half_life"))
         try:
             refit = self._fitted(full)
         except TrainingFailed as e:

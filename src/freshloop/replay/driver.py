@@ -414,11 +414,14 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
 def _verdict(at: float, passed: bool, body: dict[str, Any]) -> dict[str, Any]:
     """A verdict in the summary: when, whether it passed and why, and the window its candidate was fitted on
     (``window`` rows of the ``window_of`` its retrain could have used, and why; no ``window_of`` when the
-    retrain fitted the whole window without choosing)."""
+    retrain fitted the whole window without choosing; ``half_life`` when its rows were weighted by age, and
+    ``weighed`` when that was tried)."""
     window = body.get("window") or {}
     tried = [t["rows"] for t in window.get("tried", [])]
+    weighed = any(t.get("half_life") for t in window.get("tried", []))
     return {"at": at, "passed": passed, "reason": body["reason"], "window": window.get("rows"),
-            "window_of": max(tried) if tried else None, "window_why": window.get("why")}
+            "window_of": max(tried) if tried else None, "window_why": window.get("why"),
+            "half_life": window.get("half_life"), "weighed": weighed}
 
 
 def _time_unit(spec: LoopSpec) -> str:

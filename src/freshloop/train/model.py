@@ -257,15 +257,24 @@ class ModelBundle:
         return [{c: v for c, v in zip(self._columns, row, strict=True) if v == v} for row in x]
 
     # -- learning -----------------------------------------------------------------------------
-    def fit(self, frame: pd.DataFrame, y: pd.Series) -> ModelBundle:
-        """A full fit from scratch (River models learn the rows one by one)."""
+    def fit(self, frame: pd.DataFrame, y: pd.Series, weights: np.ndarray | None = None) -> ModelBundle:
+        """A full fit from scratch (River models learn the rows one by one); ``weights``, one per row, for an
+        estimator whose fit takes ``sample_weight``."""
         y = self.target(y)
         self.model_ = self._build()
         self.rows_seen_ = 0
         if is_river(self.estimator):
+            if weights is not None:
+                raise ValueError(f"{self.estimator} learns one row at a time: it takes no row weights")
             return self.learn(frame, y)
         xs = self.encode(frame)
-        self.model_.fit(xs, self._codes(y))
+        if weights is not None:
+            name, est = self.model_.steps[-1]
+            if "sample_weight" not in inspect.signature(est.fit).parameters:
+                raise ValueError(f"{self.estimator}.fit takes no sample_weight: rows cannot be weighted by age")
+            self.model_.fit(xs, self._codes(y), **{f"{name}__sample_weight": weights})
+        else:
+            self.model_.fit(xs, self._codes(y))
         self.rows_seen_ = len(y)
         self._fitted(xs)
         return self

@@ -24,7 +24,7 @@ from ..data.schema import Schema
 from ..errors import TrainingFailed
 from .model import ModelBundle
 
-__all__ = ["Candidate", "TrainRequest", "TrainingFailed", "package_versions", "train_candidate"]
+__all__ = ["Candidate", "TrainRequest", "TrainingFailed", "age_weights", "package_versions", "train_candidate"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +39,16 @@ class TrainRequest:
     scale: bool | None
     frame: pd.DataFrame = field(repr=False)  # training rows with the label in ``_label``
     base: ModelBundle | None = field(default=None, repr=False)  # the champion, for warm start
+    half_life: float | None = None  # rows: a full fit weighs each row by age, halving every half_life rows back
+
+
+def age_weights(n: int, half_life: float) -> np.ndarray:
+    """Weights of ``n`` rows in time order, oldest first: the newest weighs 1, one ``half_life`` rows older 1/2.
+
+    >>> age_weights(5, 2.0).round(3).tolist()
+    [0.25, 0.354, 0.5, 0.707, 1.0]
+    """
+    return np.power(0.5, np.arange(n - 1, -1, -1, dtype=float) / half_life)
 
 
 @dataclass
@@ -115,8 +125,9 @@ def train_candidate(req: TrainRequest) -> Candidate:
         bundle.learn(req.frame, y)
     else:
         bundle = ModelBundle(req.schema, req.estimator, req.params, seed=req.seed, scale=req.scale)
+        weights = age_weights(len(y), req.half_life) if req.half_life else None
         try:
-            bundle.fit(req.frame, y)
+            bundle.fit(req.frame, y, weights)
         except ValueError as e:
             culprits = _culprits(req.frame, req.schema)
             raise TrainingFailed(f"snapshot {req.snapshot_id}: {e}" + (f" Caused by {culprits}." if culprits else "")
@@ -130,6 +141,7 @@ def train_candidate(req: TrainRequest) -> Candidate:
         "mode": req.mode,
         "seed": req.seed,
         "train_rows": len(req.frame),
+        "half_life": req.half_life,
         "base": getattr(req.base, "version_", None),
         "packages": package_versions(),
         "code_version": _CODE,
