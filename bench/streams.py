@@ -60,7 +60,8 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
             "default rows / best's": f"{100 * c['default_rows_share_of_oracle']:.0f} %",
             "default s": default["training_s"], "ARF, same delay": arf["metric"], "loop + ARF (online)":
             online["metric"], "default − ARF": f"{c['default_vs_arf_points']:+.2f}",
-            "default − best": f"{c['default_vs_oracle_points']:+.2f}", "goal": "met" if not missed else "not met: " + ", ".join(missed),
+            "default − best": f"{c['default_vs_oracle_points']:+.2f}",
+            "goal": "met" if not missed else "not met: " + ", ".join(missed),
             "hybrid": hybrid["metric"] if hybrid else None,
             "hybrid − ARF": f"{c['hybrid_vs_arf_points']:+.2f}" if hybrid else None,
             "hybrid − best": f"{c['hybrid_vs_oracle_points']:+.2f}" if hybrid else None,
