@@ -6,6 +6,7 @@ import os
 from typing import Any
 
 from sklearn.linear_model import LogisticRegression
+from sklearn.naive_bayes import GaussianNB
 from sklearn.neighbors import KNeighborsClassifier
 
 
@@ -39,4 +40,17 @@ class BrittleClassifier(KNeighborsClassifier):
 
     def predict_proba(self, X: Any) -> Any:
         self._check()
+        return super().predict_proba(X)
+
+
+class BrittleOnlineClassifier(GaussianNB):
+    """Gaussian naive Bayes (it learns online, with ``partial_fit``) whose predictions break where
+    ``FRESHLOOP_TEST_BRITTLE`` is set: an online companion that fails to answer."""
+
+    def predict(self, X: Any) -> Any:
+        BrittleClassifier._check(self)  # type: ignore[arg-type]
+        return super().predict(X)
+
+    def predict_proba(self, X: Any) -> Any:
+        BrittleClassifier._check(self)  # type: ignore[arg-type]
         return super().predict_proba(X)

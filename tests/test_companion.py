@@ -13,6 +13,7 @@ from freshloop.clock import SimulatedClock
 from freshloop.errors import SpecError
 from freshloop.loop import Loop, TickReport
 from freshloop.loop.companion import COMPANION
+from freshloop.operations import Operations
 from freshloop.replay import compare, write_report
 from freshloop.spec import load_spec_dict
 
@@ -92,6 +93,29 @@ def test_the_evidence_starts_over_when_which_side_is_better_changes(tmp_path: Pa
     assert comp.leads and report.serving is not None
     switch = loop.events.list("serving_switched")[0]
     assert switch.payload["rows"] == len(comp._pairs) and "since the last change" in switch.reason
+
+
+def test_a_companion_that_fails_to_answer_never_fails_a_request_and_says_why(tmp_path: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("FRESHLOOP_ALLOWED_ESTIMATORS", "tests.")
+    brittle = "tests.estimators.BrittleOnlineClassifier"
+    clock = SimulatedClock(0.0)
+    loop = open_loop(companion_spec(tmp_path / "store", estimator=brittle), clock)
+    assert loop.companion.ready
+    rows = make_frame(20, seed=3, t0=300).drop(columns="y")
+    monkeypatch.setenv("FRESHLOOP_TEST_BRITTLE", "1")  # its predictions break from now on
+    for k in range(3):
+        out = loop.predict(rows, row_ids=[f"b{k}-{i}" for i in range(20)])
+        assert (out.versions == 1).all() and len(out.predictions) == 20  # the champion answered
+    failed = loop.events.list("companion_failed")
+    assert len(failed) == 1 and failed[0].payload == {"estimator": brittle, "rows": 20, "error":
+                                                      "RuntimeError: brittle: this model cannot predict here"}
+    assert "failed to answer 20 rows, the champion answered them: RuntimeError: brittle" in failed[0].reason
+    status = Operations(loop).status()["companion"]
+    assert status["errors"] == 3 and status["last_error"] == failed[0].payload["error"]
+    monkeypatch.delenv("FRESHLOOP_TEST_BRITTLE")  # it answers again: no error is current
+    loop.predict(rows, row_ids=[f"ok-{i}" for i in range(20)])
+    assert Operations(loop).status()["companion"]["last_error"] is None
 
 
 def test_the_companion_survives_a_restart_and_learns_each_label_once(tmp_path: Path) -> None:

@@ -157,13 +157,15 @@ class Operations:
 
     def _companion(self) -> dict[str, Any] | None:
         """The online companion beside the champion (``model.companion``): which model, whether it serves in the
-        champion's place, how many labels it has learned."""
+        champion's place, how many labels it has learned, and how many requests it failed to answer since the
+        loop opened (with the error, while it still fails)."""
         loop = self.loop
         c = loop.companion
         if loop.spec.model.companion is None or loop.schema is None:
             return None
         return {"estimator": c.estimator(), "serves": c.serving,
-                "rows_learned": c.bundle.rows_seen_ if c.bundle is not None else 0}
+                "rows_learned": c.bundle.rows_seen_ if c.bundle is not None else 0,
+                "errors": loop.stats.companion_errors, "last_error": c.last_error}
 
     def models(self) -> list[dict[str, Any]]:
         with self.lock:

@@ -124,6 +124,8 @@ class CompanionStatus(BaseModel):
     estimator: str
     serves: bool = Field(description="whether it answers in the champion's place (surely better lately)")
     rows_learned: int
+    errors: int = Field(0, description="requests it failed to answer since the loop opened (the champion answered)")
+    last_error: str | None = Field(None, description="why it failed, while it still fails")
 
 
 class StatusAnswer(BaseModel):

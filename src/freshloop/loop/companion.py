@@ -58,6 +58,7 @@ class Companion:
         self._shift = ADWIN()  # watches the per-row difference between the two for a change
         self._cut = False  # the pairs were cut at such a change
         self._fresh = False  # pairs came since the last choice
+        self.last_error: str | None = None  # why it last failed to answer, while it still fails
 
     @property
     def spec(self) -> CompanionSpec | None:
@@ -101,10 +102,17 @@ class Companion:
             return None
         assert self.bundle is not None
         try:
-            return self.bundle.predict(frame)
-        except Exception:  # a failing companion never fails a request (the replay's summary counts these)
+            answers = self.bundle.predict(frame)
+        except Exception as e:  # a failing companion never fails a request: the champion answers
             self.ctx.stats.companion_errors += 1
+            if self.last_error is None:  # the first failure of a run of them is an event, with its error
+                self.last_error = f"{type(e).__name__}: {e}"[:500]
+                self.ctx.events.record("companion_failed", f"the online companion ({self.estimator()}) failed to "
+                                       f"answer {len(frame)} rows, the champion answered them: {self.last_error}",
+                                       {"estimator": self.estimator(), "rows": len(frame), "error": self.last_error})
             return None
+        self.last_error = None
+        return answers
 
     # -- judging ------------------------------------------------------------------------------
     def observe(self, companion_scores: np.ndarray, champion_scores: np.ndarray) -> None:
