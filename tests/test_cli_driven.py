@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -125,18 +126,25 @@ def first_model(tmp_path: Path, spec: Path, frame: pd.DataFrame) -> None:
     assert run("tick", str(spec), "--now", "299", cwd=tmp_path).returncode == 0
 
 
-def score_and_label(tmp_path: Path, spec: Path, b: pd.DataFrame, k: int, now: str) -> tuple[pd.DataFrame, Any]:
-    """A scoring job's batch: `freshloop predict` answers its rows, then `freshloop feedback` sends their labels,
-    each its own process. Returns what was served and what the feedback call answered."""
-    b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
-    pred = run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now, cwd=tmp_path)
-    assert pred.returncode == 0, pred.stderr
-    served = pd.read_csv(tmp_path / f"pred{k}.csv")
-    served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
-                                                                               index=False)
-    fb = run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path)
-    assert fb.returncode == 0, fb.stderr
-    return served, json.loads(fb.stdout)
+def scoring_job(tmp_path: Path, spec: Path, frame: pd.DataFrame, starts: range,
+                *tick: str) -> Iterator[tuple[pd.DataFrame, Any, str]]:
+    """A batch-scoring job over the batches of 100 rows at ``starts``: for each, `freshloop predict` answers its
+    rows, `freshloop feedback` sends their labels, then `freshloop tick` (with ``tick``'s arguments) decides,
+    each its own process. Yields what was served, what the feedback call answered and what the tick printed."""
+    for k, lo in enumerate(starts):
+        b = frame.iloc[lo:lo + 100]
+        now = str(float(b["t"].iloc[-1]))
+        b.drop(columns="y").to_csv(tmp_path / f"rows{k}.csv", index=False)
+        pred = run("predict", str(spec), f"rows{k}.csv", "--out", f"pred{k}.csv", "--now", now, cwd=tmp_path)
+        assert pred.returncode == 0, pred.stderr
+        served = pd.read_csv(tmp_path / f"pred{k}.csv")
+        served.assign(label=b["y"].to_numpy())[["prediction_id", "label"]].to_csv(tmp_path / f"lab{k}.csv",
+                                                                                   index=False)
+        fb = run("feedback", str(spec), f"lab{k}.csv", "--now", now, cwd=tmp_path)
+        assert fb.returncode == 0, fb.stderr
+        ticked = run("tick", str(spec), *tick, "--now", now, cwd=tmp_path)
+        assert ticked.returncode == 0, ticked.stderr
+        yield served, json.loads(fb.stdout), ticked.stdout
 
 
 def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> None:
@@ -152,15 +160,10 @@ def test_cli_predict_and_feedback_processes_alarm_on_quality(tmp_path: Path) -> 
     frame = pd.concat([before, after], ignore_index=True)
     first_model(tmp_path, spec, frame)
     reasons, fired = [], []
-    for k, lo in enumerate(range(300, 700, 100)):
-        b = frame.iloc[lo:lo + 100]
-        now = str(float(b["t"].iloc[-1]))
-        served, fed = score_and_label(tmp_path, spec, b, k, now)
+    for served, fed, said in scoring_job(tmp_path, spec, frame, range(300, 700, 100), "--json"):
         assert len(served) == 100 and set(served["version"]) == {1}
         assert fed["scored"] == 100  # joined to predictions an earlier process logged
-        tick = run("tick", str(spec), "--json", "--now", now, cwd=tmp_path)
-        assert tick.returncode == 0, tick.stderr
-        decision = json.loads(tick.stdout)["decision"]
+        decision = json.loads(said)["decision"]
         reasons.append(decision["reasons"][0])
         fired.append(decision["guard"] or decision["triggers"][0])
     assert fired == ["no trigger fired"] * 3 + ["quality"], reasons
@@ -222,14 +225,9 @@ def test_cli_scoring_processes_hand_serving_to_the_online_companion(tmp_path: Pa
     frame = pd.concat([make_frame(300, seed=1), make_frame(800, seed=2, flip=True, t0=300)], ignore_index=True)
     first_model(tmp_path, spec, frame)
     said, versions = [], []
-    for k, lo in enumerate(range(300, 1100, 100)):
-        b = frame.iloc[lo:lo + 100]
-        now = str(float(b["t"].iloc[-1]))
-        served, _ = score_and_label(tmp_path, spec, b, k, now)
+    for served, _, printed in scoring_job(tmp_path, spec, frame, range(300, 1100, 100)):
         versions.append(set(served["version"]))
-        tick = run("tick", str(spec), "--now", now, cwd=tmp_path)
-        assert tick.returncode == 0, tick.stderr
-        said.append([ln for ln in tick.stdout.splitlines() if ln.startswith("serving: ")])
+        said.append([ln for ln in printed.splitlines() if ln.startswith("serving: ")])
     moved = next(i for i, lines in enumerate(said) if lines)
     assert said[moved][0].startswith("serving: the online companion serves: surely better on the last")
     assert versions[0] == {1} and moved + 1 < len(versions) and versions[moved + 1] == {0}
