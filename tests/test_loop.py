@@ -663,6 +663,31 @@ def test_rows_weighted_by_age_need_an_estimator_that_takes_weights(tmp_path: Pat
                                      None, 50.0))
 
 
+def test_a_warm_started_ensemble_grows_each_retrain_and_is_refitted_at_its_limit(tmp_path: Path) -> None:
+    """``mode: warm_start`` with gradient boosting (init's default family): each retrain adds trees learned on
+    the rows after the champion's, gated like any candidate; once the ensemble would pass 4x its full fit's
+    trees, the retrain fits it anew on the window and its lineage says why."""
+    spec = load_spec_dict(spec_dict(
+        tmp_path / "store", model={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                   "params": {"max_iter": 10}, "mode": "warm_start", "window": {"rows": 600}},
+        gate={"min_improvement": -1.0, "max_regression": 1.0},  # every candidate serves: the growth is the test
+        policy={"triggers": {"schedule": "100s"}, "cooldown": "0s", "min_new_labels": 0}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, make_frame(1500, seed=3, t0=300))
+    versions = loop.registry.versions()
+    trees = [v.lineage["trees"] for v in versions]
+    assert trees[0] == 10 and max(trees) <= 40
+    grown = [v for v in versions[1:] if v.lineage.get("base") is not None]
+    assert len(grown) >= 3 and all(v.lineage["train_rows"] < 300 for v in grown)  # the new rows only
+    anew = [v for v in versions if "grown_out" in v.lineage]
+    assert anew and anew[0].lineage["trees"] == 10 and anew[0].lineage["base"] is None
+    assert "reached 4x the trees of its full fit" in anew[0].lineage["grown_out"]
+    assert not [e for e in loop.events.list("run_failed")]
+
+
 def test_one_window_share_fits_the_whole_window(make_loop) -> None:
     loop, clock = bootstrap(make_loop, model={"window": {"choose": [1.0]}})
     assert "window" not in loop.registry.get(1).lineage

@@ -10,9 +10,10 @@ import pytest
 
 from freshloop.data.schema import infer_schema
 from freshloop.errors import SpecError
-from freshloop.spec import DataSpec
+from freshloop.spec import DataSpec, ModelSpec
 from freshloop.train import ModelBundle, TrainingFailed, train_candidate
 from freshloop.train.compiled import SMALL_BATCH
+from freshloop.train.model import check_model
 
 from .conftest import make_frame, train_request
 
@@ -42,6 +43,50 @@ def test_warm_start_and_online_modes() -> None:
     more = train_candidate(train_request(f.iloc[:100], "river.linear_model.LogisticRegression", mode="online",
                                          base=river.bundle, params={}))
     assert more.bundle.rows_seen_ == 700
+
+
+@pytest.mark.parametrize(("estimator", "params"), [
+    ("sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 20}),
+    ("sklearn.ensemble.RandomForestClassifier", {"n_estimators": 20})])
+def test_an_ensemble_warm_started_grows_trees_on_the_new_rows(estimator: str, params: dict[str, Any]) -> None:
+    """``mode: warm_start`` for an ensemble without partial_fit: new trees learn the new rows, as many more as
+    the rows are a share of those learned; the older trees stay, and the base is not changed."""
+    f = pd.concat([make_frame(300), make_frame(300, seed=1, flip=True, t0=300)], ignore_index=True)  # it flips
+    base = train_candidate(train_request(f.iloc[:300], estimator, params=params))
+    assert base.bundle.trees() == 20 and base.bundle.first_trees_ == 20
+    warm = train_candidate(train_request(f.iloc[300:450], estimator, mode="warm_start", base=base.bundle,
+                                         params=params))
+    assert warm.bundle.trees() == 30 and base.bundle.trees() == 20  # 150 rows more than 300: half as many trees
+    assert warm.bundle.rows_seen_ == 450 and warm.lineage["train_rows"] == 150 and warm.bundle.can_grow()
+    late = f.iloc[450:].drop(columns="y")
+    truth = f["y"].iloc[450:].to_numpy()
+    assert (warm.bundle.predict(late)[0] == truth).mean() > (base.bundle.predict(late)[0] == truth).mean()
+
+
+def test_an_ensemble_grows_only_on_rows_of_every_class_it_knows() -> None:
+    rng = np.random.default_rng(0)
+    f = pd.DataFrame({"t": np.arange(300.0), "x": rng.normal(size=300), "y": rng.choice(["a", "b", "c"], 300)})
+    hgb = "sklearn.ensemble.HistGradientBoostingClassifier"
+    base = train_candidate(train_request(f.iloc[:200], hgb, params={"max_iter": 10}))
+    two = f.iloc[200:][f["y"].iloc[200:] != "c"]
+    with pytest.raises(TrainingFailed, match=r"learning \d+ new rows into the champion: the new rows hold 2 of the 3 "
+                                             "classes the model knows"):
+        train_candidate(train_request(two, hgb, mode="warm_start", base=base.bundle, params={"max_iter": 10}))
+
+
+def test_a_mode_the_estimator_cannot_follow_is_refused_naming_the_field() -> None:
+    def model(estimator: str, mode: str) -> ModelSpec:
+        return ModelSpec(estimator=estimator, mode=mode)  # type: ignore[arg-type]
+
+    with pytest.raises(SpecError) as e:
+        check_model(model("sklearn.linear_model.LogisticRegression", "warm_start"))
+    assert e.value.field == "model.mode" and e.value.value == "warm_start"
+    assert "needs a River model or an estimator with partial_fit, or an ensemble that grows" in str(e.value)
+    with pytest.raises(SpecError, match="model.mode: 'online' needs a River model or an estimator with partial_fit;"):
+        check_model(model("sklearn.ensemble.HistGradientBoostingClassifier", "online"))
+    for ok in ("sklearn.ensemble.HistGradientBoostingClassifier", "sklearn.ensemble.RandomForestRegressor",
+               "sklearn.linear_model.SGDClassifier", "river.forest.ARFClassifier"):
+        check_model(model(ok, "warm_start"))
 
 
 def test_estimators_outside_the_allow_list_are_refused() -> None:

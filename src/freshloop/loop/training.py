@@ -26,6 +26,7 @@ from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
+from ..train.model import MAX_GROWTH
 from .context import Context, TickReport
 from .deploy import Deployer
 from .window import Tried, WindowChoice, window_lengths
@@ -243,10 +244,14 @@ class TrainingRun:
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
         schema, base = ctx.schema, None
+        grown_out = False
         if model.mode in ("warm_start", "online") and ctx.champion is not None:
             base = ctx.champion.bundle
+            grown_out = base.trees() is not None and not base.can_grow()
             t_last = ctx.champion.lineage.get("t_last")
-            if t_last is not None:
+            if grown_out:  # an ensemble grown to its limit is fitted anew on the window
+                base = None
+            elif t_last is not None:
                 train = train[train["_time"] > t_last]
 
         def request(rows: pd.DataFrame, half_life: float | None = None) -> TrainRequest:
@@ -269,6 +274,12 @@ class TrainingRun:
                              else now, "newest_arrival": snap.newest_arrival, "reasons": list(decision.reasons)})
         if choice is not None:
             cand.lineage["window"] = report.window = choice.to_dict()
+        if base is not None and ctx.champion is not None:  # the version it learned on from
+            cand.lineage["base"] = ctx.champion.version
+        if grown_out:
+            cand.lineage["grown_out"] = f"the champion's ensemble reached {MAX_GROWTH}x the trees of its full fit"
+        if cand.bundle.trees() is not None:
+            cand.lineage["trees"] = cand.bundle.trees()
         ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
                                     status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
                                     train_seconds=cand.train_seconds, created_at=now))

@@ -34,7 +34,8 @@ from ..errors import InvalidValueError, SpecError, param_message
 from ..spec import ModelSpec
 from .compiled import Compiled, compile_pipeline
 
-__all__ = ["ModelBundle", "check_companion", "check_model", "import_estimator", "is_river", "learns_online"]
+__all__ = ["MAX_GROWTH", "ModelBundle", "check_companion", "check_mode", "check_model", "grows", "import_estimator",
+           "is_river", "learns_online"]
 
 _ALLOWED_PREFIXES = ("sklearn.", "river.", "freshloop.")
 _TREES = ("sklearn.ensemble.", "sklearn.tree.")
@@ -97,8 +98,9 @@ def _is_estimator(cls: type) -> bool:
 def check_model(model: ModelSpec) -> None:
     """Refuse, before any work, a model the loop could not build: an estimator outside the allow-list or not
     importable, or a parameter its constructor does not take (named with the ones it does); a companion that
-    cannot learn online."""
+    cannot learn online; a mode the estimator cannot follow."""
     check_companion(model)
+    check_mode(model)
     cls = import_estimator(model.estimator)
     sig = inspect.signature(cls)
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in sig.parameters.values()):
@@ -114,6 +116,41 @@ def learns_online(path: str, owner: str = "model") -> bool:
     """Whether the estimator at ``path`` learns one batch at a time: a River model, or one with ``partial_fit``
     (what :meth:`ModelBundle.learn` calls)."""
     return is_river(path) or hasattr(import_estimator(path, owner), "partial_fit")
+
+
+MAX_GROWTH = 4  # a grown ensemble holds at most this many times the trees of its full fit; then it is refitted
+
+
+def _tree_count(cls: type) -> str | None:
+    """The parameter that counts an ensemble's trees, for scikit-learn's ensembles that grow with ``warm_start``
+    (``max_iter``: histogram gradient boosting; ``n_estimators``: forests, gradient boosting, bagging)."""
+    from sklearn.ensemble import BaseEnsemble
+
+    accepted = _parameters(cls)
+    if "warm_start" not in accepted:
+        return None
+    if any(b.__name__ == "BaseHistGradientBoosting" for b in cls.__mro__):
+        return "max_iter"
+    return "n_estimators" if issubclass(cls, BaseEnsemble) and "n_estimators" in accepted else None
+
+
+def grows(path: str, owner: str = "model") -> bool:
+    """Whether the estimator at ``path`` is an ensemble that grows on new rows (its new trees learn them)."""
+    return _tree_count(import_estimator(path, owner)) is not None
+
+
+def check_mode(model: ModelSpec) -> None:
+    """Refuse a mode the estimator cannot follow: ``online`` learns each batch of labels (a River model or
+    ``partial_fit``); ``warm_start`` learns the new rows into the champion, which an ensemble that grows can too."""
+    if model.mode == "full":
+        return
+    if learns_online(model.estimator) or (model.mode == "warm_start" and grows(model.estimator)):
+        return
+    can = "a River model or an estimator with partial_fit" + (
+        ", or an ensemble that grows (warm_start with max_iter or n_estimators)" if model.mode == "warm_start" else "")
+    raise SpecError(f"model.mode: {model.mode!r} needs {can}; {model.estimator} is neither (rule: the mode learns "
+                    f"new rows into the serving model). Use mode: full.", field="model.mode",
+                    rule=f"{model.mode} needs a model that learns new rows", value=model.mode)
 
 
 def check_companion(model: ModelSpec) -> None:
@@ -267,6 +304,7 @@ class ModelBundle:
             if weights is not None:
                 raise ValueError(f"{self.estimator} learns one row at a time: it takes no row weights")
             return self.learn(frame, y)
+        self.first_trees_: int | None = None
         xs = self.encode(frame)
         if weights is not None:
             name, est = self.model_.steps[-1]
@@ -276,6 +314,7 @@ class ModelBundle:
         else:
             self.model_.fit(xs, self._codes(y))
         self.rows_seen_ = len(y)
+        self.first_trees_ = self.trees()
         self._fitted(xs)
         return self
 
@@ -312,6 +351,8 @@ class ModelBundle:
         if is_river(self.estimator):
             for x, target in zip(self._records(frame), y.tolist(), strict=True):
                 self.model_.learn_one(x, target)
+        elif not hasattr(self.model_.steps[-1][1], "partial_fit"):
+            self._grow(frame, y)
         else:
             xs = raw = self.encode(frame)
             *pre, (name, est) = self.model_.steps
@@ -326,6 +367,47 @@ class ModelBundle:
             self._fitted(raw)
         self.rows_seen_ += len(y)
         return self
+
+    def trees(self) -> int | None:
+        """How many trees a fitted ensemble that grows holds (None for other models)."""
+        if is_river(self.estimator) or not hasattr(self.model_, "steps"):
+            return None
+        est = self.model_.steps[-1][1]
+        count = _tree_count(type(est))
+        if count == "max_iter" and hasattr(est, "n_iter_"):
+            return int(est.n_iter_)
+        return len(est.estimators_) if count == "n_estimators" and hasattr(est, "estimators_") else None
+
+    def can_grow(self) -> bool:
+        """Whether learning new rows may add trees: an ensemble fitted in full, under :data:`MAX_GROWTH` times its
+        full fit's trees."""
+        first, now = getattr(self, "first_trees_", None), self.trees()
+        return first is not None and now is not None and now < MAX_GROWTH * first
+
+    def _grow(self, frame: pd.DataFrame, y: pd.Series) -> None:
+        """New trees on the new rows (scikit-learn's ``warm_start``), as many more as the rows are a share of
+        those it has learned (at least one, up to :data:`MAX_GROWTH` times its full fit's): the ensemble's older
+        trees keep what the older rows taught."""
+        *pre, (_, est) = self.model_.steps
+        now = self.trees()
+        if now is None or not self.rows_seen_:
+            raise ValueError(f"{self.estimator}: only a fitted ensemble grows on new rows")
+        codes = self._codes(y)
+        known = getattr(est, "classes_", None)
+        if known is not None and set(np.unique(codes)) != set(np.asarray(known).tolist()):
+            raise ValueError(f"the new rows hold {len(np.unique(codes))} of the {len(known)} classes the model "
+                             "knows (rule: an ensemble grown on new rows learns from every class); a full fit "
+                             "learns them")
+        xs = raw = self.encode(frame)
+        for _, step in pre:
+            xs = step.transform(xs)
+        more = max(1, int(np.ceil(now * len(codes) / self.rows_seen_)))
+        first = getattr(self, "first_trees_", None)
+        if first is not None:  # never past the limit: the next retrain fits it anew
+            more = max(1, min(more, MAX_GROWTH * first - now))
+        est.set_params(warm_start=True, **{str(_tree_count(type(est))): now + more})
+        est.fit(xs, codes)
+        self._fitted(raw)
 
     def target(self, y: pd.Series) -> pd.Series:
         """Labels typed as the model learns and predicts them (float, bool, int or text), index reset."""

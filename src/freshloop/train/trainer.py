@@ -122,7 +122,11 @@ def train_candidate(req: TrainRequest) -> Candidate:
                              f"{len(y)} rows; a classifier needs two")
     if req.mode in ("warm_start", "online") and req.base is not None:
         bundle: ModelBundle = pickle.loads(pickle.dumps(req.base))
-        bundle.learn(req.frame, y)
+        try:
+            bundle.learn(req.frame, y)
+        except ValueError as e:  # e.g. new rows without every class, for an ensemble grown on them
+            raise TrainingFailed(f"snapshot {req.snapshot_id}: learning {len(y)} new rows into the champion: {e}"
+                                 ) from None
     else:
         bundle = ModelBundle(req.schema, req.estimator, req.params, seed=req.seed, scale=req.scale)
         weights = age_weights(len(y), req.half_life) if req.half_life else None
