@@ -682,9 +682,9 @@ def test_a_warm_started_ensemble_grows_each_retrain_and_is_refitted_at_its_limit
     assert trees[0] == 10 and max(trees) <= 40
     grown = [v for v in versions[1:] if v.lineage.get("base") is not None]
     assert len(grown) >= 3 and all(v.lineage["train_rows"] < 300 for v in grown)  # the new rows only
-    anew = [v for v in versions if "grown_out" in v.lineage]
+    anew = [v for v in versions if "anew" in v.lineage]
     assert anew and anew[0].lineage["trees"] == 10 and anew[0].lineage["base"] is None
-    assert "reached 4x the trees of its full fit" in anew[0].lineage["grown_out"]
+    assert anew[0].lineage["anew"] == "the ensemble reached 4x the trees of its full fit (40 trees)"
     assert not [e for e in loop.events.list("run_failed")]
 
 

@@ -57,7 +57,8 @@ def test_an_ensemble_warm_started_grows_trees_on_the_new_rows(estimator: str, pa
     warm = train_candidate(train_request(f.iloc[300:450], estimator, mode="warm_start", base=base.bundle,
                                          params=params))
     assert warm.bundle.trees() == 30 and base.bundle.trees() == 20  # 150 rows more than 300: half as many trees
-    assert warm.bundle.rows_seen_ == 450 and warm.lineage["train_rows"] == 150 and warm.bundle.can_grow()
+    assert warm.bundle.rows_seen_ == 450 and warm.lineage["train_rows"] == 150
+    assert warm.bundle.why_not_grow(f["y"].iloc[450:]) is None
     late = f.iloc[450:].drop(columns="y")
     truth = f["y"].iloc[450:].to_numpy()
     assert (warm.bundle.predict(late)[0] == truth).mean() > (base.bundle.predict(late)[0] == truth).mean()
@@ -69,6 +70,7 @@ def test_an_ensemble_grows_only_on_rows_of_every_class_it_knows() -> None:
     hgb = "sklearn.ensemble.HistGradientBoostingClassifier"
     base = train_candidate(train_request(f.iloc[:200], hgb, params={"max_iter": 10}))
     two = f.iloc[200:][f["y"].iloc[200:] != "c"]
+    assert base.bundle.why_not_grow(two["y"]) == "the new rows hold 2 of the 3 classes the model knows"
     with pytest.raises(TrainingFailed, match=r"learning \d+ new rows into the champion: the new rows hold 2 of the 3 "
                                              "classes the model knows"):
         train_candidate(train_request(two, hgb, mode="warm_start", base=base.bundle, params={"max_iter": 10}))

@@ -26,7 +26,6 @@ from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
-from ..train.model import MAX_GROWTH
 from .context import Context, TickReport
 from .deploy import Deployer
 from .window import Tried, WindowChoice, window_lengths
@@ -205,7 +204,8 @@ class TrainingRun:
                 start = np.flatnonzero(~in_hold)[-len(train)]
                 chosen = frame[in_hold | (np.arange(n) >= start)].reset_index(drop=True)
             self._register(cand, decision, snap, chosen, train, run_id, verdict_id, verdict, now, report,
-                           refit=ctx.spec.gate.refit and ctx.spec.model.mode == "full" and not interim)
+                           refit=ctx.spec.gate.refit and ctx.spec.model.mode != "online"
+                           and cand.lineage.get("base") is None and not interim)  # a full fit, warm or not
 
     def _started(self, now: float) -> None:
         self.last_trained_at = now
@@ -244,15 +244,16 @@ class TrainingRun:
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
         schema, base = ctx.schema, None
-        grown_out = False
+        anew = None  # why a warm retrain fits anew on the window
         if model.mode in ("warm_start", "online") and ctx.champion is not None:
             base = ctx.champion.bundle
-            grown_out = base.trees() is not None and not base.can_grow()
             t_last = ctx.champion.lineage.get("t_last")
-            if grown_out:  # an ensemble grown to its limit is fitted anew on the window
+            new = train[train["_time"] > t_last] if t_last is not None else train
+            anew = base.why_not_grow(new["_label"]) if base.trees() is not None else None
+            if anew is None:
+                train = new
+            else:  # an ensemble that cannot grow on these rows is fitted anew on the window
                 base = None
-            elif t_last is not None:
-                train = train[train["_time"] > t_last]
 
         def request(rows: pd.DataFrame, half_life: float | None = None) -> TrainRequest:
             return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, model.mode,
@@ -276,8 +277,8 @@ class TrainingRun:
             cand.lineage["window"] = report.window = choice.to_dict()
         if base is not None and ctx.champion is not None:  # the version it learned on from
             cand.lineage["base"] = ctx.champion.version
-        if grown_out:
-            cand.lineage["grown_out"] = f"the champion's ensemble reached {MAX_GROWTH}x the trees of its full fit"
+        if anew is not None:
+            cand.lineage["anew"] = anew
         if cand.bundle.trees() is not None:
             cand.lineage["trees"] = cand.bundle.trees()
         ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,

@@ -378,35 +378,37 @@ class ModelBundle:
             return int(est.n_iter_)
         return len(est.estimators_) if count == "n_estimators" and hasattr(est, "estimators_") else None
 
-    def can_grow(self) -> bool:
-        """Whether learning new rows may add trees: an ensemble fitted in full, under :data:`MAX_GROWTH` times its
-        full fit's trees."""
+    def why_not_grow(self, y: pd.Series) -> str | None:
+        """Why this ensemble cannot grow on new rows labeled ``y``, or None when it can: it must have been
+        fitted in full, hold fewer than :data:`MAX_GROWTH` times its full fit's trees, and the rows must hold
+        every class it knows (new trees that never saw a class break the ensemble's probabilities)."""
         first, now = getattr(self, "first_trees_", None), self.trees()
-        return first is not None and now is not None and now < MAX_GROWTH * first
+        if first is None or now is None:
+            return f"{self.estimator} is not an ensemble fitted in full"
+        if now >= MAX_GROWTH * first:
+            return f"the ensemble reached {MAX_GROWTH}x the trees of its full fit ({now} trees)"
+        known = getattr(self.model_.steps[-1][1], "classes_", None)
+        codes = np.unique(self._codes(self.target(y))) if len(y) else np.array([])
+        if known is not None and set(codes.tolist()) != set(np.asarray(known).tolist()):
+            return f"the new rows hold {len(codes)} of the {len(known)} classes the model knows"
+        return None
 
     def _grow(self, frame: pd.DataFrame, y: pd.Series) -> None:
         """New trees on the new rows (scikit-learn's ``warm_start``), as many more as the rows are a share of
         those it has learned (at least one, up to :data:`MAX_GROWTH` times its full fit's): the ensemble's older
         trees keep what the older rows taught."""
+        why = self.why_not_grow(y)
+        if why is not None:
+            raise ValueError(f"{why} (rule: an ensemble grows on rows of every class it knows, to "
+                             f"{MAX_GROWTH}x its full fit); a full fit learns them")
         *pre, (_, est) = self.model_.steps
-        now = self.trees()
-        if now is None or not self.rows_seen_:
-            raise ValueError(f"{self.estimator}: only a fitted ensemble grows on new rows")
-        codes = self._codes(y)
-        known = getattr(est, "classes_", None)
-        if known is not None and set(np.unique(codes)) != set(np.asarray(known).tolist()):
-            raise ValueError(f"the new rows hold {len(np.unique(codes))} of the {len(known)} classes the model "
-                             "knows (rule: an ensemble grown on new rows learns from every class); a full fit "
-                             "learns them")
+        now, first = int(self.trees() or 0), int(self.first_trees_ or 0)
         xs = raw = self.encode(frame)
         for _, step in pre:
             xs = step.transform(xs)
-        more = max(1, int(np.ceil(now * len(codes) / self.rows_seen_)))
-        first = getattr(self, "first_trees_", None)
-        if first is not None:  # never past the limit: the next retrain fits it anew
-            more = max(1, min(more, MAX_GROWTH * first - now))
+        more = min(max(1, int(np.ceil(now * len(y) / max(self.rows_seen_, 1)))), MAX_GROWTH * first - now)
         est.set_params(warm_start=True, **{str(_tree_count(type(est))): now + more})
-        est.fit(xs, codes)
+        est.fit(xs, self._codes(y))
         self._fitted(raw)
 
     def target(self, y: pd.Series) -> pd.Series:
