@@ -107,7 +107,7 @@ def windows(summary: dict[str, Any]) -> dict[str, int]:
 
 
 def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None,
-               decay: list[float] | None = None) -> dict[str, Any]:
+               decay: list[float] | None = None, mode: str | None = None) -> dict[str, Any]:
     from speed import ChildrenPeak, peak_rss_mb, reset_peak_rss
 
     frame, info = loaded if loaded is not None else load_stream(name, n=n)
@@ -115,6 +115,8 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
     if decay:  # rows weighted by age, tried beside the unweighted fit (model.window.decay)
         window = spec.model.window.model_copy(update={"decay": sorted(set(decay), reverse=True)})
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"window": window})})
+    if mode:  # how a retrain learns (model.mode): warm_start grows the champion on the new rows
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": mode})})
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
         started = time.perf_counter()

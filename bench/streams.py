@@ -3,6 +3,7 @@
     python bench/streams.py                  # the real streams, rainfall and River's synthetic streams
     python bench/streams.py --only usenet1   # some of them (repeat --only), printed, the page left alone
     python bench/streams.py --decay 0.25     # every spec with model.window.decay: [0.25], printed, page left alone
+    python bench/streams.py --mode warm_start  # every spec with model.mode: warm_start, printed, page left alone
 
 Each stream is replayed as a user would first run it: the spec ``freshloop init`` writes for it (rainfall:
 ``examples/rainfall.yaml``), untouched, with every contender under the same label delay (see
@@ -140,6 +141,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--decay", type=float, action="append", default=[],
                     help="set model.window.decay to these half-lives (repeat for more) in every stream's spec")
+    ap.add_argument("--mode", choices=["full", "warm_start"], help="set model.mode in every stream's spec")
     a = ap.parse_args()
     started = time.perf_counter()
     results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
@@ -147,9 +149,9 @@ def main() -> int:
     for name, n, loaded in streams(a.only):
         print(f"stream: {name}", file=sys.stderr, flush=True)
         results["streams"].append(quality.run_stream(name, n, a.workers, loaded,  # type: ignore[arg-type]
-                                                     decay=a.decay))
+                                                     decay=a.decay, mode=a.mode))
     results["seconds"] = time.perf_counter() - started
-    if not a.only and not a.decay:  # the page shows whole runs of the specs as written; others are printed
+    if not a.only and not a.decay and not a.mode:  # the page shows whole runs of the specs as written
         RESULTS.write_text(json.dumps(results, indent=2, default=str))
         write_section(Path(a.out), section(results))
     print(section(results))
