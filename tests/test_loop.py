@@ -688,6 +688,29 @@ def test_a_warm_started_ensemble_grows_each_retrain_and_is_refitted_at_its_limit
     assert not [e for e in loop.events.list("run_failed")]
 
 
+def test_a_warm_started_ensemble_whose_new_rows_lack_a_class_is_fitted_anew(tmp_path: Path) -> None:
+    """Trees grown on rows without a class would break the ensemble's probabilities: that retrain fits anew on
+    the window (refitted with the holdout, like a full fit), and says why."""
+    spec = load_spec_dict(spec_dict(
+        tmp_path / "store", model={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                   "params": {"max_iter": 10}, "mode": "warm_start", "window": {"rows": 600}},
+        policy={"triggers": {"schedule": "100s"}, "cooldown": "0s", "min_new_labels": 0}))
+    rng = np.random.default_rng(0)
+
+    def rows(n: int, t0: int, classes: list[int]) -> pd.DataFrame:
+        y = rng.choice(classes, n)
+        return pd.DataFrame({"t": np.arange(t0, t0 + n), "x": y + rng.normal(0, 0.3, n), "y": y})
+
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(rows(300, 0, [0, 1, 2]), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, rows(300, 300, [0, 1]))  # class 2 stops coming
+    runs = [r for r in loop.meta.runs.list() if r.lineage.get("anew")]
+    assert runs and runs[0].lineage["anew"] == "the new rows hold 2 of the 3 classes the model knows"
+    assert runs[0].lineage["base"] is None and not loop.events.list("run_failed")
+
+
 def test_one_window_share_fits_the_whole_window(make_loop) -> None:
     loop, clock = bootstrap(make_loop, model={"window": {"choose": [1.0]}})
     assert "window" not in loop.registry.get(1).lineage
