@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from freshloop.clock import SimulatedClock
+from freshloop.clock import SimulatedClock, human_duration
 from freshloop.data.schema import infer_schema
 from freshloop.datasets import load_stream
 from freshloop.errors import NotFoundError, TrainingFailed
@@ -730,3 +730,33 @@ def test_the_gains_of_past_retrains_survive_a_restart(tmp_path: Path) -> None:
     assert len(loop.training.gains) >= 2
     again = Loop(spec, clock=clock)
     assert again.training.gains == loop.training.gains
+
+
+def test_a_budget_of_training_seconds_holds_retrains_by_what_past_runs_cost(tmp_path: Path) -> None:
+    """``budget.max_seconds`` bounds the seconds spent training within ``per``: every fit of a run counts (the
+    refit too), the next run is expected to cost what the last ones did, and a restarted loop counts the same."""
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={
+        "triggers": {"schedule": "100s"}, "cooldown": "0s", "min_new_labels": 0,
+        "budget": {"max_seconds": 1e-6, "per": "250s"}}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1  # a first model is not the policy's to hold
+    first = loop.training.retrain_seconds
+    assert len(first) == 1 and first[0] == pytest.approx(loop.ctx.stats.train_seconds)  # its fit and its refit
+    assert loop.registry.get(1).lineage["refit_seconds"] > 0
+    reports: list[TickReport] = []
+    drive(loop, clock, make_frame(400, seed=3, t0=300), reports=reports)
+    held = [r.decision for r in reports if r.decision is not None and r.decision.guard == "budget"]
+    assert held, [r.decision for r in reports]
+    cost = human_duration(first[0])
+    assert held[0].reason.startswith(f"budget: {cost} of training in the last 4.17 min + {cost} expected (the last "
+                                     "run) > max_seconds 1e-06 (would retrain for schedule")
+    trained = [r for r in reports if r.run_id is not None]
+    assert trained and all(r.decision is not None and r.decision.guard is None for r in trained)
+    # a run happens only once the first run's seconds have left the last 250 s
+    assert all(clock_at - 299.0 >= 250 for clock_at in (r.now for r in trained))
+    again = Loop(spec, clock=clock)
+    assert again.training.retrain_seconds == pytest.approx(loop.training.retrain_seconds)
+    assert again.memory.state.retrain_seconds == again.training.retrain_seconds

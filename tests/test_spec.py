@@ -109,3 +109,14 @@ def test_a_window_share_outside_zero_to_one_names_the_field_the_rule_and_the_val
     assert e.value.field == "model.window.decay" and "shares of the window in (0, 1]" in str(e.value)
     ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"decay": [0.1, 0.5, 0.1]}}})
     assert ok.model.window.decay == [0.5, 0.1]  # the longest half-life first
+
+
+def test_a_budget_names_a_bound() -> None:
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "policy": {"budget": {"per": "1d"}}})
+    assert e.value.field == "policy.budget" and "max_retrains, max_seconds or both" in str(e.value)
+    with pytest.raises(SpecError, match="policy.budget.max_seconds"):
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "policy": {"budget": {"max_seconds": 0}}})
+    ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "policy": {"budget": {"max_seconds": 90.5}}})
+    assert ok.policy.budget is not None and (ok.policy.budget.max_retrains, ok.policy.budget.max_seconds) == \
+        (None, 90.5)

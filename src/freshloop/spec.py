@@ -191,10 +191,19 @@ class TriggerSpec(_Strict):
 
 
 class BudgetSpec(_Strict):
-    max_retrains: int = Field(..., gt=0)
+    max_retrains: int | None = Field(None, gt=0, description="retrains started within `per`")
+    max_seconds: float | None = Field(None, gt=0, description="seconds of training within `per`: every fit of the "
+                                      "runs (window choice and refit included); the next run is expected to cost "
+                                      "what the last three did, and runs anyway when none ran within `per`")
     per: str = "30d"
 
     _check = field_validator("per")(classmethod(lambda cls, v: _duration(v)))
+
+    @model_validator(mode="after")
+    def _bounded(self) -> BudgetSpec:
+        if self.max_retrains is None and self.max_seconds is None:
+            raise ValueError("set max_retrains, max_seconds or both")
+        return self
 
 
 class PolicySpec(_Strict):

@@ -28,8 +28,8 @@ class PolicyMemory:
 
     @property
     def state(self) -> PolicyState:
-        """What the policy is given at a tick: when it retrained, and its triggers' streaks."""
-        return PolicyState(self.training.retrain_times, self.streaks)
+        """What the policy is given at a tick: when it retrained and what each run cost, and its triggers' streaks."""
+        return PolicyState(self.training.retrain_times, self.streaks, self.training.retrain_seconds)
 
     def to_store(self) -> dict[str, Any]:
         """What the policy needs from this tick at the next one, kept with the decision: its streaks and the

@@ -143,6 +143,7 @@ class TrainingRun:
         self.serve_before_refit = serve_before_refit
         self.last_trained_at: float | None = None
         self.retrain_times: tuple[float, ...] = ()
+        self.retrain_seconds: tuple[float, ...] = ()  # each run's training seconds: all its fits, refit included
         self.refit_due: PendingRefit | None = None
         self.gains: tuple[float, ...] = ()  # each judged candidate's gain over its champion (see ``_gain``)
 
@@ -151,6 +152,10 @@ class TrainingRun:
         if runs:
             self.last_trained_at = max(r.created_at for r in runs)
             self.retrain_times = tuple(r.created_at for r in runs)
+            refits: dict[str, float] = {}
+            for mv in self.ctx.meta.versions.list():
+                refits[mv.run_id] = refits.get(mv.run_id, 0.0) + float(mv.lineage.get("refit_seconds") or 0.0)
+            self.retrain_seconds = tuple(r.train_seconds + refits.get(r.id, 0.0) for r in runs)
         for v in self.ctx.meta.runs.verdicts():
             self._gain(v.body)
 
@@ -210,6 +215,7 @@ class TrainingRun:
     def _started(self, now: float) -> None:
         self.last_trained_at = now
         self.retrain_times += (now,)
+        self.retrain_seconds += (0.0,)
         with self.ctx.lock:
             self.ctx.monitor().trained()
             self.ctx.outcomes.detector_restarted(now)
@@ -283,7 +289,7 @@ class TrainingRun:
             cand.lineage["trees"] = cand.bundle.trees()
         ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
                                     status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
-                                    train_seconds=cand.train_seconds, created_at=now))
+                                    train_seconds=self.retrain_seconds[-1], created_at=now))
         how = f"; {choice.describe()}" if choice is not None else ""
         ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}{how}",
                           {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
@@ -294,6 +300,8 @@ class TrainingRun:
         cand: Candidate = self.ctx.executor.submit(train_candidate, req).result()
         self.ctx.stats.train_rows += cand.train_rows
         self.ctx.stats.train_seconds += cand.train_seconds
+        if self.retrain_seconds:  # the run's cost, which the policy's budget weighs
+            self.retrain_seconds = (*self.retrain_seconds[:-1], self.retrain_seconds[-1] + cand.train_seconds)
         return cand
 
     def _choose(self, request: Callable[..., TrainRequest], train: pd.DataFrame,
@@ -463,7 +471,8 @@ class TrainingRun:
         except TrainingFailed as e:
             ctx.events.record("refit_failed", f"{e}; serving the gated fit", {"run_id": run_id})
             return cand
-        return Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows, "t_last": snap.t_last,
+        return Candidate(refit.bundle, {**cand.lineage, "refit_rows": refit.train_rows,
+                                        "refit_seconds": refit.train_seconds, "t_last": snap.t_last,
                                         "cutoff": snap.cutoff, "newest_arrival": snap.newest_arrival},
                          cand.train_rows, cand.train_seconds)
 

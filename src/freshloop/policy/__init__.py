@@ -1,6 +1,18 @@
 """Policy: triggers, guards against thrashing, and the pure decide() returning Retrain or Skip."""
 
-from .policy import CHANGE_TRIGGERS, GUARDS, Decision, Guard, Policy, PolicyState, Retrain, Skip, bootstrap, run_key
+from .policy import (
+                       CHANGE_TRIGGERS,
+                       GUARDS,
+                       Budget,
+                       Decision,
+                       Guard,
+                       Policy,
+                       PolicyState,
+                       Retrain,
+                       Skip,
+                       bootstrap,
+                       run_key,
+)
 from .triggers import (
                        DetectorTrigger,
                        DriftTrigger,
@@ -13,6 +25,6 @@ from .triggers import (
                        VolumeTrigger,
 )
 
-__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "DetectorTrigger", "DriftTrigger", "GainTrigger", "Guard", "Policy",
-           "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger", "Trigger",
-           "TriggerName", "VolumeTrigger", "bootstrap", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "DetectorTrigger", "DriftTrigger", "GainTrigger", "Guard",
+           "Policy", "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger",
+           "Trigger", "TriggerName", "VolumeTrigger", "bootstrap", "run_key"]

@@ -20,6 +20,7 @@ the reasons are for people and may be reworded freely.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -30,8 +31,8 @@ from ..spec import PolicySpec
 from . import triggers as tr
 from .triggers import Trigger, TriggerName
 
-__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip", "TriggerName",
-           "bootstrap", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip",
+           "TriggerName", "bootstrap", "run_key"]
 
 CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
 # What held a retrain back, or why none was due
@@ -55,6 +56,46 @@ class PolicyState:
 
     retrain_times: tuple[float, ...] = ()
     streaks: tuple[tuple[str, int], ...] = ()
+    retrain_seconds: tuple[float, ...] = ()  # what each of those runs spent on training, in the same order
+
+
+@dataclass(frozen=True)
+class Budget:
+    """At most ``max_retrains`` retrains and ``max_seconds`` seconds of training within ``per`` (either may be
+    unset). The seconds a retrain will take are not known before it runs: the mean of the last ``runs`` runs
+    stands for them, so a retrain is held when it would likely cross the bound, not only once it has. With no
+    training spent within ``per``, a retrain is never held by the seconds: a run dearer than the whole budget
+    runs once per ``per`` (the budget slows training down, it never stops it).
+
+    >>> b, state = Budget(None, 60.0, 86400.0), PolicyState((0.0, 10.0), retrain_seconds=(20.0, 25.0))
+    >>> b.hold(state, now=100.0, d=human_duration)
+    'budget: 45 s of training in the last 1 d + 22.5 s expected (the mean of the last 2 runs) > max_seconds 60'
+    >>> b.hold(state, now=86405.0, d=human_duration) is None  # the first run has left the last day
+    True
+    >>> b.hold(PolicyState((0.0,), retrain_seconds=(90.0,)), now=86400.0, d=human_duration) is None  # dearer
+    True
+    """
+
+    max_retrains: int | None
+    max_seconds: float | None
+    per: float
+    runs: int = 3
+
+    def hold(self, state: PolicyState, now: float, d: Callable[[float], str]) -> str | None:
+        """Why a retrain now would break the budget; None when it would not."""
+        recent = [i for i, t in enumerate(state.retrain_times) if now - t < self.per]
+        if self.max_retrains is not None and len(recent) >= self.max_retrains:
+            return f"budget: {len(recent)} retrains in the last {d(self.per)} >= {self.max_retrains}"
+        if self.max_seconds is None or not state.retrain_seconds:
+            return None
+        spent = sum(state.retrain_seconds[i] for i in recent if i < len(state.retrain_seconds))
+        last = state.retrain_seconds[-self.runs:]
+        expected = sum(last) / len(last)
+        if not spent or spent + expected <= self.max_seconds:
+            return None
+        runs = "the last run" if len(last) == 1 else f"the mean of the last {len(last)} runs"
+        return (f"budget: {human_duration(spent)} of training in the last {d(self.per)} + "
+                f"{human_duration(expected)} expected ({runs}) > max_seconds {self.max_seconds:g}")
 
 
 @dataclass(frozen=True)
@@ -133,7 +174,7 @@ class Policy:
     min_new_labels: int = 0
     cooldown: float = 0.0
     hysteresis: int = 1
-    budget: tuple[int, float] | None = None
+    budget: Budget | None = None
     online: bool = False
     extra: dict[str, str] = field(default_factory=dict)
     rows: bool = False  # no time column: the clock is the row number, and durations are said in rows
@@ -156,7 +197,8 @@ class Policy:
             trig.append(tr.StalenessTrigger(parse_duration(t.staleness), rows))
         if t.gain:
             trig.append(tr.GainTrigger(t.gain.min_gain, t.gain.runs))
-        budget = (spec.budget.max_retrains, parse_duration(spec.budget.per)) if spec.budget else None
+        b = spec.budget
+        budget = Budget(b.max_retrains, b.max_seconds, parse_duration(b.per)) if b is not None else None
         return cls(spec.name, tuple(trig), spec.min_new_labels, parse_duration(spec.cooldown), spec.hysteresis,
                    budget, spec.online, rows=rows)
 
@@ -188,11 +230,9 @@ class Policy:
         if signals.last_trained_at is not None and signals.now - signals.last_trained_at < self.cooldown:
             return due.held("cooldown", f"cooldown: trained {self._d(signals.now - signals.last_trained_at)} ago "
                             f"< {self._d(self.cooldown)}")
-        if self.budget:
-            n, per = self.budget
-            recent = [t for t in state.retrain_times if signals.now - t < per]
-            if len(recent) >= n:
-                return due.held("budget", f"budget: {len(recent)} retrains in the last {self._d(per)} >= {n}")
+        over = self.budget.hold(state, signals.now, self._d) if self.budget is not None else None
+        if over is not None:
+            return due.held("budget", over)
         return Retrain(due.run_key, due.reasons, tuple((k, 0) for k, _ in new_streaks), due.triggers)
 
     def _quiet(self, s: Signals) -> str:
