@@ -474,6 +474,10 @@ def render(r: dict[str, Any]) -> str:
 
     if RESULTS.exists():  # the every-stream table, from its own run (`bench/streams.py`), kept as it was
         lines += [section(json.loads(RESULTS.read_text())), ""]
+    import rare
+
+    if rare.RESULTS.exists():  # the rare-classes tables, from their own run (`bench/rare.py`), kept as they were
+        lines += [rare.section(json.loads(rare.RESULTS.read_text())), ""]
     return "\n".join(lines)
 
 

@@ -108,11 +108,11 @@ def section(results: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def write_section(page: Path, text: str) -> None:
+def write_section(page: Path, text: str, begin: str = BEGIN, end: str = END) -> None:
     """Put the section in the page: in place of the one between the markers, else at the end."""
     body = page.read_text() if page.exists() else "# freshloop benchmarks\n"
-    if BEGIN in body and END in body:
-        body = body[:body.index(BEGIN)] + text + body[body.index(END) + len(END):]
+    if begin in body and end in body:
+        body = body[:body.index(begin)] + text + body[body.index(end) + len(end):]
     else:
         body = body.rstrip() + "\n\n" + text + "\n"
     page.write_text(body)

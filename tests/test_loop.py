@@ -760,3 +760,40 @@ def test_a_budget_of_training_seconds_holds_retrains_by_what_past_runs_cost(tmp_
     again = Loop(spec, clock=clock)
     assert again.training.retrain_seconds == pytest.approx(loop.training.retrain_seconds)
     assert again.memory.state.retrain_seconds == again.training.retrain_seconds
+
+
+def rare(n: int, seed: int = 0, share: float = 0.06) -> pd.DataFrame:
+    """A stream with a rare class: ``y`` = 1 on about ``share`` of the rows, whose features overlap the common
+    class's, so a fit that counts every row alike serves almost only the common class."""
+    rng = np.random.default_rng(seed)
+    y = (rng.random(n) < share).astype(int)
+    return pd.DataFrame({"t": np.arange(n), "x1": rng.normal(1.3 * y, 1.0), "x2": rng.normal(0.0, 1.0, n), "y": y})
+
+
+@pytest.mark.parametrize("metric", ["balanced_accuracy", "accuracy"])
+def test_balanced_classes_are_kept_only_when_the_gate_metric_says_they_win(tmp_path: Path, metric: str) -> None:
+    """``model.balance``: each full retrain also fits its window with the classes weighted to count the same;
+    judged by the gate's metric, so kept when that values the rare class (balanced accuracy) and not when plain
+    accuracy is what counts (serving the common class more often wins it)."""
+    spec = load_spec_dict(spec_dict(tmp_path / metric, model={
+        "estimator": "sklearn.linear_model.LogisticRegression", "balance": True}, gate={"metric": metric},
+        replay={"batch": {"rows": 50}, "label_delay": "10s", "warmup": 1500}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock, durable=False)
+    clock.advance_to(1499.0)
+    loop.ingest(rare(1500), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(1500)])
+    rep = loop.tick()
+    window = loop.meta.runs.verdicts()[-1].body["window"]
+    tried = {t["balanced"]: t["score"] for t in window["tried"]}
+    assert set(tried) == {False, True}, window
+    kept = metric == "balanced_accuracy"
+    assert (tried[True] > tried[False]) == kept  # the rare class is found more often, the common one less
+    assert window["balanced"] is kept
+    assert ("classes balanced: surely better" if kept else "unweighted: classes balanced not surely better") \
+        in window["why"]
+    if kept:  # the refit weighs its rows alike; served rows are scored by the classes' shares in its training rows
+        assert rep.promoted == 1 and loop.registry.get(1).lineage["balance"] is True
+        shares = loop.registry.get(1).lineage["class_shares"]
+        assert set(shares) == {"0", "1"} and 0.03 < shares["1"] < 0.1
+        rows = loop.ctx.score(np.array([1, 0]), [(1, None), (0, None)])  # a hit of each class
+        assert rows.tolist() == pytest.approx([1 / (2 * shares["1"]), 1 / (2 * shares["0"])])

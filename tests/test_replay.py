@@ -34,6 +34,10 @@ def test_replay_is_deterministic_and_reports(tmp_path: Path) -> None:
     shorter = sum(v["window"] < v["window_of"] for v in chose)
     assert f"default: {shorter} of {len(chose)} retrains that chose their window" in text
     assert f"{chose[0]['window']:,} of {chose[0]['window_of']:,} rows" in text
+    # how each class fared, over every scored row at once
+    served = a["classes"]
+    assert sum(served["rows"].values()) == a["predictions_scored"] and set(served["recall"]) == {"0", "1"}
+    assert served["balanced_accuracy"] == pytest.approx(sum(served["recall"].values()) / 2, abs=1e-6)
 
 
 @pytest.mark.slow

@@ -92,7 +92,14 @@ def test_a_metric_that_does_not_score_the_task_is_refused() -> None:
         load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"}, "gate": {"metric": "accuracy"}})
     assert e.value.field == "gate.metric"
     with pytest.raises(SpecError, match="gate.metric"):
-        load_spec_dict({**base(), "gate": {"metric": "balanced_accuracy"}})  # not a metric the gate can compute
+        load_spec_dict({**base(), "gate": {"metric": "f1"}})  # not a metric the gate can compute
+    assert load_spec_dict({**base(), "gate": {"metric": "balanced_accuracy"}}).gate.metric == "balanced_accuracy"
+    with pytest.raises(SpecError, match="gate.metric: 'balanced_accuracy' does not score a regression"):
+        load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"},
+                        "gate": {"metric": "balanced_accuracy"}})
+    with pytest.raises(SpecError) as e:
+        load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"}, "model": {"balance": True}})
+    assert e.value.field == "model.balance" and "only for data.task 'classification'" in str(e.value)
 
 
 def test_a_window_share_outside_zero_to_one_names_the_field_the_rule_and_the_value() -> None:

@@ -157,6 +157,9 @@ class ModelSpec(_Strict):
                           "dask://HOST:PORT (a running Dask scheduler) or dask:local[:N] (N local Dask workers)")
     companion: CompanionSpec | None = Field(None, description="an online model beside the champion, serving when "
                                             "it is surely better on the latest matured rows; {}: River's ARF")
+    balance: bool = Field(False, description="at each full retrain of a classifier, also fit the window with rows "
+                          "weighted so that each class counts the same, kept only when surely better on the holdout "
+                          "(gate.metric balanced_accuracy values the rare classes)")
 
 
 class DriftTriggerSpec(_Strict):
@@ -263,8 +266,9 @@ def preset_period(name: str) -> float | None:
 
 
 class GateSpec(_Strict):
-    metric: Literal["accuracy", "log_loss", "brier", "mae", "rmse"] | None = Field(
-        None, description="accuracy, log_loss or brier for a classification; mae or rmse for a regression")
+    metric: Literal["accuracy", "balanced_accuracy", "log_loss", "brier", "mae", "rmse"] | None = Field(
+        None, description="accuracy, balanced_accuracy, log_loss or brier for a classification; mae or rmse for a "
+        "regression")
     holdout: float = Field(0.2, gt=0, lt=1, description="most recent share of labeled rows kept for judging")
     min_holdout_rows: int = Field(30, gt=0)
     max_holdout_rows: int = Field(500, gt=0)
@@ -411,6 +415,10 @@ def load_spec_dict(raw: Any) -> LoopSpec:
         raise SpecError(f"gate.metric: {metric!r} does not score a {task} (rule: one of "
                         f"{list(TASK_METRICS[task])} for data.task {task!r}).", field="gate.metric",
                         rule="metric for the task", value=metric)
+    if task == "regression" and spec.model.balance:
+        raise SpecError("model.balance: weighs rows by their class, and a regression has none (rule: only for "
+                        "data.task 'classification'). Got true instead.", field="model.balance",
+                        rule="only for a classification", value=True)
     return spec
 
 

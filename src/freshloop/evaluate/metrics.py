@@ -32,10 +32,15 @@ class Metric:
     needs_proba: bool
     _per_row: Callable[[np.ndarray, np.ndarray, np.ndarray | None, list[object]], np.ndarray]
     sqrt: bool = False  # aggregate is sqrt(mean) (rmse)
+    by_class: bool = False  # each row weighs by its class's share (see :func:`_balanced`)
 
     def per_row(self, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
-                classes: list[object] | None = None) -> np.ndarray:
-        return self._per_row(np.asarray(y), np.asarray(pred), proba, list(classes or []))
+                classes: list[object] | None = None, shares: dict[str, float] | None = None) -> np.ndarray:
+        """Each row's score. ``shares`` (a class's share of the rows, keyed by its text) fixes the weights of a
+        metric scored by class; without it, the shares of ``y`` itself are used."""
+        y = np.asarray(y)
+        rows = self._per_row(y, np.asarray(pred), proba, list(classes or []))
+        return rows * _class_weights(y, shares) if self.by_class else rows
 
     def aggregate(self, rows: np.ndarray, axis: int | None = None) -> np.ndarray | float:
         m = np.mean(rows, axis=axis)
@@ -70,8 +75,36 @@ def _brier(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: l
     return ((proba - onehot) ** 2).sum(axis=1)
 
 
+def _class_weights(y: np.ndarray, shares: dict[str, float] | None) -> np.ndarray:
+    """Balanced accuracy as a mean of per-row scores: a row of class ``c`` weighs ``1 / (k * share(c))`` over
+    ``k`` classes, so the mean of the weighted hits is the mean of the classes' recalls (sklearn's
+    ``balanced_accuracy_score``) on the rows the shares come from. The gate scores its holdout in one call and
+    uses the holdout's own shares (exact); the rows scored as labels arrive use the shares of the champion's
+    training rows, so each row weighs the same whatever the batch it matured in. A class without a share
+    weighs 1.
+
+    >>> y = np.array(["a", "a", "a", "b"])
+    >>> w = _class_weights(y, None)
+    >>> w.tolist(), float(np.mean((y == np.array(["a", "a", "b", "a"])) * w))  # recalls 2/3 and 0
+    ([0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0], 0.3333333333333333)
+    >>> _class_weights(np.array(["b", "c"]), {"a": 0.75, "b": 0.25}).tolist()
+    [2.0, 1.0]
+    """
+    keys = [str(v) for v in y.tolist()]
+    if shares is None:
+        if not keys:
+            return np.ones(0)
+        values, counts = np.unique(np.array(keys, dtype=object), return_counts=True)
+        shares = {str(v): c / len(keys) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    k = sum(1 for v in shares.values() if v > 0)
+    share = np.array([shares.get(key, 0.0) for key in keys], dtype=float)
+    return np.where(share > 0, 1.0 / np.maximum(k * share, 1e-12), 1.0)
+
+
 METRICS: dict[str, Metric] = {
     "accuracy": Metric("accuracy", True, False, lambda y, p, _pr, _c: (y == p).astype(float)),
+    "balanced_accuracy": Metric("balanced_accuracy", True, False, lambda y, p, _pr, _c: (y == p).astype(float),
+                                by_class=True),
     "log_loss": Metric("log_loss", False, True, _log_loss),
     "brier": Metric("brier", False, True, _brier),
     "mae": Metric("mae", False, False, lambda y, p, _pr, _c: np.abs(y.astype(float) - p.astype(float))),
@@ -81,7 +114,8 @@ METRICS: dict[str, Metric] = {
 
 
 #: which metrics score which task
-TASK_METRICS = {"classification": ("accuracy", "log_loss", "brier"), "regression": ("mae", "rmse")}
+TASK_METRICS = {"classification": ("accuracy", "balanced_accuracy", "log_loss", "brier"),
+                "regression": ("mae", "rmse")}
 
 
 def get_metric(name: str, task: str | None = None) -> Metric:

@@ -217,4 +217,5 @@ class Context:
         preds = np.array([p for p, _ in answers])
         probas = [pr for _, pr in answers if pr is not None]
         proba = np.stack(probas) if len(probas) == len(answers) else None
-        return np.asarray(self.metric.per_row(y, preds, proba, self.classes), dtype=float)
+        shares = self.champion.lineage.get("class_shares") if self.champion is not None else None
+        return np.asarray(self.metric.per_row(y, preds, proba, self.classes, shares), dtype=float)

@@ -10,6 +10,7 @@ companion answered beside the champion become the evidence of which of the two s
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -28,6 +29,8 @@ class FeedbackResult:
     scores: list[float]  # per-row metric of what was served
     unmatched: list[str]  # labeled ids with no logged prediction
     joined: list[str] = field(default_factory=list)  # labeled ids joined to a logged prediction, in label order
+    labels: list[Any] = field(default_factory=list)  # the joined rows' labels, typed, in the same order
+    served: list[Any] = field(default_factory=list)  # and what each was served
 
 
 class LabelJoin:
@@ -54,6 +57,8 @@ class LabelJoin:
             if matured:
                 recs = [rec for _, rec in matured]
                 scores = self._score_served(np.array([typed[r] for r in out.joined]), recs)
+                out.labels.extend(typed[r] for r in out.joined)
+                out.served.extend(rec.pred for rec in recs)
                 out.at.extend(rec.at for rec in recs)
                 out.scores.extend(float(v) for v in scores)
         joined = set(out.joined)

@@ -261,15 +261,18 @@ class TrainingRun:
             else:  # an ensemble that cannot grow on these rows is fitted anew on the window
                 base = None
 
-        def request(rows: pd.DataFrame, half_life: float | None = None) -> TrainRequest:
+        def request(rows: pd.DataFrame, half_life: float | None = None, balance: bool = False) -> TrainRequest:
             return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, model.mode,
-                                model.seed, model.scale, rows.reset_index(drop=True), base, half_life)
+                                model.seed, model.scale, rows.reset_index(drop=True), base, half_life, balance)
 
         choice = None
         try:
-            choosing = len(model.window.choose) > 1 or model.window.decay
-            if base is None and choosing and len(hold) and set(decision.triggers) & MOVED:
-                cand, train, choice = self._choose(request, train, hold)
+            # the window is chosen (and rows weighted by age tried) when the concept moved; balanced classes
+            # are tried at every full retrain when the spec asks
+            moved = (len(model.window.choose) > 1 or bool(model.window.decay)) and bool(set(decision.triggers) & MOVED)
+            balance = model.balance and schema.task == "classification"
+            if base is None and len(hold) and (moved or balance):
+                cand, train, choice = self._choose(request, train, hold, moved=moved)
             else:
                 cand = self._fitted(request(train))
         except TrainingFailed as e:
@@ -304,14 +307,15 @@ class TrainingRun:
             self.retrain_seconds = (*self.retrain_seconds[:-1], self.retrain_seconds[-1] + cand.train_seconds)
         return cand
 
-    def _choose(self, request: Callable[..., TrainRequest], train: pd.DataFrame,
-                hold: pd.DataFrame) -> tuple[Candidate, pd.DataFrame, WindowChoice]:
+    def _choose(self, request: Callable[..., TrainRequest], train: pd.DataFrame, hold: pd.DataFrame, *,
+                moved: bool) -> tuple[Candidate, pd.DataFrame, WindowChoice]:
         """One candidate per window length (the newest rows of ``train``), longest first, each scored on the
-        holdout; the whole window unless a shorter one surely beats it (see :mod:`.window`). Every fit counts
-        in the loop's training cost."""
+        holdout; the whole window unless a shorter one surely beats it (see :mod:`.window`); then the kept
+        window's rows weighted (see :meth:`_weigh`). Unless the concept ``moved``, the whole window alone is
+        fitted before the weighting. Every fit counts in the loop's training cost."""
         ctx, window = self.ctx, self.ctx.spec.model.window
         budget = parse_duration(window.choose_budget) if window.choose_budget is not None else float("inf")
-        lengths = window_lengths(len(train), window.choose, least=ctx.spec.gate.min_holdout_rows)
+        lengths = window_lengths(len(train), window.choose if moved else [1.0], least=ctx.spec.gate.min_holdout_rows)
         y = None
         tried: list[Tried] = []
         fitted: dict[int, tuple[Candidate, np.ndarray]] = {}
@@ -343,43 +347,52 @@ class TrainingRun:
         rows_kept, why = self._pick(tried, fitted)
         skipped = tuple(k for k in lengths if all(t.rows != k for t in tried))
         kept = train.iloc[len(train) - rows_kept:]
-        cand, half_life, weighed = fitted[rows_kept][0], None, ""
-        if window.decay and y is not None and spent <= budget:
-            cand, half_life, weighed = self._weigh(request, kept, hold, y, fitted[rows_kept], tried)
+        cand, weighed = fitted[rows_kept][0], ""
+        weights: list[tuple[int | None, bool]] = [(max(1, round(share * len(kept))), False)
+                                                  for share in (window.decay if moved else [])]
+        if ctx.spec.model.balance and ctx.schema is not None and ctx.schema.task == "classification":
+            weights.append((None, True))
+        kept_weights: tuple[int | None, bool] = (None, False)
+        if weights and y is not None and spent <= budget:
+            cand, kept_weights, weighed = self._weigh(request, kept, hold, y, fitted[rows_kept], tried, weights)
         choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why + weighed, skipped,
-                              stopped if skipped else None, half_life)
+                              stopped if skipped else None, *kept_weights)
         return cand, kept, choice
 
     def _weigh(self, request: Callable[..., TrainRequest], kept: pd.DataFrame, hold: pd.DataFrame, y: np.ndarray,
-               unweighted: tuple[Candidate, np.ndarray], tried: list[Tried]) -> tuple[Candidate, int | None, str]:
-        """The kept window fitted again with rows weighted by age, one candidate per half-life of
-        ``model.window.decay``; the best of them replaces the unweighted fit only when surely better on the
-        holdout. Returns the candidate, its half-life (None: unweighted) and what to add to the window's why."""
+               unweighted: tuple[Candidate, np.ndarray], tried: list[Tried],
+               weights: list[tuple[int | None, bool]]) -> tuple[Candidate, tuple[int | None, bool], str]:
+        """The kept window fitted again with its rows weighted, one candidate per ``(half-life, balanced)`` of
+        ``weights``: by age, halving every half-life rows back (``model.window.decay``), and so that each class
+        counts the same (``model.balance``). The best of them replaces the unweighted fit only when surely better
+        on the holdout. Returns the candidate, its weights ((None, False): unweighted) and what to add to the
+        window's why."""
         ctx, gate = self.ctx, self.ctx.spec.gate
-        best: tuple[int, Candidate, np.ndarray, float] | None = None
-        for share in ctx.spec.model.window.decay:
-            h = max(1, round(share * len(kept)))
+        best: tuple[tuple[int | None, bool], Candidate, np.ndarray, float] | None = None
+        for h, balanced in weights:
             try:
-                cand = self._fitted(request(kept, float(h)))
+                cand = self._fitted(request(kept, None if h is None else float(h), balanced))
             except TrainingFailed as e:  # e.g. an estimator whose fit takes no sample_weight
-                tried.append(Tried(len(kept), None, 0.0, str(e), h))
+                tried.append(Tried(len(kept), None, 0.0, str(e), h, balanced))
                 continue
             p, pr = cand.bundle.predict(hold)
             rows = ctx.metric.per_row(y, p, pr, ctx.classes)
             score = float(ctx.metric.aggregate(rows))
-            tried.append(Tried(len(kept), score, round(cand.train_seconds, 4), None, h))
+            tried.append(Tried(len(kept), score, round(cand.train_seconds, 4), None, h, balanced))
             if best is None or ctx.metric.better(score, best[3]) > 0:
-                best = (h, cand, rows, score)
+                best = ((h, balanced), cand, rows, score)
         if best is None:
-            return unweighted[0], None, ""
-        h, cand, rows, _ = best
+            return unweighted[0], (None, False), ""
+        kept_weights, cand, rows, _ = best
+        h, balanced = kept_weights
+        how = "classes balanced" if balanced else f"weighted by age, half-life {h} rows"
         d = paired_bootstrap(rows, unweighted[1], ctx.metric, n=gate.bootstrap, confidence=gate.confidence,
                              seed=ctx.spec.model.seed)
         if d.low > 0:
-            return cand, h, f"; weighted by age, half-life {h} rows: surely better than unweighted, by " \
-                            f"{d.delta:+.4f}, CI low {d.low:+.4f}"
-        return unweighted[0], None, f"; unweighted: weighting by age (half-life {h} rows) not surely better, by " \
-                                    f"{d.delta:+.4f}, CI low {d.low:+.4f}"
+            return cand, kept_weights, f"; {how}: surely better than unweighted, by {d.delta:+.4f}, CI low " \
+                                       f"{d.low:+.4f}"
+        return unweighted[0], (None, False), f"; unweighted: {how} not surely better, by {d.delta:+.4f}, CI low " \
+                                             f"{d.low:+.4f}"
 
     def _pick(self, tried: list[Tried], fitted: dict[int, tuple[Candidate, np.ndarray]]) -> tuple[int, str]:
         """The length to keep: the best-scoring one if it beats the longest fitted surely (the low end of the
@@ -465,7 +478,8 @@ class TrainingRun:
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
         full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
-                            model.seed, model.scale, frame, None, cand.lineage.get("half_life"))
+                            model.seed, model.scale, frame, None, cand.lineage.get("half_life"),
+                            bool(cand.lineage.get("balance")))
         try:
             refit = self._fitted(full)
         except TrainingFailed as e:

@@ -48,9 +48,11 @@ class Tried:
     seconds: float
     error: str | None = None
     half_life: int | None = None  # rows weighted by age, halving every half_life rows back (None: unweighted)
+    balanced: bool = False  # rows weighted so that each class counts the same (``model.balance``)
 
     def name(self) -> str:
-        return f"{self.rows} rows" + (f" half-life {self.half_life}" if self.half_life else "")
+        return f"{self.rows} rows" + (f" half-life {self.half_life}" if self.half_life else "") + \
+            (" balanced" if self.balanced else "")
 
 
 @dataclass(frozen=True)
@@ -64,14 +66,17 @@ class WindowChoice:
     skipped: tuple[int, ...] = ()  # shorter lengths left untried
     stopped: str | None = None  # why they were
     half_life: int | None = None  # the kept fit's rows weighted by age (``model.window.decay``); None: unweighted
+    balanced: bool = False  # the kept fit's rows weighted so that each class counts the same (``model.balance``)
 
     def describe(self) -> str:
         parts = [f"{t.name()} {t.score:.4f}" if t.score is not None else f"{t.name()} failed ({t.error})"
                  for t in self.tried]
         left = f"; {', '.join(map(str, self.skipped))} rows not tried ({self.stopped})" if self.skipped else ""
-        weighed = f", half-life {self.half_life} rows" if self.half_life else ""
+        weighed = (f", half-life {self.half_life} rows" if self.half_life else "") + \
+            (", classes balanced" if self.balanced else "")
         return f"window {self.rows} rows{weighed} ({self.why}); holdout {self.metric}: " + ", ".join(parts) + left
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "why": self.why, "metric": self.metric, "tried": [asdict(t) for t in self.tried],
-                "skipped": list(self.skipped), "stopped": self.stopped, "half_life": self.half_life}
+                "skipped": list(self.skipped), "stopped": self.stopped, "half_life": self.half_life,
+                "balanced": self.balanced}

@@ -181,6 +181,8 @@ class _Run:
     drift_series: list[dict[str, float]] = field(default_factory=list)
     scored_at: list[np.ndarray] = field(default_factory=list)
     scores: list[np.ndarray] = field(default_factory=list)
+    labels: list[Any] = field(default_factory=list)  # each scored row's label and what it was served, in order
+    served: list[Any] = field(default_factory=list)
     #: why this policy's replay stopped early (the first error its loop raised), or None; the policies replayed
     #: beside it go on
     error: str | None = None
@@ -310,6 +312,8 @@ def _observe_labels(r: _Run, ids: list[str], res: Any) -> None:
     fb = r.loop.observe_labels(ids, res)
     r.scored_at.append(np.asarray(fb.at, dtype=float))
     r.scores.append(np.asarray(fb.scores, dtype=float))
+    r.labels.extend(fb.labels)
+    r.served.extend(fb.served)
 
 
 def _tick(r: _Run, k: int, total: int) -> None:
@@ -368,11 +372,14 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
     unit_name = _time_unit(spec)
     unit = unit_seconds(unit_name)
     st = loop.stats
+    classes = _by_class(run.labels, run.served) if loop.schema is not None and \
+        loop.schema.task == "classification" else None
     summary = {
         "policy": spec.policy.name,
         "metric_name": metric.name,
         "bigger_is_better": metric.bigger_is_better,
         "metric": round(float(metric.aggregate(arr)), 6) if len(arr) else None,
+        "classes": classes,
         "predictions_scored": int(len(arr)),
         "rows_unserved": int(run.unserved),
         "retrains": st.retrains,
@@ -405,23 +412,42 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "stream": {"rows": int(len(times)), "t_first": float(times[0]), "t_last": float(times[-1])},
         "spec": spec.model_dump(mode="json", exclude={"store"}),
     }
+    if metric.by_class and classes:  # exact over the stream, not a mean of per-batch weights
+        summary["metric"] = classes["balanced_accuracy"]
     (out / "summary.json").write_text(json.dumps(summary, indent=2, sort_keys=True))
     (out / "timings.json").write_text(json.dumps({"training_seconds": st.train_seconds}, indent=2))
     summary["training_seconds"] = st.train_seconds
     return summary
 
 
+def _by_class(labels: list[Any], served: list[Any]) -> dict[str, Any] | None:
+    """How each class fared over the stream: its rows, and the share of them served their class (recall); and
+    the mean of those recalls (balanced accuracy), exact, over every scored row at once.
+
+    >>> _by_class([0, 0, 0, 1], [0, 0, 1, 0])
+    {'balanced_accuracy': 0.333333, 'recall': {'0': 0.666667, '1': 0.0}, 'rows': {'0': 3, '1': 1}}
+    """
+    if not labels:
+        return None
+    y, p = pd.Series(labels).astype(str), pd.Series(served).astype(str)
+    hit = (y == p).groupby(y).mean()
+    recall = {str(k): round(float(v), 6) for k, v in hit.items()}
+    return {"balanced_accuracy": round(float(hit.mean()), 6), "recall": recall,
+            "rows": {str(k): int(v) for k, v in y.value_counts().sort_index().items()}}
+
+
 def _verdict(at: float, passed: bool, body: dict[str, Any]) -> dict[str, Any]:
     """A verdict in the summary: when, whether it passed and why, and the window its candidate was fitted on
     (``window`` rows of the ``window_of`` its retrain could have used, and why; no ``window_of`` when the
     retrain fitted the whole window without choosing; ``half_life`` when its rows were weighted by age, and
-    ``weighed`` when that was tried)."""
+    ``weighed`` when that was tried; ``balanced`` when its rows were weighted so that each class counts the
+    same)."""
     window = body.get("window") or {}
     tried = [t["rows"] for t in window.get("tried", [])]
     weighed = any(t.get("half_life") for t in window.get("tried", []))
     return {"at": at, "passed": passed, "reason": body["reason"], "window": window.get("rows"),
             "window_of": max(tried) if tried else None, "window_why": window.get("why"),
-            "half_life": window.get("half_life"), "weighed": weighed}
+            "half_life": window.get("half_life"), "weighed": weighed, "balanced": bool(window.get("balanced"))}
 
 
 def _time_unit(spec: LoopSpec) -> str:
@@ -441,7 +467,7 @@ def failed_summary(spec: LoopSpec, name: str, error: str) -> dict[str, Any]:
     metric = get_metric(spec.gate.metric or default_metric(spec.data.task or "classification"))
     return {"policy": name, "metric_name": metric.name, "bigger_is_better": metric.bigger_is_better, "metric": None,
             "predictions_scored": 0, "rows_unserved": 0, "retrains": 0, "failed_runs": 0, "deferred_runs": 0,
-            "first_failure": None,
+            "first_failure": None, "classes": None,
             "error": error, "gate_passed": 0, "gate_rejected": 0, "promotions": 0, "rollbacks": 0,
             "training_rows": 0, "online_rows": 0, "time_unit": _time_unit(spec),
             "units": _units(_time_unit(spec)),

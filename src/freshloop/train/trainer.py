@@ -40,6 +40,7 @@ class TrainRequest:
     frame: pd.DataFrame = field(repr=False)  # training rows with the label in ``_label``
     base: ModelBundle | None = field(default=None, repr=False)  # the champion, for warm start
     half_life: float | None = None  # rows: a full fit weighs each row by age, halving every half_life rows back
+    balance: bool = False  # a full fit weighs each row by the inverse of its class's share (rare classes count more)
 
 
 def age_weights(n: int, half_life: float) -> np.ndarray:
@@ -49,6 +50,34 @@ def age_weights(n: int, half_life: float) -> np.ndarray:
     [0.25, 0.354, 0.5, 0.707, 1.0]
     """
     return np.power(0.5, np.arange(n - 1, -1, -1, dtype=float) / half_life)
+
+
+def class_shares(y: pd.Series) -> dict[str, float]:
+    """Each class's share of ``y``, keyed by its text (as the metrics scored by class read them).
+
+    >>> class_shares(pd.Series([1, 0, 0, 0]))
+    {'0': 0.75, '1': 0.25}
+    """
+    counts = y.astype(str).value_counts(normalize=True).sort_index()
+    return {str(k): round(float(v), 6) for k, v in counts.items()}
+
+
+def balance_weights(y: pd.Series) -> np.ndarray:
+    """Weights that give each class the same total (scikit-learn's ``class_weight='balanced'``): a row weighs
+    ``n / (k * count of its class)``.
+
+    >>> balance_weights(pd.Series(["a", "a", "a", "b"])).tolist()
+    [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
+    """
+    counts = y.map(y.value_counts()).to_numpy(dtype=float)
+    return len(y) / (y.nunique() * counts)
+
+
+def _weights(req: TrainRequest, y: pd.Series) -> np.ndarray | None:
+    weights = age_weights(len(y), req.half_life) if req.half_life else None
+    if req.balance:
+        weights = balance_weights(y) * (weights if weights is not None else 1.0)
+    return weights
 
 
 @dataclass
@@ -129,9 +158,8 @@ def train_candidate(req: TrainRequest) -> Candidate:
                                  ) from None
     else:
         bundle = ModelBundle(req.schema, req.estimator, req.params, seed=req.seed, scale=req.scale)
-        weights = age_weights(len(y), req.half_life) if req.half_life else None
         try:
-            bundle.fit(req.frame, y, weights)
+            bundle.fit(req.frame, y, _weights(req, y))
         except ValueError as e:
             culprits = _culprits(req.frame, req.schema)
             raise TrainingFailed(f"snapshot {req.snapshot_id}: {e}" + (f" Caused by {culprits}." if culprits else "")
@@ -146,9 +174,12 @@ def train_candidate(req: TrainRequest) -> Candidate:
         "seed": req.seed,
         "train_rows": len(req.frame),
         "half_life": req.half_life,
+        "balance": req.balance,
         "base": getattr(req.base, "version_", None),
         "packages": package_versions(),
         "code_version": _CODE,
         "trained_in": f"{socket.gethostname()}/{os.getpid()}",  # host/process: the executor's worker
     }
+    if req.schema.task == "classification":
+        lineage["class_shares"] = class_shares(y)  # what the live rows of a metric scored by class weigh by
     return Candidate(bundle, lineage, len(req.frame), seconds)
