@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -13,9 +14,11 @@ from arf import arf_delayed
 
 from freshloop.clock import parse_duration
 from freshloop.datasets import STREAMS, load_stream
+from freshloop.errors import SpecError
 from freshloop.replay import compare
 from freshloop.spec import LoopSpec, load_spec, load_spec_dict, preset_period
 from freshloop.suggest import suggest_spec
+from freshloop.train.model import check_model
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -116,7 +119,13 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
         window = spec.model.window.model_copy(update={"decay": sorted(set(decay), reverse=True)})
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"window": window})})
     if mode:  # how a retrain learns (model.mode): warm_start grows the champion on the new rows
-        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"mode": mode})})
+        model = spec.model.model_copy(update={"mode": mode})
+        try:
+            check_model(model)
+        except SpecError as e:  # a model that cannot learn new rows (init's linear model) keeps the full mode
+            print(f"{name}: model.mode stays {spec.model.mode}: {e}", file=sys.stderr)
+        else:
+            spec = spec.model_copy(update={"model": model})
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
         started = time.perf_counter()

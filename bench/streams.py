@@ -4,6 +4,7 @@
     python bench/streams.py --only usenet1   # some of them (repeat --only), printed, the page left alone
     python bench/streams.py --decay 0.25     # every spec with model.window.decay: [0.25], printed, page left alone
     python bench/streams.py --mode warm_start  # every spec with model.mode: warm_start, printed, page left alone
+    python bench/streams.py --mode auto      # or auto (a linear model, which cannot learn new rows, stays full)
 
 Each stream is replayed as a user would first run it: the spec ``freshloop init`` writes for it (rainfall:
 ``examples/rainfall.yaml``), untouched, with every contender under the same label delay (see
@@ -141,7 +142,8 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--decay", type=float, action="append", default=[],
                     help="set model.window.decay to these half-lives (repeat for more) in every stream's spec")
-    ap.add_argument("--mode", choices=["full", "warm_start"], help="set model.mode in every stream's spec")
+    ap.add_argument("--mode", choices=["full", "warm_start", "auto"],
+                    help="set model.mode in every stream's spec whose model can follow it")
     a = ap.parse_args()
     started = time.perf_counter()
     results: dict[str, Any] = {"date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),

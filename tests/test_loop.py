@@ -797,3 +797,27 @@ def test_balanced_classes_are_kept_only_when_the_gate_metric_says_they_win(tmp_p
         assert set(shares) == {"0", "1"} and 0.03 < shares["1"] < 0.1
         rows = loop.ctx.score(np.array([1, 0]), [(1, None), (0, None)])  # a hit of each class
         assert rows.tolist() == pytest.approx([1 / (2 * shares["1"]), 1 / (2 * shares["0"])])
+
+
+def test_auto_mode_fits_anew_after_a_moved_concept_and_warm_starts_the_other_retrains(tmp_path: Path) -> None:
+    """``model.mode: auto``: a retrain for the detector (and the follow-up after it) fits anew, since the
+    champion's rows hold the old concept; a scheduled one grows the champion on the rows after its own."""
+    spec = load_spec_dict(spec_dict(
+        tmp_path / "store", model={"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
+                                   "params": {"max_iter": 10}, "mode": "auto", "window": {"rows": 600}},
+        gate={"min_improvement": -1.0, "max_regression": 1.0},
+        policy={"triggers": {"schedule": "300s", "detector": "adwin"}, "cooldown": "0s", "min_new_labels": 0}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, make_frame(400, seed=3, t0=300))
+    drive(loop, clock, make_frame(800, seed=4, t0=700, flip=True), ids_from=400)
+    triggers = {d.run_key: d.triggers for d in loop.meta.decisions.list("retrain")}
+    modes = [(triggers[r.run_key], r.mode, r.lineage.get("base")) for r in loop.meta.runs.list()
+             if r.status == "trained"]
+    moved = [m for m in modes if {"detector", "follow-up", "bootstrap"} & set(m[0])]
+    warm = [m for m in modes if m not in moved]
+    assert len(moved) >= 2 and all(mode == "full" and base is None for _, mode, base in moved), modes
+    assert warm and all(mode == "warm_start" for _, mode, _ in warm), modes
+    assert any(base is not None for _, _, base in warm)  # grown from the champion, not fitted anew

@@ -89,6 +89,10 @@ def test_a_mode_the_estimator_cannot_follow_is_refused_naming_the_field() -> Non
     for ok in ("sklearn.ensemble.HistGradientBoostingClassifier", "sklearn.ensemble.RandomForestRegressor",
                "sklearn.linear_model.SGDClassifier", "river.forest.ARFClassifier"):
         check_model(model(ok, "warm_start"))
+        check_model(model(ok, "auto"))
+    with pytest.raises(SpecError, match="model.mode: 'auto' needs a River model or an estimator with partial_fit, "
+                       "or an ensemble that grows"):
+        check_model(model("sklearn.linear_model.LogisticRegression", "auto"))
 
 
 def test_estimators_outside_the_allow_list_are_refused() -> None:

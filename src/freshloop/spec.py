@@ -148,7 +148,9 @@ class CompanionSpec(_Strict):
 class ModelSpec(_Strict):
     estimator: str = "sklearn.linear_model.LogisticRegression"
     params: dict[str, Any] = Field(default_factory=dict)
-    mode: Literal["full", "warm_start", "online"] = "full"
+    mode: Literal["full", "warm_start", "online", "auto"] = Field(
+        "full", description="full: fit anew; warm_start: learn the new rows into the champion; online: learn each "
+        "batch of labels; auto: full after a moved concept, warm_start otherwise")
     seed: int = 0
     window: WindowSpec = WindowSpec()
     scale: bool | None = Field(None, description="standardise numeric features (sklearn estimators); default: "

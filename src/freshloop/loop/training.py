@@ -249,9 +249,9 @@ class TrainingRun:
         recorded; None when training failed. Returns the rows it was fitted on too."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
-        schema, base = ctx.schema, None
+        schema, base, mode = ctx.schema, None, self.mode_for(decision)
         anew = None  # why a warm retrain fits anew on the window
-        if model.mode in ("warm_start", "online") and ctx.champion is not None:
+        if mode in ("warm_start", "online") and ctx.champion is not None:
             base = ctx.champion.bundle
             t_last = ctx.champion.lineage.get("t_last")
             new = train[train["_time"] > t_last] if t_last is not None else train
@@ -262,7 +262,7 @@ class TrainingRun:
                 base = None
 
         def request(rows: pd.DataFrame, half_life: float | None = None, balance: bool = False) -> TrainRequest:
-            return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, model.mode,
+            return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, mode,
                                 model.seed, model.scale, rows.reset_index(drop=True), base, half_life, balance)
 
         choice = None
@@ -290,13 +290,25 @@ class TrainingRun:
             cand.lineage["anew"] = anew
         if cand.bundle.trees() is not None:
             cand.lineage["trees"] = cand.bundle.trees()
-        ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=model.mode,
+        ctx.meta.runs.add(RunRecord(id=run_id, run_key=decision.run_key, snapshot_id=snap.id, mode=mode,
                                     status="trained", lineage=cand.lineage, train_rows=cand.train_rows,
                                     train_seconds=self.retrain_seconds[-1], created_at=now))
         how = f"; {choice.describe()}" if choice is not None else ""
         ctx.events.record("run_trained", f"{cand.train_rows} rows from snapshot {snap.id}{how}",
-                          {"run_id": run_id, "snapshot_id": snap.id, "mode": model.mode})
+                          {"run_id": run_id, "snapshot_id": snap.id, "mode": mode})
         return cand, train
+
+    def mode_for(self, decision: Retrain) -> str:
+        """How this retrain learns: the spec's ``model.mode``; for ``auto``, a full fit when the retrain answers
+        a moved concept (the detector, a quality drop, the follow-up after them) or is a first model, and a
+        warm start (the rows after the champion's learned into a copy of it) for the others: the gain
+        trigger's, the schedule's, drift of the inputs, volume and staleness, where the concept is not known
+        to have moved and the champion's rows still hold."""
+        mode = self.ctx.spec.model.mode
+        if mode != "auto":
+            return mode
+        full = set(decision.triggers) & (MOVED | {"follow-up", "bootstrap"}) or self.ctx.champion is None
+        return "full" if full else "warm_start"
 
     def _fitted(self, req: TrainRequest) -> Candidate:
         """A fit in the executor, its rows and seconds counted in the loop's training cost."""
@@ -477,7 +489,7 @@ class TrainingRun:
         (holdout included); the gated fit itself if that fails."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
-        full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, model.mode,
+        full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, "full",
                             model.seed, model.scale, frame, None, cand.lineage.get("half_life"),
                             bool(cand.lineage.get("balance")))
         try:

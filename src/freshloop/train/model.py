@@ -141,13 +141,15 @@ def grows(path: str, owner: str = "model") -> bool:
 
 def check_mode(model: ModelSpec) -> None:
     """Refuse a mode the estimator cannot follow: ``online`` learns each batch of labels (a River model or
-    ``partial_fit``); ``warm_start`` learns the new rows into the champion, which an ensemble that grows can too."""
+    ``partial_fit``); ``warm_start`` (and ``auto``, which warm-starts some retrains) learns the new rows into the
+    champion, which an ensemble that grows can too."""
     if model.mode == "full":
         return
-    if learns_online(model.estimator) or (model.mode == "warm_start" and grows(model.estimator)):
+    warm = model.mode in ("warm_start", "auto")
+    if learns_online(model.estimator) or (warm and grows(model.estimator)):
         return
     can = "a River model or an estimator with partial_fit" + (
-        ", or an ensemble that grows (warm_start with max_iter or n_estimators)" if model.mode == "warm_start" else "")
+        ", or an ensemble that grows (warm_start with max_iter or n_estimators)" if warm else "")
     raise SpecError(f"model.mode: {model.mode!r} needs {can}; {model.estimator} is neither (rule: the mode learns "
                     f"new rows into the serving model). Use mode: full.", field="model.mode",
                     rule=f"{model.mode} needs a model that learns new rows", value=model.mode)
