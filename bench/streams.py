@@ -59,6 +59,7 @@ def summary_row(s: dict[str, Any]) -> dict[str, Any]:
     return {"stream": s["stream"], "rows": s["rows"], "never": by["never"]["metric"],
             "best fixed period": f"{by[c['oracle']]['metric']:.4f} ({period})",
             "default": default["metric"], "default retrains": default["retrains"],
+            "default rows": default["training_rows"],
             "default rows / best's": f"{100 * c['default_rows_share_of_oracle']:.0f} %",
             "default s": default["training_s"], "ARF, same delay": arf["metric"], "loop + ARF (online)":
             online["metric"], "default − ARF": f"{c['default_vs_arf_points']:+.2f}",

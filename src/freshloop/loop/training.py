@@ -368,7 +368,7 @@ class TrainingRun:
         if weights and y is not None and spent <= budget:
             cand, kept_weights, weighed = self._weigh(request, kept, hold, y, fitted[rows_kept], tried, weights)
         choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why + weighed, skipped,
-                              stopped if skipped else None, *kept_weights)
+                              stopped if skipped else None, *kept_weights, chose=moved)
         return cand, kept, choice
 
     def _weigh(self, request: Callable[..., TrainRequest], kept: pd.DataFrame, hold: pd.DataFrame, y: np.ndarray,

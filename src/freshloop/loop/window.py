@@ -67,6 +67,7 @@ class WindowChoice:
     stopped: str | None = None  # why they were
     half_life: int | None = None  # the kept fit's rows weighted by age (``model.window.decay``); None: unweighted
     balanced: bool = False  # the kept fit's rows weighted so that each class counts the same (``model.balance``)
+    chose: bool = True  # window lengths were compared (False: the whole window, only its weights were tried)
 
     def describe(self) -> str:
         parts = [f"{t.name()} {t.score:.4f}" if t.score is not None else f"{t.name()} failed ({t.error})"
@@ -79,4 +80,4 @@ class WindowChoice:
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "why": self.why, "metric": self.metric, "tried": [asdict(t) for t in self.tried],
                 "skipped": list(self.skipped), "stopped": self.stopped, "half_life": self.half_life,
-                "balanced": self.balanced}
+                "balanced": self.balanced, "chose": self.chose}

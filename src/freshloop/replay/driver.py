@@ -439,11 +439,11 @@ def _by_class(labels: list[Any], served: list[Any]) -> dict[str, Any] | None:
 def _verdict(at: float, passed: bool, body: dict[str, Any]) -> dict[str, Any]:
     """A verdict in the summary: when, whether it passed and why, and the window its candidate was fitted on
     (``window`` rows of the ``window_of`` its retrain could have used, and why; no ``window_of`` when the
-    retrain fitted the whole window without choosing; ``half_life`` when its rows were weighted by age, and
-    ``weighed`` when that was tried; ``balanced`` when its rows were weighted so that each class counts the
-    same)."""
+    retrain fitted the whole window without choosing, with or without trying its weights; ``half_life`` when
+    its rows were weighted by age, and ``weighed`` when that was tried; ``balanced`` when its rows were
+    weighted so that each class counts the same)."""
     window = body.get("window") or {}
-    tried = [t["rows"] for t in window.get("tried", [])]
+    tried = [t["rows"] for t in window.get("tried", [])] if window.get("chose", True) else []
     weighed = any(t.get("half_life") for t in window.get("tried", []))
     return {"at": at, "passed": passed, "reason": body["reason"], "window": window.get("rows"),
             "window_of": max(tried) if tried else None, "window_why": window.get("why"),
