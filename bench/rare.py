@@ -114,11 +114,22 @@ def section(results: dict[str, Any]) -> str:
              "fitted with the classes weighted to count the same, kept only when surely better on the gate's "
              "holdout. Figures over every served row; \"kept balanced\" counts the gate's verdicts whose "
              "candidate was the balanced fit.", ""]
+    gains = []
     for s in results["streams"]:
         lines += [f"**{s['stream']}** ({s['rows']:,} rows; the rarest class {s['rarest']!r} is "
                   f"{100 * s['rarest_share']:.1f} % of them; model `{s['model'].rsplit('.', 1)[1]}`)", "",
                   table(s["table"]), ""]
-    lines += [END]
+        by = {r["contender"]: r for r in s["table"]}
+        gains.append((s["stream"], by["default, balance"]["balanced accuracy"] - by["default"]["balanced accuracy"],
+                      by["default, balance"]["kept balanced"], by["default, balance"]["verdicts"]))
+    def said(moved: list[tuple[str, float, int, int]]) -> str:
+        return "; ".join(f"{name} ({100 * g:+.2f} points, kept in {k} of {n} verdicts)" for name, g, k, n in moved)
+
+    rose, fell = [g for g in gains if g[1] > 0.00005], [g for g in gains if g[1] < -0.00005]
+    lines += [f"With `model.balance`, the default policy's balanced accuracy rose on {len(rose)} of {len(gains)} "
+              "streams" + (f": {said(rose)}" if rose else "") + (f"; it fell on {said(fell)}" if fell else "") +
+              ". Elsewhere it did not move. Its cost is a second fit at every retrain (the training rows).", "",
+              END]
     return "\n".join(lines)
 
 
