@@ -784,15 +784,15 @@ def test_balanced_classes_are_kept_only_when_the_gate_metric_says_they_win(tmp_p
     loop.ingest(rare(1500), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(1500)])
     rep = loop.tick()
     window = loop.meta.runs.verdicts()[-1].body["window"]
-    tried = {t["balanced"]: t["score"] for t in window["tried"]}
+    tried = {bool(t["balanced"]): t["score"] for t in window["tried"]}
     assert set(tried) == {False, True} and window["chose"] is False, window  # a first model: the whole window
     kept = metric == "balanced_accuracy"
     assert (tried[True] > tried[False]) == kept  # the rare class is found more often, the common one less
-    assert window["balanced"] is kept
+    assert window["balanced"] == (["y"] if kept else [])
     assert ("classes balanced: surely better" if kept else "unweighted: classes balanced not surely better") \
         in window["why"]
     if kept:  # the refit weighs its rows alike; served rows are scored by the classes' shares in its training rows
-        assert rep.promoted == 1 and loop.registry.get(1).lineage["balance"] is True
+        assert rep.promoted == 1 and loop.registry.get(1).lineage["balance"] == ["y"]
         shares = loop.registry.get(1).lineage["class_shares"]
         assert set(shares) == {"0", "1"} and 0.03 < shares["1"] < 0.1
         rows = loop.ctx.score(np.array([1, 0]), [(1, None), (0, None)])  # a hit of each class
@@ -821,3 +821,29 @@ def test_auto_mode_fits_anew_after_a_moved_concept_and_warm_starts_the_other_ret
     assert len(moved) >= 2 and all(mode == "full" and base is None for _, mode, base in moved), modes
     assert warm and all(mode == "warm_start" for _, mode, _ in warm), modes
     assert any(base is not None for _, _, base in warm)  # grown from the champion, not fitted anew
+
+
+def test_balanced_slices_help_a_rare_slice_and_are_judged_on_the_mean_over_the_slices(tmp_path: Path) -> None:
+    """``model.balance: [region]``: rows of a rare region (10 %) whose label follows another feature count as
+    much as the rest together; a linear model then serves that region far better and the rest a little worse,
+    so the fit is judged on the mean over the regions, and kept."""
+    rng = np.random.default_rng(0)
+    n = 5000
+    region = np.where(rng.random(n) < 0.1, "north", "south")
+    x1, x2 = rng.normal(0, 1, n), rng.normal(0, 1, n)
+    y = (rng.random(n) < 1 / (1 + np.exp(-np.where(region == "north", 8 * x2, 1.5 * x1)))).astype(int)
+    frame = pd.DataFrame({"t": np.arange(n), "region": region, "x1": x1, "x2": x2, "y": y})
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={
+        "estimator": "sklearn.linear_model.LogisticRegression", "balance": ["region"]},
+        gate={"max_holdout_rows": 1000}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(n - 1.0)
+    loop.ingest(frame, source="test", batch_id="all", row_ids=[f"r{i}" for i in range(n)])
+    loop.tick()
+    window = loop.meta.runs.verdicts()[-1].body["window"]
+    assert window["balanced"] == ["region"], window["why"]
+    assert "'region' balanced (judged on the mean over the slices): surely better than unweighted" in window["why"]
+    assert loop.meta.runs.list()[-1].lineage["balance"] == ["region"]
+    with pytest.raises(TrainingFailed, match="model.balance: 'country' is not a column of the data"):
+        train_candidate(TrainRequest("k", "s", loop.ctx.schema, "sklearn.linear_model.LogisticRegression", {},
+                                     "full", 0, None, frame.rename(columns={"y": "_label"}), balance=("country",)))

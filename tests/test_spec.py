@@ -100,6 +100,9 @@ def test_a_metric_that_does_not_score_the_task_is_refused() -> None:
     with pytest.raises(SpecError) as e:
         load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"}, "model": {"balance": True}})
     assert e.value.field == "model.balance" and "only for data.task 'classification'" in str(e.value)
+    slices = load_spec_dict({"name": "x", "data": {"label": "y", "task": "regression"},
+                             "model": {"balance": ["region"]}})  # a regression's slices can be balanced
+    assert slices.model.balanced("y") == ["region"]
 
 
 def test_a_window_share_outside_zero_to_one_names_the_field_the_rule_and_the_value() -> None:

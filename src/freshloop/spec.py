@@ -159,9 +159,19 @@ class ModelSpec(_Strict):
                           "dask://HOST:PORT (a running Dask scheduler) or dask:local[:N] (N local Dask workers)")
     companion: CompanionSpec | None = Field(None, description="an online model beside the champion, serving when "
                                             "it is surely better on the latest matured rows; {}: River's ARF")
-    balance: bool = Field(False, description="at each full retrain of a classifier, also fit the window with rows "
-                          "weighted so that each class counts the same, kept only when surely better on the holdout "
-                          "(gate.metric balanced_accuracy values the rare classes)")
+    balance: bool | list[str] = Field(
+        False, description="at each full retrain, also fit the window with rows weighted so that each value of these "
+        "columns counts the same (true: the label's, so rare classes count more; a feature: rare slices), kept only "
+        "when surely better on the holdout (gate.metric balanced_accuracy values the rare classes; a feature's "
+        "values are judged by the mean over them)")
+
+    def balanced(self, label: str) -> list[str]:
+        """The columns ``balance`` weighs rows by: the label's for ``true``.
+
+        >>> ModelSpec(balance=True).balanced("y"), ModelSpec(balance=["region"]).balanced("y")
+        (['y'], ['region'])
+        """
+        return [label] if self.balance is True else list(self.balance or [])
 
 
 class DriftTriggerSpec(_Strict):
@@ -417,10 +427,10 @@ def load_spec_dict(raw: Any) -> LoopSpec:
         raise SpecError(f"gate.metric: {metric!r} does not score a {task} (rule: one of "
                         f"{list(TASK_METRICS[task])} for data.task {task!r}).", field="gate.metric",
                         rule="metric for the task", value=metric)
-    if task == "regression" and spec.model.balance:
-        raise SpecError("model.balance: weighs rows by their class, and a regression has none (rule: only for "
-                        "data.task 'classification'). Got true instead.", field="model.balance",
-                        rule="only for a classification", value=True)
+    if task == "regression" and spec.data.label in spec.model.balanced(spec.data.label):
+        raise SpecError(f"model.balance: weighs rows by their class, and a regression has none (rule: the label only "
+                        f"for data.task 'classification'). Got {spec.model.balance!r} instead.", field="model.balance",
+                        rule="the label only for a classification", value=spec.model.balance)
     return spec
 
 

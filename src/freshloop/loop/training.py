@@ -26,6 +26,7 @@ from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
+from ..train.trainer import balance_weights
 from .context import Context, TickReport
 from .deploy import Deployer
 from .window import Tried, WindowChoice, window_lengths
@@ -261,17 +262,16 @@ class TrainingRun:
             else:  # an ensemble that cannot grow on these rows is fitted anew on the window
                 base = None
 
-        def request(rows: pd.DataFrame, half_life: float | None = None, balance: bool = False) -> TrainRequest:
+        def request(rows: pd.DataFrame, half_life: float | None = None, balance: tuple[str, ...] = ()) -> TrainRequest:
             return TrainRequest(decision.run_key, snap.id, schema, model.estimator, model.params, mode,
                                 model.seed, model.scale, rows.reset_index(drop=True), base, half_life, balance)
 
         choice = None
         try:
-            # the window is chosen (and rows weighted by age tried) when the concept moved; balanced classes
-            # are tried at every full retrain when the spec asks
+            # the window is chosen (and rows weighted by age tried) when the concept moved; balanced classes or
+            # slices are tried at every full retrain when the spec asks
             moved = (len(model.window.choose) > 1 or bool(model.window.decay)) and bool(set(decision.triggers) & MOVED)
-            balance = model.balance and schema.task == "classification"
-            if base is None and len(hold) and (moved or balance):
+            if base is None and len(hold) and (moved or model.balance):
                 cand, train, choice = self._choose(request, train, hold, moved=moved)
             else:
                 cand = self._fitted(request(train))
@@ -360,11 +360,13 @@ class TrainingRun:
         skipped = tuple(k for k in lengths if all(t.rows != k for t in tried))
         kept = train.iloc[len(train) - rows_kept:]
         cand, weighed = fitted[rows_kept][0], ""
-        weights: list[tuple[int | None, bool]] = [(max(1, round(share * len(kept))), False)
-                                                  for share in (window.decay if moved else [])]
-        if ctx.spec.model.balance and ctx.schema is not None and ctx.schema.task == "classification":
-            weights.append((None, True))
-        kept_weights: tuple[int | None, bool] = (None, False)
+        weights: list[tuple[int | None, tuple[str, ...]]] = [(max(1, round(share * len(kept))), ())
+                                                             for share in (window.decay if moved else [])]
+        label, task = ctx.spec.data.label, ctx.schema.task if ctx.schema is not None else None
+        balance = tuple(c for c in ctx.spec.model.balanced(label) if c != label or task == "classification")
+        if balance:
+            weights.append((None, balance))
+        kept_weights: tuple[int | None, tuple[str, ...]] = (None, ())
         if weights and y is not None and spent <= budget:
             cand, kept_weights, weighed = self._weigh(request, kept, hold, y, fitted[rows_kept], tried, weights)
         choice = WindowChoice(ctx.metric.name, tuple(tried), rows_kept, why + weighed, skipped,
@@ -373,14 +375,17 @@ class TrainingRun:
 
     def _weigh(self, request: Callable[..., TrainRequest], kept: pd.DataFrame, hold: pd.DataFrame, y: np.ndarray,
                unweighted: tuple[Candidate, np.ndarray], tried: list[Tried],
-               weights: list[tuple[int | None, bool]]) -> tuple[Candidate, tuple[int | None, bool], str]:
+               weights: list[tuple[int | None, tuple[str, ...]]]
+               ) -> tuple[Candidate, tuple[int | None, tuple[str, ...]], str]:
         """The kept window fitted again with its rows weighted, one candidate per ``(half-life, balanced)`` of
-        ``weights``: by age, halving every half-life rows back (``model.window.decay``), and so that each class
-        counts the same (``model.balance``). The best of them replaces the unweighted fit only when surely better
-        on the holdout. Returns the candidate, its weights ((None, False): unweighted) and what to add to the
-        window's why."""
-        ctx, gate = self.ctx, self.ctx.spec.gate
-        best: tuple[tuple[int | None, bool], Candidate, np.ndarray, float] | None = None
+        ``weights``: by age, halving every half-life rows back (``model.window.decay``), and so that each value of
+        the ``balanced`` columns counts the same (``model.balance``: the label's classes, a feature's slices).
+        The best of them replaces the unweighted fit only when surely better on the holdout; with balanced
+        slices, better on the mean over the slices (each holdout row's score weighted by the inverse of its
+        slice's share there), since that is what weighting them is for. Returns the candidate, its weights
+        ((None, ()): unweighted) and what to add to the window's why."""
+        ctx, gate, label = self.ctx, self.ctx.spec.gate, self.ctx.spec.data.label
+        best: tuple[tuple[int | None, tuple[str, ...]], Candidate, np.ndarray, float] | None = None
         for h, balanced in weights:
             try:
                 cand = self._fitted(request(kept, None if h is None else float(h), balanced))
@@ -394,17 +399,23 @@ class TrainingRun:
             if best is None or ctx.metric.better(score, best[3]) > 0:
                 best = ((h, balanced), cand, rows, score)
         if best is None:
-            return unweighted[0], (None, False), ""
+            return unweighted[0], (None, ()), ""
         kept_weights, cand, rows, _ = best
         h, balanced = kept_weights
-        how = "classes balanced" if balanced else f"weighted by age, half-life {h} rows"
-        d = paired_bootstrap(rows, unweighted[1], ctx.metric, n=gate.bootstrap, confidence=gate.confidence,
+        slices = [c for c in balanced if c != label]
+        how = f"weighted by age, half-life {h} rows" if h is not None else \
+            " and ".join(["classes" if c == label else repr(c) for c in balanced]) + " balanced"
+        base_rows = unweighted[1]
+        if slices:  # judged on the slices' mean: each row weighs as its slice is rare on the holdout
+            w = np.prod([balance_weights(hold[c]) for c in slices], axis=0)
+            rows, base_rows, how = rows * w, base_rows * w, how + " (judged on the mean over the slices)"
+        d = paired_bootstrap(rows, base_rows, ctx.metric, n=gate.bootstrap, confidence=gate.confidence,
                              seed=ctx.spec.model.seed)
         if d.low > 0:
             return cand, kept_weights, f"; {how}: surely better than unweighted, by {d.delta:+.4f}, CI low " \
                                        f"{d.low:+.4f}"
-        return unweighted[0], (None, False), f"; unweighted: {how} not surely better, by {d.delta:+.4f}, CI low " \
-                                             f"{d.low:+.4f}"
+        return unweighted[0], (None, ()), f"; unweighted: {how} not surely better, by {d.delta:+.4f}, CI low " \
+                                          f"{d.low:+.4f}"
 
     def _pick(self, tried: list[Tried], fitted: dict[int, tuple[Candidate, np.ndarray]]) -> tuple[int, str]:
         """The length to keep: the best-scoring one if it beats the longest fitted surely (the low end of the
@@ -491,7 +502,7 @@ class TrainingRun:
         assert ctx.schema is not None
         full = TrainRequest(decision.run_key, snap.id, ctx.schema, model.estimator, model.params, "full",
                             model.seed, model.scale, frame, None, cand.lineage.get("half_life"),
-                            bool(cand.lineage.get("balance")))
+                            tuple(cand.lineage.get("balance") or ()))
         try:
             refit = self._fitted(full)
         except TrainingFailed as e:

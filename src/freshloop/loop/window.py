@@ -48,11 +48,11 @@ class Tried:
     seconds: float
     error: str | None = None
     half_life: int | None = None  # rows weighted by age, halving every half_life rows back (None: unweighted)
-    balanced: bool = False  # rows weighted so that each class counts the same (``model.balance``)
+    balanced: tuple[str, ...] = ()  # rows weighted so that each value of these columns counts the same
 
     def name(self) -> str:
         return f"{self.rows} rows" + (f" half-life {self.half_life}" if self.half_life else "") + \
-            (" balanced" if self.balanced else "")
+            (f" balanced by {', '.join(self.balanced)}" if self.balanced else "")
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,7 @@ class WindowChoice:
     skipped: tuple[int, ...] = ()  # shorter lengths left untried
     stopped: str | None = None  # why they were
     half_life: int | None = None  # the kept fit's rows weighted by age (``model.window.decay``); None: unweighted
-    balanced: bool = False  # the kept fit's rows weighted so that each class counts the same (``model.balance``)
+    balanced: tuple[str, ...] = ()  # the kept fit's rows weighted so each value of these columns counts the same
     chose: bool = True  # window lengths were compared (False: the whole window, only its weights were tried)
 
     def describe(self) -> str:
@@ -74,10 +74,10 @@ class WindowChoice:
                  for t in self.tried]
         left = f"; {', '.join(map(str, self.skipped))} rows not tried ({self.stopped})" if self.skipped else ""
         weighed = (f", half-life {self.half_life} rows" if self.half_life else "") + \
-            (", classes balanced" if self.balanced else "")
+            (f", balanced by {', '.join(self.balanced)}" if self.balanced else "")
         return f"window {self.rows} rows{weighed} ({self.why}); holdout {self.metric}: " + ", ".join(parts) + left
 
     def to_dict(self) -> dict[str, Any]:
         return {"rows": self.rows, "why": self.why, "metric": self.metric, "tried": [asdict(t) for t in self.tried],
                 "skipped": list(self.skipped), "stopped": self.stopped, "half_life": self.half_life,
-                "balanced": self.balanced, "chose": self.chose}
+                "balanced": list(self.balanced), "chose": self.chose}

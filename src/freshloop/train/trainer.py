@@ -40,7 +40,9 @@ class TrainRequest:
     frame: pd.DataFrame = field(repr=False)  # training rows with the label in ``_label``
     base: ModelBundle | None = field(default=None, repr=False)  # the champion, for warm start
     half_life: float | None = None  # rows: a full fit weighs each row by age, halving every half_life rows back
-    balance: bool = False  # a full fit weighs each row by the inverse of its class's share (rare classes count more)
+    # a full fit weighs each row by the inverse of its value's share in each of these columns (the label's: rare
+    # classes count more; a feature's: rare slices do)
+    balance: tuple[str, ...] = ()
 
 
 def age_weights(n: int, half_life: float) -> np.ndarray:
@@ -63,20 +65,22 @@ def class_shares(y: pd.Series) -> dict[str, float]:
 
 
 def balance_weights(y: pd.Series) -> np.ndarray:
-    """Weights that give each class the same total (scikit-learn's ``class_weight='balanced'``): a row weighs
-    ``n / (k * count of its class)``.
+    """Weights that give each value of ``y`` the same total (scikit-learn's ``class_weight='balanced'`` for the
+    label): a row weighs ``n / (k * count of its value)``; a missing value counts as a value of its own.
 
     >>> balance_weights(pd.Series(["a", "a", "a", "b"])).tolist()
     [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
     """
-    counts = y.map(y.value_counts()).to_numpy(dtype=float)
-    return len(y) / (y.nunique() * counts)
+    text = y.astype(str)
+    counts = text.map(text.value_counts()).to_numpy(dtype=float)
+    return len(y) / (text.nunique() * counts)
 
 
 def _weights(req: TrainRequest, y: pd.Series) -> np.ndarray | None:
     weights = age_weights(len(y), req.half_life) if req.half_life else None
-    if req.balance:
-        weights = balance_weights(y) * (weights if weights is not None else 1.0)
+    for name in req.balance:
+        column = y if name == req.schema.label else req.frame[name]
+        weights = balance_weights(column) * (weights if weights is not None else 1.0)
     return weights
 
 
@@ -149,6 +153,10 @@ def train_candidate(req: TrainRequest) -> Candidate:
     if req.schema.task == "classification" and y.nunique() < 2 and req.mode == "full":
         raise TrainingFailed(f"snapshot {req.snapshot_id}: only one class ({y.iloc[0]!r}) among "
                              f"{len(y)} rows; a classifier needs two")
+    missing = [c for c in req.balance if c != req.schema.label and c not in req.frame]
+    if missing:
+        raise TrainingFailed(f"model.balance: {missing[0]!r} is not a column of the data (rule: the label or a "
+                             f"column of the rows; columns: {', '.join(req.schema.feature_names)})")
     if req.mode in ("warm_start", "online") and req.base is not None:
         bundle: ModelBundle = pickle.loads(pickle.dumps(req.base))
         try:
@@ -174,7 +182,7 @@ def train_candidate(req: TrainRequest) -> Candidate:
         "seed": req.seed,
         "train_rows": len(req.frame),
         "half_life": req.half_life,
-        "balance": req.balance,
+        "balance": list(req.balance),
         "base": getattr(req.base, "version_", None),
         "packages": package_versions(),
         "code_version": _CODE,
