@@ -110,7 +110,8 @@ def windows(summary: dict[str, Any]) -> dict[str, int]:
 
 
 def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None,
-               decay: list[float] | None = None, mode: str | None = None) -> dict[str, Any]:
+               decay: list[float] | None = None, mode: str | None = None,
+               recall: int | None = None) -> dict[str, Any]:
     from speed import ChildrenPeak, peak_rss_mb, reset_peak_rss
 
     frame, info = loaded if loaded is not None else load_stream(name, n=n)
@@ -126,6 +127,8 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
             print(f"{name}: model.mode stays {spec.model.mode}: {e}", file=sys.stderr)
         else:
             spec = spec.model_copy(update={"model": model})
+    if recall is not None:  # past concepts' versions scored at each retrain, promoted back when surely better
+        spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"recall": recall})})
     reset_peak_rss()
     with tempfile.TemporaryDirectory() as tmp, ChildrenPeak() as kids:
         started = time.perf_counter()

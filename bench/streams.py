@@ -5,6 +5,7 @@
     python bench/streams.py --decay 0.25     # every spec with model.window.decay: [0.25], printed, page left alone
     python bench/streams.py --mode warm_start  # every spec with model.mode: warm_start, printed, page left alone
     python bench/streams.py --mode auto      # or auto (a linear model, which cannot learn new rows, stays full)
+    python bench/streams.py --recall 3       # every spec with gate.recall: 3, printed, page left alone
 
 Each stream is replayed as a user would first run it: the spec ``freshloop init`` writes for it (rainfall:
 ``examples/rainfall.yaml``), untouched, with every contender under the same label delay (see
@@ -143,6 +144,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--decay", type=float, action="append", default=[],
                     help="set model.window.decay to these half-lives (repeat for more) in every stream's spec")
+    ap.add_argument("--recall", type=int, help="set gate.recall (past concepts' versions scored at each retrain)")
     ap.add_argument("--mode", choices=["full", "warm_start", "auto"],
                     help="set model.mode in every stream's spec whose model can follow it")
     a = ap.parse_args()
@@ -152,9 +154,10 @@ def main() -> int:
     for name, n, loaded in streams(a.only):
         print(f"stream: {name}", file=sys.stderr, flush=True)
         results["streams"].append(quality.run_stream(name, n, a.workers, loaded,  # type: ignore[arg-type]
-                                                     decay=a.decay, mode=a.mode))
+                                                     decay=a.decay, mode=a.mode, recall=a.recall))
     results["seconds"] = time.perf_counter() - started
-    if not a.only and not a.decay and not a.mode:  # the page shows whole runs of the specs as written
+    # the page shows whole runs of the specs as written
+    if not a.only and not a.decay and not a.mode and a.recall is None:
         RESULTS.write_text(json.dumps(results, indent=2, default=str))
         write_section(Path(a.out), section(results))
     print(section(results))

@@ -182,6 +182,8 @@ class TickAnswer(BaseModel):
                                           "each length tried and its holdout score), when the retrain chose one")
     serving: str | None = Field(None, description="why serving moved between the champion and the online "
                                 "companion at this tick (model.companion), if it did")
+    recalled: int | None = Field(None, description="a past version promoted back without training at this tick "
+                                 "(gate.recall), if one was")
 
 
 class PromoteAnswer(BaseModel):

@@ -86,6 +86,7 @@ class TickReport:
     deferred: str | None = None  # why this tick's retrain was not trained (no fair holdout yet)
     window: dict[str, Any] | None = None  # the window its candidate was fitted on, when the retrain chose one
     serving: str | None = None  # why serving moved between the champion and the online companion this tick
+    recalled: int | None = None  # a past version promoted back without training (``gate.recall``)
 
     def to_dict(self) -> dict[str, Any]:
         """What an orchestrator reads of one tick (``freshloop tick --json``)."""
@@ -98,7 +99,7 @@ class TickReport:
                                                               "reason": self.verdict.reason},
                 "registered": self.registered, "promoted": self.promoted, "refit": self.refit,
                 "rolled_back": self.rolled_back, "rollout_action": self.rollout_action, "data_age": self.data_age,
-                "window": self.window, "serving": self.serving}
+                "window": self.window, "serving": self.serving, "recalled": self.recalled}
 
 
 @dataclass

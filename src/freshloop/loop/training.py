@@ -29,6 +29,7 @@ from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
 from ..train.trainer import balance_weights
 from .context import Context, TickReport
 from .deploy import Deployer
+from .recall import Recall, rows_seen
 from .window import Tried, WindowChoice, window_lengths
 
 __all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun"]
@@ -147,6 +148,7 @@ class TrainingRun:
         self.retrain_seconds: tuple[float, ...] = ()  # each run's training seconds: all its fits, refit included
         self.refit_due: PendingRefit | None = None
         self.gains: tuple[float, ...] = ()  # each judged candidate's gain over its champion (see ``_gain``)
+        self.recall = Recall(ctx, deployer)
 
     def restore(self) -> None:
         runs = self.ctx.meta.runs.list()
@@ -198,6 +200,11 @@ class TrainingRun:
             return
         seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
         train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
+        recalled = self.recall.check(decision, hold, decision.run_key, now, report)
+        if recalled is not None:  # a past version serves the newest rows surely better: no training
+            self._untrained(run_id, decision, snap, now, "recalled", {"recalled": f"version {recalled} promoted "
+                                                                                  "back without training"})
+            return
         cand, train = self._fit(decision, snap, train, hold, run_id, now, report)
         if cand is None:
             return
@@ -234,14 +241,7 @@ class TrainingRun:
         """Which rows of ``frame`` the champion may have been fitted on: those no later than its newest
         training row and labeled by its training cutoff (its lineage; a row labeled after the cutoff was not in
         its snapshot, however old). Without that lineage, none are taken as seen."""
-        seen = np.zeros(len(frame), dtype=bool)
-        lineage = self.ctx.champion.lineage if self.ctx.champion is not None else {}
-        if lineage.get("t_last") is None:
-            return seen
-        seen = frame["_time"].to_numpy(dtype=float) <= float(lineage["t_last"])
-        if lineage.get("cutoff") is not None and "_label_time" in frame:
-            seen &= frame["_label_time"].to_numpy(dtype=float) <= float(lineage["cutoff"])
-        return seen
+        return rows_seen(self.ctx.champion.lineage if self.ctx.champion is not None else {}, frame)
 
     def _fit(self, decision: Retrain, snap: Snapshot, train: pd.DataFrame, hold: pd.DataFrame, run_id: str,
              now: float, report: TickReport) -> tuple[Candidate | None, pd.DataFrame]:

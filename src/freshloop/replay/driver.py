@@ -331,8 +331,8 @@ def _tick(r: _Run, k: int, total: int) -> None:
 
 
 def _decisions(decisions: list[DecisionRecord]) -> dict[str, Any]:
-    """The retrain decisions, and how many decisions of each kind each trigger (retrains, by the first) or
-    guard (skips) made."""
+    """The retrain decisions, how many decisions of each kind each trigger (retrains, by the first) or guard
+    (skips) made, and the past versions promoted back (``gate.recall``)."""
     retrains = [{"at": d.at, "run_key": d.run_key, "reasons": d.reasons, "triggers": d.triggers}
                 for d in decisions if d.kind == "retrain"]
     counts: dict[str, dict[str, int]] = {"retrain": {}, "skip": {}}
@@ -340,7 +340,9 @@ def _decisions(decisions: list[DecisionRecord]) -> dict[str, Any]:
         head = (d.triggers or ["?"])[0] if d.kind == "retrain" else d.guard or "?"
         by = counts.setdefault(d.kind, {})
         by[head] = by.get(head, 0) + 1
-    return {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"]}
+    recalls = [{"at": d.at, "reasons": d.reasons} for d in decisions if d.kind == "recall"]
+    return {"retrain": retrains, "retrain_counts": counts["retrain"], "skip_counts": counts["skip"],
+            "recall": recalls}
 
 
 def _data_to_deploy(loop: Loop) -> tuple[np.ndarray, int]:
