@@ -78,6 +78,7 @@ class WindowChoice:
         return f"window {self.rows} rows{weighed} ({self.why}); holdout {self.metric}: " + ", ".join(parts) + left
 
     def to_dict(self) -> dict[str, Any]:
-        return {"rows": self.rows, "why": self.why, "metric": self.metric, "tried": [asdict(t) for t in self.tried],
+        tried = [{**asdict(t), "balanced": list(t.balanced)} for t in self.tried]  # as JSON gives it back
+        return {"rows": self.rows, "why": self.why, "metric": self.metric, "tried": tried,
                 "skipped": list(self.skipped), "stopped": self.stopped, "half_life": self.half_life,
                 "balanced": list(self.balanced), "chose": self.chose}
