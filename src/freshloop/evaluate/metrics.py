@@ -17,12 +17,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
 from ..errors import SpecError, param_message
 
-__all__ = ["METRICS", "TASK_METRICS", "Metric", "default_metric", "get_metric", "mean_ci"]
+__all__ = ["METRICS", "TASK_METRICS", "Metric", "balance_weights", "class_shares", "default_metric", "get_metric",
+           "mean_ci"]
 
 
 @dataclass(frozen=True)
@@ -32,7 +34,7 @@ class Metric:
     needs_proba: bool
     _per_row: Callable[[np.ndarray, np.ndarray, np.ndarray | None, list[object]], np.ndarray]
     sqrt: bool = False  # aggregate is sqrt(mean) (rmse)
-    by_class: bool = False  # each row weighs by its class's share (see :func:`_balanced`)
+    by_class: bool = False  # each row weighs by its class's share (see :func:`balance_weights`)
 
     def per_row(self, y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None,
                 classes: list[object] | None = None, shares: dict[str, float] | None = None) -> np.ndarray:
@@ -40,7 +42,7 @@ class Metric:
         metric scored by class; without it, the shares of ``y`` itself are used."""
         y = np.asarray(y)
         rows = self._per_row(y, np.asarray(pred), proba, list(classes or []))
-        return rows * _class_weights(y, shares) if self.by_class else rows
+        return rows * balance_weights(y, shares) if self.by_class else rows
 
     def aggregate(self, rows: np.ndarray, axis: int | None = None) -> np.ndarray | float:
         m = np.mean(rows, axis=axis)
@@ -75,27 +77,39 @@ def _brier(y: np.ndarray, pred: np.ndarray, proba: np.ndarray | None, classes: l
     return ((proba - onehot) ** 2).sum(axis=1)
 
 
-def _class_weights(y: np.ndarray, shares: dict[str, float] | None) -> np.ndarray:
-    """Balanced accuracy as a mean of per-row scores: a row of class ``c`` weighs ``1 / (k * share(c))`` over
-    ``k`` classes, so the mean of the weighted hits is the mean of the classes' recalls (sklearn's
+def class_shares(values: Any) -> dict[str, float]:
+    """Each value's share of ``values``, keyed by its text (a missing value is a value of its own).
+
+    >>> class_shares([1, 0, 0, 0])
+    {'0': 0.75, '1': 0.25}
+    """
+    keys, counts = np.unique(np.array([str(v) for v in np.asarray(values, dtype=object).tolist()], dtype=object),
+                             return_counts=True)
+    return {str(k): c / max(int(counts.sum()), 1) for k, c in zip(keys.tolist(), counts.tolist(), strict=True)}
+
+
+def balance_weights(values: Any, shares: dict[str, float] | None = None) -> np.ndarray:
+    """Weights under which each value of ``values`` counts the same: a row of value ``c`` weighs
+    ``1 / (k * share(c))`` over ``k`` values (scikit-learn's ``class_weight='balanced'`` for a label), with the
+    shares of ``values`` itself unless ``shares`` are given; a value without a share weighs 1.
+
+    Balanced accuracy is the mean of hits weighted so: the mean of the classes' recalls (sklearn's
     ``balanced_accuracy_score``) on the rows the shares come from. The gate scores its holdout in one call and
     uses the holdout's own shares (exact); the rows scored as labels arrive use the shares of the champion's
-    training rows, so each row weighs the same whatever the batch it matured in. A class without a share
-    weighs 1.
+    training rows, so each row weighs the same whatever the batch it matured in. Training weighs rows by the
+    same rule (``model.balance``), and so does the judging of balanced slices.
 
     >>> y = np.array(["a", "a", "a", "b"])
-    >>> w = _class_weights(y, None)
+    >>> w = balance_weights(y)
     >>> w.tolist(), float(np.mean((y == np.array(["a", "a", "b", "a"])) * w))  # recalls 2/3 and 0
     ([0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0], 0.3333333333333333)
-    >>> _class_weights(np.array(["b", "c"]), {"a": 0.75, "b": 0.25}).tolist()
+    >>> balance_weights(np.array(["b", "c"]), {"a": 0.75, "b": 0.25}).tolist()
     [2.0, 1.0]
     """
-    keys = [str(v) for v in y.tolist()]
-    if shares is None:
-        if not keys:
-            return np.ones(0)
-        values, counts = np.unique(np.array(keys, dtype=object), return_counts=True)
-        shares = {str(v): c / len(keys) for v, c in zip(values.tolist(), counts.tolist(), strict=True)}
+    keys = [str(v) for v in np.asarray(values, dtype=object).tolist()]
+    if not keys:
+        return np.ones(0)
+    shares = class_shares(keys) if shares is None else shares
     k = sum(1 for v in shares.values() if v > 0)
     share = np.array([shares.get(key, 0.0) for key in keys], dtype=float)
     return np.where(share > 0, 1.0 / np.maximum(k * share, 1e-12), 1.0)

@@ -73,7 +73,7 @@ class Recall:
                 out.append(v.version)
         return out
 
-    def check(self, decision: Retrain, hold: pd.DataFrame, run_key: str, now: float, report: TickReport) -> int | None:
+    def check(self, decision: Retrain, hold: pd.DataFrame, now: float, report: TickReport) -> int | None:
         """Promote back the past version that beats the champion surely on ``hold``; its number, or None."""
         ctx, gate = self.ctx, self.ctx.spec.gate
         if not gate.recall or ctx.champion is None or len(hold) < gate.min_holdout_rows:
@@ -111,7 +111,7 @@ class Recall:
         if not self.deployer.promote(version, actor=ctx.actor, reason=reason):
             return None
         last = ctx.meta.decisions.last()
-        ctx.meta.decisions.add(now, "recall", run_key, [reason], last.state if last is not None else {},
+        ctx.meta.decisions.add(now, "recall", decision.run_key, [reason], last.state if last is not None else {},
                                triggers=list(decision.triggers), guard=None)
         ctx.events.record("version_recalled", reason, evidence)
         report.promoted = report.recalled = version

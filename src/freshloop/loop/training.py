@@ -22,11 +22,11 @@ import pandas as pd
 from ..clock import parse_duration
 from ..data.snapshot import Snapshot
 from ..evaluate.gate import Verdict, judge, paired_bootstrap
+from ..evaluate.metrics import balance_weights
 from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
-from ..train.trainer import balance_weights
 from .context import Context, TickReport
 from .deploy import Deployer
 from .recall import Recall, rows_seen
@@ -200,7 +200,7 @@ class TrainingRun:
             return
         seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
         train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
-        recalled = self.recall.check(decision, hold, decision.run_key, now, report)
+        recalled = self.recall.check(decision, hold, now, report)
         if recalled is not None:  # a past version serves the newest rows surely better: no training
             self._untrained(run_id, decision, snap, now, "recalled", {"recalled": f"version {recalled} promoted "
                                                                                   "back without training"})

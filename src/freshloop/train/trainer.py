@@ -22,6 +22,7 @@ from .. import __version__
 from ..data.numbers import LARGEST, past_largest
 from ..data.schema import Schema
 from ..errors import TrainingFailed
+from ..evaluate.metrics import balance_weights, class_shares
 from .model import ModelBundle
 
 __all__ = ["Candidate", "TrainRequest", "TrainingFailed", "age_weights", "package_versions", "train_candidate"]
@@ -52,28 +53,6 @@ def age_weights(n: int, half_life: float) -> np.ndarray:
     [0.25, 0.354, 0.5, 0.707, 1.0]
     """
     return np.power(0.5, np.arange(n - 1, -1, -1, dtype=float) / half_life)
-
-
-def class_shares(y: pd.Series) -> dict[str, float]:
-    """Each class's share of ``y``, keyed by its text (as the metrics scored by class read them).
-
-    >>> class_shares(pd.Series([1, 0, 0, 0]))
-    {'0': 0.75, '1': 0.25}
-    """
-    counts = y.astype(str).value_counts(normalize=True).sort_index()
-    return {str(k): round(float(v), 6) for k, v in counts.items()}
-
-
-def balance_weights(y: pd.Series) -> np.ndarray:
-    """Weights that give each value of ``y`` the same total (scikit-learn's ``class_weight='balanced'`` for the
-    label): a row weighs ``n / (k * count of its value)``; a missing value counts as a value of its own.
-
-    >>> balance_weights(pd.Series(["a", "a", "a", "b"])).tolist()
-    [0.6666666666666666, 0.6666666666666666, 0.6666666666666666, 2.0]
-    """
-    text = y.astype(str)
-    counts = text.map(text.value_counts()).to_numpy(dtype=float)
-    return len(y) / (text.nunique() * counts)
 
 
 def _weights(req: TrainRequest, y: pd.Series) -> np.ndarray | None:
@@ -189,5 +168,6 @@ def train_candidate(req: TrainRequest) -> Candidate:
         "trained_in": f"{socket.gethostname()}/{os.getpid()}",  # host/process: the executor's worker
     }
     if req.schema.task == "classification":
-        lineage["class_shares"] = class_shares(y)  # what the live rows of a metric scored by class weigh by
+        # what the live rows of a metric scored by class weigh by
+        lineage["class_shares"] = {k: round(v, 6) for k, v in class_shares(y).items()}
     return Candidate(bundle, lineage, len(req.frame), seconds)
