@@ -11,7 +11,7 @@ from freshloop.data.schema import infer_schema
 from freshloop.datasets import load_stream
 from freshloop.errors import NotFoundError, TrainingFailed
 from freshloop.loop import Loop, TickReport
-from freshloop.policy import Retrain
+from freshloop.policy import Skip
 from freshloop.replay import compare
 from freshloop.spec import load_spec_dict
 from freshloop.store import DecisionRecord
@@ -851,9 +851,10 @@ def test_balanced_slices_help_a_rare_slice_and_are_judged_on_the_mean_over_the_s
 
 
 def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path) -> None:
-    """``gate.recall``: concepts A, B, then A again. The first retrain after A's return (the detector's) finds
-    a version fitted on A surely better than the champion fitted on B, and promotes it back without training;
-    the decision log, the event log and the run say so. While B is new, no past version beats its champion."""
+    """``gate.recall``: concepts A, B, then A again. Within two batches of A's return, a version fitted on A is
+    surely better than the champion fitted on B on the newest labeled rows, and is promoted back without
+    training; the decision log, the event log and the tick's report say so. While B is new, no past version
+    beats its champion."""
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s"}, gate={"recall": 3},
                                     model={"estimator": "sklearn.linear_model.LogisticRegression",
                                            "window": {"rows": 600}}))
@@ -865,16 +866,20 @@ def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path
     drive(loop, clock, make_frame(1200, seed=1, t0=300), reports=reports)  # A
     drive(loop, clock, make_frame(1500, seed=2, t0=1500, flip=True), ids_from=2000, reports=reports)  # B
     assert not [r for r in reports if r.recalled is not None]  # no past version knows B
+    b_champion = loop.champion_version
+    assert loop.registry.get(b_champion).lineage["t_last"] > 1500  # B's champion learned B
     reports.clear()
     drive(loop, clock, make_frame(600, seed=3, t0=3000), ids_from=4000, reports=reports)  # A returns
-    first = next(r for r in reports if isinstance(r.decision, Retrain))
-    assert first.decision.triggers[0] in ("detector", "quality") and first.recalled is not None, first
+    first = next(r for r in reports if r.recalled is not None)
+    assert first.now < 3000 + 2 * 50, [(r.now, r.decision) for r in reports]  # within two batches of 50 rows
     back = first.recalled
     assert loop.registry.get(back).lineage["t_last"] < 1650  # fitted on A's rows
-    assert first.promoted == back and first.registered is None and first.verdict is None  # nothing trained
+    assert first.promoted == back and first.registered is None and first.run_id is None  # nothing trained
+    assert isinstance(first.decision, Skip) and first.decision.guard == "recalled"
     recall = loop.meta.decisions.list("recall")[0]
-    assert recall.at == first.now and recall.reasons[0].startswith(f"recall: version {back} beats champion")
+    assert recall.at == first.now and recall.reasons[0].startswith(f"recall: version {back} beats champion "
+                                                                   f"version {b_champion} surely")
     event = loop.events.list("version_recalled")[0]
     assert event.payload["version"] == back and event.payload["low"] > 0 and str(back) in event.payload["scores"]
-    assert [r.status for r in loop.meta.runs.list() if r.run_key == recall.run_key] == ["recalled"]
+    assert event.payload["rows"] == spec.gate.min_holdout_rows
     assert loop.champion_version == back or loop.champion_version > back  # served, until a later retrain wins

@@ -38,6 +38,7 @@ from .intake import Intake
 from .join import FeedbackResult, LabelJoin
 from .memory import PolicyMemory
 from .online import OnlineUpdater
+from .recall import Recall
 from .router import Router
 from .training import FollowUp, TrainingRun
 
@@ -76,6 +77,7 @@ class Loop:
         self.intake = Intake(ctx)
         self.training = TrainingRun(ctx, self.follow_up, self.deployer, serve_before_refit=clock.moves_while_working
                                     if serve_before_refit is None else serve_before_refit)
+        self.recall = Recall(ctx, self.deployer)
         self.memory = PolicyMemory(ctx, self.training)
         self._policies: dict[bool, Policy] = {}
         self._restore()
@@ -251,6 +253,9 @@ class Loop:
             return bootstrap(now, labeled=int(np.isfinite(self.data.label_times()).sum()),
                              needed=2 * self.spec.gate.min_holdout_rows,
                              tried=self.meta.runs.find(run_key("bootstrap", now)) is not None)
+        if self.recall.watch(now, report) is not None:  # a past concept returned: no training needed
+            return Skip(f"recalled: version {report.recalled} promoted back (gate.recall); no retrain this tick",
+                        guard="recalled")
         run, since = self.training, self.ctx.champion.lineage.get("promoted_at")
         report.signals = signals = self.ctx.monitor().signals(now, last_trained_at=run.last_trained_at,
                                                               champion_since=since, gains=run.gains)

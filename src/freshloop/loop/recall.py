@@ -1,13 +1,14 @@
 """Recurring concepts: a past version brought back when it serves the newest rows surely better.
 
 Real streams recur (interests flip back, seasons return, a market regime comes again), and the registry keeps
-every version a loop trained. With ``gate.recall: N``, each retrain first scores the versions of the last
-``N`` concepts (see :meth:`Recall.pool`), beside the champion, on the gate's holdout (the newest labeled rows,
-which none of them was fitted on). When the best of them beats the champion surely (the low end of the gate's
-paired-bootstrap interval of their difference above zero), it is promoted back at once, without training, and
-the run ends there. The decision log records it as its own kind (``recall``), with the evidence; the event log
-too (``version_recalled``). Only surely better, unlike a candidate (which the gate lets through unless clearly
-worse): a version fitted on older rows has to earn its way back."""
+every version a loop trained. With ``gate.recall: N``, every tick at which labels have matured scores the
+versions of the last ``N`` concepts (see :meth:`Recall.pool`), beside the champion, on the newest
+``gate.min_holdout_rows`` labeled rows none of them was fitted on. When the best of them beats the champion
+surely (the low end of the gate's paired-bootstrap interval of their difference above zero), it is promoted
+back at once, without training, and the tick trains nothing. The decision log records it as its own kind
+(``recall``), with the evidence; the event log too (``version_recalled``). Only surely better, unlike a
+candidate (which the gate lets through unless clearly worse): a version fitted on older rows has to earn its
+way back."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.gate import paired_bootstrap
-from ..policy import CHANGE_TRIGGERS, Retrain
+from ..policy import CHANGE_TRIGGERS
+from ..train import ModelBundle
 from .context import Context, TickReport
 from .deploy import Deployer
 
@@ -42,6 +44,8 @@ class Recall:
 
     def __init__(self, ctx: Context, deployer: Deployer) -> None:
         self.ctx, self.deployer = ctx, deployer
+        self._looked_to = -np.inf  # the newest label time :meth:`watch` has tested
+        self._bundles: dict[int, ModelBundle] = {}
 
     def pool(self, hold: pd.DataFrame) -> list[int]:
         """The versions to score: one per past concept, the newest version fitted within it, for the last
@@ -73,20 +77,39 @@ class Recall:
                 out.append(v.version)
         return out
 
-    def check(self, decision: Retrain, hold: pd.DataFrame, now: float, report: TickReport) -> int | None:
-        """Promote back the past version that beats the champion surely on ``hold``; its number, or None."""
+    def watch(self, now: float, report: TickReport) -> int | None:
+        """At every tick, between retrains: the same check on the newest ``gate.min_holdout_rows`` labeled rows
+        the champion was not fitted on, once labels have matured since the last look. A concept that returns
+        is found as soon as that many of its labels are in, not at the next retrain (which waits for a
+        detector to fire, and for a cooldown). Returns the version promoted back, or None."""
         ctx, gate = self.ctx, self.ctx.spec.gate
-        if not gate.recall or ctx.champion is None or len(hold) < gate.min_holdout_rows:
+        if not gate.recall or ctx.champion is None or ctx.active_rollout() is not None \
+                or not self.deployer.auto_promotion:
             return None
+        after = ctx.champion.lineage.get("cutoff")
+        rows = ctx.data.labeled_between(float(after) if after is not None else -np.inf, now,
+                                        most=gate.min_holdout_rows)
+        if len(rows) < gate.min_holdout_rows or float(rows["_label_time"].max()) <= self._looked_to:
+            return None  # too few rows, or none new since the last look: the same rows are not tested twice
+        self._looked_to = float(rows["_label_time"].max())
+        hold = rows.sort_values("_time", kind="stable").reset_index(drop=True)
+        return self._promote_best(hold, now, report)
+
+    def _promote_best(self, hold: pd.DataFrame, now: float, report: TickReport) -> int | None:
+        """Promote back the pool's version that beats the champion surely on ``hold``; its number, or None."""
+        ctx, gate = self.ctx, self.ctx.spec.gate
+        assert ctx.champion is not None
         champ = ctx.champion.bundle
         y = champ.target(hold["_label"]).to_numpy()
         hp, hpr = champ.predict(hold)
         champ_rows = ctx.metric.per_row(y, hp, hpr, ctx.classes)
         best: tuple[int, np.ndarray, float] | None = None
         scores: dict[str, float] = {}
-        for version in self.pool(hold):
+        pool = self.pool(hold)
+        self._bundles = {v: b for v, b in self._bundles.items() if v in pool}  # only the pool's stay loaded
+        for version in pool:
             try:
-                bundle = ctx.registry.load(version)
+                bundle = self._load(version)
                 p, pr = bundle.predict(hold)
             except Exception as e:  # noqa: BLE001 - a version that cannot answer is left out, and said
                 ctx.events.record("recall_skipped", f"version {version} could not be scored: {e}",
@@ -111,8 +134,14 @@ class Recall:
         if not self.deployer.promote(version, actor=ctx.actor, reason=reason):
             return None
         last = ctx.meta.decisions.last()
-        ctx.meta.decisions.add(now, "recall", decision.run_key, [reason], last.state if last is not None else {},
-                               triggers=list(decision.triggers), guard=None)
+        ctx.meta.decisions.add(now, "recall", None, [reason], last.state if last is not None else {},
+                               triggers=["recall"], guard=None)
         ctx.events.record("version_recalled", reason, evidence)
         report.promoted = report.recalled = version
         return version
+
+    def _load(self, version: int) -> ModelBundle:
+        """A registered version's model, loaded once (the registry's artifacts do not change)."""
+        if version not in self._bundles:
+            self._bundles[version] = self.ctx.registry.load(version)
+        return self._bundles[version]

@@ -29,7 +29,7 @@ from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
 from .context import Context, TickReport
 from .deploy import Deployer
-from .recall import Recall, rows_seen
+from .recall import rows_seen
 from .window import Tried, WindowChoice, window_lengths
 
 __all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun"]
@@ -148,7 +148,6 @@ class TrainingRun:
         self.retrain_seconds: tuple[float, ...] = ()  # each run's training seconds: all its fits, refit included
         self.refit_due: PendingRefit | None = None
         self.gains: tuple[float, ...] = ()  # each judged candidate's gain over its champion (see ``_gain``)
-        self.recall = Recall(ctx, deployer)
 
     def restore(self) -> None:
         runs = self.ctx.meta.runs.list()
@@ -200,11 +199,6 @@ class TrainingRun:
             return
         seen_newest = n_hold - int(in_hold[n - n_hold:].sum())  # of the newest n_hold rows, those it was fitted on
         train, hold = frame[~in_hold], frame[in_hold].reset_index(drop=True)
-        recalled = self.recall.check(decision, hold, now, report)
-        if recalled is not None:  # a past version serves the newest rows surely better: no training
-            self._untrained(run_id, decision, snap, now, "recalled", {"recalled": f"version {recalled} promoted "
-                                                                                  "back without training"})
-            return
         cand, train = self._fit(decision, snap, train, hold, run_id, now, report)
         if cand is None:
             return

@@ -37,7 +37,7 @@ __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "Guard", "Policy",
 CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
 # What held a retrain back, or why none was due
 Guard = Literal["never", "online", "no trigger fired", "min_new_labels", "cooldown", "budget", "bootstrap",
-                "follow-up pending", "rollout in progress"]
+                "follow-up pending", "rollout in progress", "recalled"]
 GUARDS: tuple[Guard, ...] = get_args(Guard)
 
 
