@@ -416,36 +416,57 @@ def test_a_slow_candidate_is_aborted_when_latency_is_checked(make_loop) -> None:
 
 
 @pytest.mark.slow
-def test_a_detected_change_gets_one_follow_up_on_the_rows_after_it(tmp_path: Path) -> None:
-    """Agrawal switches function at row 6,000. The retrain the detector starts still trains on a window
-    mostly from before the change; once enough labels have matured since, one follow-up trains on the rows
-    after it alone, and says so."""
+@pytest.mark.parametrize("react", [60, 0])
+def test_a_detected_change_is_answered_on_the_rows_after_it(tmp_path: Path, react: int) -> None:
+    """Agrawal switches function at row 6,000. With ``model.window.react: 60``, the retrain the detector
+    starts is not trained on a window of rows mostly from before the change: it waits, and says why; the first
+    retrain after the change trains on the rows after it alone, as soon as 60 labels have matured since, and
+    the next ones as that count doubles, each judged by the gate and refitted. With ``react: 0``, the
+    detector's retrain fits the window at once and one follow-up trains on the rows after it later (the
+    default)."""
     frame, info = load_stream("agrawal_abrupt", n=12000)
     spec = load_spec_dict({"name": "agr", "data": {"label": "y", "time": "t"},
                            "policy": {"cooldown": "400s", "triggers": {"drift": {}, "quality": {},
                                                                        "detector": "adwin", "staleness": "5000s"}},
                            "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
-                                     "window": {"rows": 3000}},
+                                     "window": {"rows": 3000, "react": react}},
                            "replay": {"batch": {"rows": 200}, "label_delay": "100s", "warmup": 1200}})
     res = compare(spec, frame, tmp_path, ["default"])["default"]
     change = info["drift_points"][0]
     retrains = res["decisions"]["retrain"]
     found = [d for d in retrains if d["at"] >= change and d["triggers"][0] in ("detector", "quality")]
-    follow = [d for d in retrains if d["triggers"][0] == "follow-up"]
+    follow = [d for d in retrains if d["triggers"][-1] == "follow-up" and d["at"] > found[0]["at"]]
     assert found and follow, [(d["at"], d["reasons"][0]) for d in retrains]
-    assert found[0]["at"] < follow[0]["at"] and "training on the rows after it" in follow[0]["reasons"][0]
+    assert "training on the rows after it" in follow[0]["reasons"][-1]
     store = tmp_path / "runs" / "default" / "store"
     from freshloop.store import open_stores
 
     meta, _ = open_stores(store, None)
-    snaps = [meta.runs.snapshot(r.snapshot_id).body for r in meta.runs.list()]
-    after = [s for s in snaps if s["window"]["period"] is not None]
-    assert after and after[0]["t_first"] > found[0]["at"]  # only rows after the change was found
-    # the model the follow-up replaces serves its gated fit (no refit); the follow-up's own model is refitted
-    trigger = {d["run_key"]: d["triggers"][0] for d in retrains}
-    run_for = {r.id: trigger[r.run_key] for r in meta.runs.list()}
+    runs = {r.run_key: r for r in meta.runs.list()}
+    trained = [runs[d["run_key"]] for d in retrains if d["at"] >= found[0]["at"]
+               and runs[d["run_key"]].status == "trained"]
+    first = meta.runs.snapshot(trained[0].snapshot_id).body
+    trigger = {d["run_key"]: "follow-up" if "follow-up" in d["triggers"] else d["triggers"][0] for d in retrains}
+    run_for = {r.id: trigger[r.run_key] for r in runs.values()}
     refitted = {run_for[v.run_id]: "refit_rows" in v.lineage for v in meta.versions.list()}
-    assert refitted[found[0]["triggers"][0]] is False and refitted["follow-up"] is True, refitted
+    if react:  # the first retrain after the change trains on the rows after it alone
+        assert runs[found[0]["run_key"]].status == "deferred"
+        assert "follow-up trains on the rows after it once 60 labels" in runs[found[0]["run_key"]].lineage["reason"]
+        assert trained[0].run_key == follow[0]["run_key"] and first["t_first"] > found[0]["at"], first
+        steps = [d["reasons"][-1].split(":")[0] for d in follow[:3]]
+        assert steps == ["follow-up 1 of 5", "follow-up 2 of 5", "follow-up 3 of 5"], steps
+        labels = [int(d["reasons"][-1].split(": ")[1].split()[0]) for d in follow[:3]]
+        # at the first tick with 60 labels since (they come 200 at a time), and so on as the count doubles
+        assert 60 <= labels[0] < 60 + 200 and labels[1] >= max(120, labels[0]) and labels[2] >= 240, labels
+        between = [d["triggers"] for d in retrains if found[0]["at"] < d["at"] <= follow[-1]["at"]]
+        assert all("follow-up" in t for t in between), between  # nothing else trained in between
+    else:  # the detector's retrain trains on the window, reaching back before the change; a follow-up later
+        assert trained[0].run_key == found[0]["run_key"] and first["t_first"] < change
+        assert len(follow) >= 1 and follow[0]["reasons"][-1].startswith("follow-up: ")
+        assert refitted[found[0]["triggers"][0]] is False  # the model the follow-up replaces is not refitted
+        later = meta.runs.snapshot(runs[follow[0]["run_key"]].snapshot_id).body
+        assert later["t_first"] > found[0]["at"]
+    assert refitted["follow-up"] is True, refitted
     meta.close()
 
 
@@ -471,13 +492,15 @@ def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_pat
 
 @pytest.mark.slow
 def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
-    """The follow-up owed to a detected change is read back from the decision log when the loop reopens."""
+    """The follow-ups owed to a detected change are read back from the decision log when the loop reopens:
+    with ``model.window.react``, the step they had reached, and the change before which rows are not
+    trained on again."""
     frame, info = load_stream("agrawal_abrupt", n=12000)
     spec = load_spec_dict({"name": "agr", "data": {"label": "y", "time": "t"}, "store": {"root": str(tmp_path)},
-                           "policy": {"cooldown": "400s", "triggers": {"drift": {}, "quality": {},
+                           "policy": {"cooldown": "400s", "triggers": {"quality": {},
                                                                        "detector": "adwin", "staleness": "5000s"}},
                            "model": {"estimator": "sklearn.ensemble.HistGradientBoostingClassifier",
-                                     "window": {"rows": 3000}}})
+                                     "window": {"rows": 3000, "react": 60}}})
     clock = SimulatedClock(0.0)
     loop = Loop(spec, clock=clock)
     pending: list[tuple[float, str, int]] = []
@@ -488,7 +511,7 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
 
     def found(lp: Loop) -> list[DecisionRecord]:
         return [d for d in retrains(lp) if d.at >= change and d.triggers
-                and d.triggers[0] in ("detector", "quality", "drift")]
+                and d.triggers[0] in ("detector", "quality")]
 
     clock.advance_to(float(frame["t"].iloc[1199]))
     loop.ingest(frame.iloc[:1200], source="test", batch_id="warmup", row_ids=[f"r{i}" for i in range(1200)])
@@ -509,11 +532,14 @@ def test_a_pending_follow_up_survives_a_restart(tmp_path: Path) -> None:
         if not restarted and found(loop):  # the change was found: stop the process before its follow-up
             loop.close()
             loop = Loop(spec, clock=clock)
-            assert loop.follow_up.pending is not None and loop.follow_up.pending.since == found(loop)[0].at
+            owed = loop.follow_up.pending
+            assert owed is not None and owed.since == found(loop)[0].at and owed.reacting, owed
+            assert owed.steps == (60, 120, 240, 480, 750) and owed.done == 0
+            assert loop.follow_up.floor == found(loop)[0].at
             restarted = True
     follow = [d for d in retrains(loop) if d.triggers and d.triggers[-1] == "follow-up"]
     assert restarted and follow, [(d.at, d.reasons) for d in retrains(loop)]
-    assert follow[0].at > found(loop)[0].at
+    assert follow[0].at > found(loop)[0].at and follow[0].reasons[-1].startswith("follow-up 1 of 5: ")
     loop.close()
 
 

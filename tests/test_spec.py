@@ -130,3 +130,21 @@ def test_a_budget_names_a_bound() -> None:
     ok = load_spec_dict({"name": "t", "data": {"label": "y"}, "policy": {"budget": {"max_seconds": 90.5}}})
     assert ok.policy.budget is not None and (ok.policy.budget.max_retrains, ok.policy.budget.max_seconds) == \
         (None, 90.5)
+
+
+def test_react_needs_labels_enough_to_train_and_judge() -> None:
+    """``model.window.react``: the labels after a change before a retrain on them alone; at least twice
+    ``gate.min_holdout_rows`` (half to train, half to judge), or 0 for off (the default)."""
+    def spec(react: int, hold: int = 30) -> dict[str, object]:
+        return {"name": "t", "data": {"label": "y"}, "gate": {"min_holdout_rows": hold},
+                "model": {"window": {"rows": 1000, "react": react}}}
+
+    with pytest.raises(SpecError) as e:
+        load_spec_dict(spec(50))
+    assert (e.value.field, e.value.value) == ("model.window.react", 50)
+    assert "at least twice gate.min_holdout_rows, 60" in str(e.value)
+    assert load_spec_dict(spec(50, hold=25)).model.window.react == 50
+    assert load_spec_dict(spec(0)).model.window.react == 0
+    assert load_spec_dict({"name": "t", "data": {"label": "y"}}).model.window.react == 0
+    with pytest.raises(SpecError, match="model.window.react: counts labels against a window in rows"):
+        load_spec_dict({"name": "t", "data": {"label": "y"}, "model": {"window": {"period": "30d", "react": 60}}})

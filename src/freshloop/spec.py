@@ -111,6 +111,13 @@ class WindowSpec(_Strict):
                     "when it beats the unweighted one surely on the gate's holdout; for estimators whose fit "
                     "takes sample_weight. []: rows weigh the same")
 
+    react: int = Field(
+        0, ge=0, description="with a window in rows: labels to mature after a moved concept (detector, quality) "
+                             "before a retrain trains on the rows after it alone; the next retrains follow as "
+                             "that count doubles, up to a quarter of the window (each judged by the gate). At "
+                             "least twice gate.min_holdout_rows (60 by default: half to train, half to judge). "
+                             "0: off (the change's retrain fits the window at once, and one follow-up comes at a "
+                             "quarter of it)")
     _check_period = field_validator("period", "choose_budget")(classmethod(lambda cls, v: _duration(v)))
 
     @field_validator("choose")
@@ -434,6 +441,15 @@ def load_spec_dict(raw: Any) -> LoopSpec:
         raise SpecError(f"model.balance: weighs rows by their class, and a regression has none (rule: the label only "
                         f"for data.task 'classification'). Got {spec.model.balance!r} instead.", field="model.balance",
                         rule="the label only for a classification", value=spec.model.balance)
+    react, hold = spec.model.window.react, spec.gate.min_holdout_rows
+    if react and spec.model.window.rows is None:
+        raise SpecError(f"model.window.react: counts labels against a window in rows (rule: with model.window.rows; "
+                        f"0 otherwise). Got {react} instead.", field="model.window.react",
+                        rule="with model.window.rows", value=react)
+    if react and react < 2 * hold:
+        raise SpecError(f"model.window.react: {react} labels cannot both train a candidate and judge it (rule: at "
+                        f"least twice gate.min_holdout_rows, {2 * hold}; or 0 for off). Got {react} instead.",
+                        field="model.window.react", rule="at least twice gate.min_holdout_rows", value=react)
     return spec
 
 

@@ -254,6 +254,7 @@ class Loop:
                              needed=2 * self.spec.gate.min_holdout_rows,
                              tried=self.meta.runs.find(run_key("bootstrap", now)) is not None)
         if self.recall.watch(now, report) is not None:  # a past concept returned: no training needed
+            self.training.gains = ()  # what past retrains gained was over the champion that left
             return Skip(f"recalled: version {report.recalled} promoted back (gate.recall); no retrain this tick",
                         guard="recalled")
         run, since = self.training, self.ctx.champion.lineage.get("promoted_at")

@@ -32,7 +32,7 @@ from .deploy import Deployer
 from .recall import rows_seen
 from .window import Tried, WindowChoice, window_lengths
 
-__all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun"]
+__all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun", "follow_up_steps"]
 
 # What says the concept moved (the error stream changed, the live metric dropped): rows from before the move
 # may mislead, so a retrain for one of these chooses its window. Drift of the inputs alone (a season) does not:
@@ -44,8 +44,15 @@ _GAINS_KEPT = 20  # the gains a training run keeps for the policy (it reads the 
 
 @dataclass(frozen=True)
 class PendingFollowUp:
-    since: float  # when the change was answered
-    need: int  # labels to mature after it before the follow-up trains
+    since: float  # when the change was found
+    steps: tuple[int, ...]  # the labels after it at which each follow-up trains
+    done: int = 0  # follow-ups trained since the change
+    reacting: bool = False  # the change's own retrain waited for them (a moved concept, ``model.window.react``)
+
+    @property
+    def need(self) -> int:
+        """Labels to mature after the change before the next follow-up trains."""
+        return self.steps[self.done]
 
 
 @dataclass(frozen=True)
@@ -61,46 +68,84 @@ class PendingRefit:
     verdict_id: str
 
 
+def follow_up_steps(first: int, last: int) -> list[int]:
+    """The labels after a change at which each follow-up trains: ``first``, doubling while a step is less than
+    a third of ``last``, then ``last``.
+
+    >>> follow_up_steps(60, 250)  # model.window.rows 1000, gate.min_holdout_rows 30
+    [60, 120, 250]
+    >>> follow_up_steps(60, 750)
+    [60, 120, 240, 480, 750]
+    >>> follow_up_steps(100, 60)
+    [100]
+    """
+    out = [first]
+    while out[-1] * 3 < last:
+        out.append(out[-1] * 2)
+    return out + [last] if out[-1] < last else out
+
+
 class FollowUp:
-    """One retrain on the rows after a detected change, once enough of their labels have matured (only with
-    a window counted in rows: ``model.window.rows``)."""
+    """The retrains on the rows after a detected change alone (only with a window counted in rows:
+    ``model.window.rows``). With ``model.window.react`` set, a moved concept's own retrain waits for
+    that many labels to mature after the change and trains on those rows alone; the next ones follow as the
+    count doubles, up to a quarter of the window, each judged by the gate, and no other retrain comes in
+    between. Off (``react: 0``, and for drift of the inputs alone), the change's retrain fits the window at
+    once and one follow-up comes at a quarter of it."""
 
     def __init__(self, ctx: Context) -> None:
         self.ctx = ctx
         self.pending: PendingFollowUp | None = None
         self._window: WindowSpec | None = None  # the follow-up's window, for the run it starts
+        self.floor: float | None = None  # while it reacts: the last change, before which rows are not trained on
 
     @property
     def enabled(self) -> bool:
         return bool(self.ctx.spec.model.window.rows)
 
+    @property
+    def reacts(self) -> bool:
+        """Whether a change's retrain waits for rows after it (``model.window.react``)."""
+        return self.enabled and self.ctx.spec.model.window.react != 0
+
     def size(self) -> int:
         rows = self.ctx.spec.model.window.rows or 0
         return max(2 * self.ctx.spec.gate.min_holdout_rows, rows // 4)
 
+    def steps(self, reacting: bool) -> tuple[int, ...]:
+        """The labels after a change at which each follow-up trains (see :func:`follow_up_steps`); one at a
+        quarter of the window when the change's own retrain did not wait (drift of the inputs, or ``react: 0``)."""
+        last = self.size()
+        return tuple(follow_up_steps(self.ctx.spec.model.window.react, last)) if reacting else (last,)
+
     def restore(self) -> None:
-        """The follow-up a restart would otherwise forget, read back from the decision log: the latest
-        retrain for a detected change that no later follow-up has answered."""
+        """The follow-up a restart would otherwise forget, read back from the decision log: after the latest
+        retrain for a detected change, the step its follow-ups since have reached."""
         if not self.enabled:
             return
-        since = None
+        since, done, moved = None, 0, False
         for d in self.ctx.meta.decisions.list("retrain"):
             triggers = d.triggers or []
             if "follow-up" in triggers:
-                since = None
-            if triggers and triggers[0] in CHANGE_TRIGGERS:
-                since = float(d.at)
-        self.pending = None if since is None else PendingFollowUp(since, self.size())
+                done += 1
+            elif triggers and triggers[0] in CHANGE_TRIGGERS:
+                since, done, moved = float(d.at), 0, triggers[0] != "drift"
+                if moved and self.reacts:
+                    self.floor = since
+        if since is not None:
+            steps = self.steps(moved and self.reacts)
+            self.pending = PendingFollowUp(since, steps, done, moved and self.reacts) if done < len(steps) else None
 
     def amend(self, decision: Decision, now: float) -> Decision:
         """The policy's decision with the follow-up taken into account: a due follow-up retrains (with the
         policy's own triggers, if any fired); a pending one holds a retrain for what is most likely the same
-        change."""
+        change, and, while it reacts, any other retrain (which would train on the rows before the change)."""
         follow = self._due(now)
         if follow is not None:  # its window (the rows after the change) applies to this tick's run
             return decision.also("follow-up", follow) if isinstance(decision, Retrain) \
                 else Retrain(run_key("follow-up", now), (follow,), decision.streaks, ("follow-up",))
-        if self.pending is not None and isinstance(decision, Retrain) and decision.answers_change:
+        if self.pending is not None and isinstance(decision, Retrain) and (decision.answers_change
+                                                                           or self.pending.reacting):
             # the model still trains mostly on rows from before the change it answered: a second change
             # signal now is most likely the same change; the follow-up will train on the rows after it
             return decision.held("follow-up pending", f"follow-up pending: the change found at "
@@ -111,28 +156,49 @@ class FollowUp:
     def _due(self, now: float) -> str | None:
         if self.pending is None or self.ctx.active_rollout() is not None:
             return None  # a rollout in progress: the follow-up waits for it
-        since, need = self.pending.since, self.pending.need
+        pending = self.pending
+        since, need, steps = pending.since, pending.need, pending.steps
         lt = self.ctx.data.label_times()
         have = int(np.count_nonzero((lt > since) & (lt <= now)))
         if have < need:
             return None
-        self.pending = None
+        done = pending.done + 1
+        self.pending = PendingFollowUp(since, steps, done, pending.reacting) if done < len(steps) else None
         self._window = WindowSpec(period=now - since)  # seconds, as a number: no text to parse back
-        return (f"follow-up: {have} labels since the change found at {since:g} (>= {need}); "
+        which = f" {done} of {len(steps)}" if len(steps) > 1 else ""
+        return (f"follow-up{which}: {have} labels since the change found at {since:g} (>= {need}); "
                 f"training on the rows after it")
 
-    def take_window(self) -> WindowSpec:
-        """The window of the run starting now: the rows after the change for a follow-up, else the spec's."""
-        window, self._window = self._window or self.ctx.spec.model.window, None
-        return window
+    def take_window(self, now: float) -> WindowSpec:
+        """The window of the run starting now: the rows after the change for a follow-up; while it reacts, the
+        spec's cut at the last change (the rows before it are of the concept that left); else the spec's."""
+        window, self._window = self._window, None
+        spec = self.ctx.spec.model.window
+        if window is not None:
+            return window
+        if self.floor is not None and spec.rows is not None:
+            after = int(np.count_nonzero(self.ctx.data.view.times > self.floor))
+            if after < spec.rows:
+                return WindowSpec(period=now - self.floor)
+        return spec
 
     def answered(self, decision: Retrain, now: float) -> bool:
-        """A run starts for ``decision``: when it answers a change, a follow-up will replace its model (and it
-        is kept in the decision log too, so a restart reads it). Returns whether it did."""
-        interim = self.enabled and decision.answers_change
-        if interim:
-            self.pending = PendingFollowUp(now, self.size())
+        """A run starts for ``decision``: when it answers a change, follow-ups will replace its model, or, when
+        the follow-up reacts, train in its place (it is kept in the decision log too, so a restart reads it).
+        Returns whether it did."""
+        interim = self.enabled and decision.answers_change and "follow-up" not in decision.triggers
+        if interim:  # (a follow-up that came with a change signal trains on the rows after the change already)
+            self._changed(now, moved=decision.triggers[0] != "drift")
         return interim
+
+    def _changed(self, now: float, *, moved: bool) -> None:
+        """A change found at ``now``: its follow-ups are due; when the concept moved (not the inputs alone) and
+        the follow-up reacts, they start as soon as ``react`` labels have matured, and rows before ``now`` are
+        not trained on again."""
+        reacting = moved and self.reacts
+        self.pending = PendingFollowUp(now, self.steps(reacting), 0, reacting)
+        if reacting:
+            self.floor = now
 
 
 class TrainingRun:
@@ -179,8 +245,15 @@ class TrainingRun:
             return
         run_id = "run-" + hashlib.sha256(decision.run_key.encode()).hexdigest()[:12]
         report.run_id = run_id
-        snap = ctx.data.snapshot(self.follow_up.take_window(), cutoff=now, now=now)
+        snap = ctx.data.snapshot(self.follow_up.take_window(now), cutoff=now, now=now)
         interim = self.follow_up.answered(decision, now)
+        pending = self.follow_up.pending
+        if interim and pending is not None and pending.reacting:  # the rows after the change: not labeled yet
+            self._started(now)
+            self._defer(run_id, decision, snap, now, f"not trained: the window holds the rows from before the "
+                        f"change; the follow-up trains on the rows after it once {pending.need} labels have "
+                        "matured since (model.window.react)", report)
+            return
         frame = ctx.data.read_snapshot(snap)
         self.deployer.keep_snapshot(snap.id, frame)  # promoting this run's model reads its snapshot again
         self._started(now)
