@@ -77,18 +77,25 @@ def stream_spec(name: str, frame: pd.DataFrame, info: dict[str, Any]
 REFIT_ROWS = (60, 100)  # the window lengths the refit-every-batch baseline tries; the better one is shown
 
 
-def refit_best(spec: LoopSpec, frame: pd.DataFrame, label: str, features: list[str],
-               delay_rows: int) -> dict[str, Any] | None:
+def refit_best(spec: LoopSpec, frame: pd.DataFrame, label: str, features: list[str], delay_rows: int,
+               workers: int) -> dict[str, Any] | None:
     """The refit-every-batch baseline (see ``arf.refit_batches``) at its better window of ``REFIT_ROWS``, under
-    the same label delay; None for a stream batched by time (a day of rainfall is one row)."""
+    the same label delay, the windows in parallel processes; None for a stream batched by time (a day of
+    rainfall is one row)."""
+    import multiprocessing as mp
+    from concurrent.futures import ProcessPoolExecutor
+
     batch = spec.replay.batch.rows
     if not batch:
         return None
     model = spec.model
     scale = model.scale if model.scale is not None else not model.estimator.startswith(("sklearn.ensemble",
                                                                                           "sklearn.tree"))
-    runs = [{**refit_batches(frame, label, features, batch, delay_rows, spec.replay.warmup, model.estimator,
-                             dict(model.params), scale, k), "last": k} for k in REFIT_ROWS]
+    args = [(frame, label, features, batch, delay_rows, spec.replay.warmup, model.estimator, dict(model.params),
+             scale, k) for k in REFIT_ROWS]
+    with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context("spawn")) as pool:
+        runs = [{**r, "last": k} for r, k in zip(pool.map(refit_batches, *zip(*args, strict=True)), REFIT_ROWS,
+                                                 strict=True)]
     return max(runs, key=lambda r: r["metric"])
 
 
@@ -172,7 +179,7 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
         [c for c in frame.columns if c not in (info["label"], info["time"])]
     with ChildrenPeak() as arf_kids:
         arf = arf_seeds(frame, info["label"], feats, delay_rows, spec.replay.warmup, workers)
-    refit = refit_best(spec, frame, info["label"], feats, delay_rows)
+    refit = refit_best(spec, frame, info["label"], feats, delay_rows, workers)
     drift = info.get("drift_points") or []
     rows = []
     for pol, s in res.items():
