@@ -89,9 +89,10 @@ class Recall:
         after = ctx.champion.lineage.get("cutoff")
         rows = ctx.data.labeled_between(float(after) if after is not None else -np.inf, now,
                                         most=gate.min_holdout_rows)
-        if len(rows) < gate.min_holdout_rows or float(rows["_label_time"].max()) <= self._looked_to:
+        newest = float(rows["_label_time"].max()) if len(rows) else -np.inf
+        if len(rows) < gate.min_holdout_rows or newest <= self._looked_to:
             return None  # too few rows, or none new since the last look: the same rows are not tested twice
-        self._looked_to = float(rows["_label_time"].max())
+        self._looked_to = newest
         hold = rows.sort_values("_time", kind="stable").reset_index(drop=True)
         return self._promote_best(hold, now, report)
 

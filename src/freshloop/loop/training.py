@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -97,7 +97,7 @@ class FollowUp:
         self.ctx = ctx
         self.pending: PendingFollowUp | None = None
         self._window: WindowSpec | None = None  # the follow-up's window, for the run it starts
-        self.floor: float | None = None  # while it reacts: the last change, before which rows are not trained on
+        self.floor: float | None = None  # with react: the last moved concept, before which rows are not trained on
 
     @property
     def enabled(self) -> bool:
@@ -133,8 +133,9 @@ class FollowUp:
                 if moved and self.reacts:
                     self.floor = since
         if since is not None:
-            steps = self.steps(moved and self.reacts)
-            self.pending = PendingFollowUp(since, steps, done, moved and self.reacts) if done < len(steps) else None
+            reacting = moved and self.reacts
+            steps = self.steps(reacting)
+            self.pending = PendingFollowUp(since, steps, done, reacting) if done < len(steps) else None
 
     def amend(self, decision: Decision, now: float) -> Decision:
         """The policy's decision with the follow-up taken into account: a due follow-up retrains (with the
@@ -163,7 +164,7 @@ class FollowUp:
         if have < need:
             return None
         done = pending.done + 1
-        self.pending = PendingFollowUp(since, steps, done, pending.reacting) if done < len(steps) else None
+        self.pending = replace(pending, done=done) if done < len(steps) else None
         self._window = WindowSpec(period=now - since)  # seconds, as a number: no text to parse back
         which = f" {done} of {len(steps)}" if len(steps) > 1 else ""
         return (f"follow-up{which}: {have} labels since the change found at {since:g} (>= {need}); "
