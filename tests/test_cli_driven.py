@@ -17,6 +17,7 @@ import yaml
 
 from freshloop.clock import SimulatedClock
 from freshloop.loop import Loop
+from freshloop.operations import Operations
 from freshloop.spec import load_spec
 from freshloop.store import open_stores
 
@@ -231,3 +232,50 @@ def test_cli_scoring_processes_hand_serving_to_the_online_companion(tmp_path: Pa
     moved = next(i for i, lines in enumerate(said) if lines)
     assert said[moved][0].startswith("serving: the online companion serves: surely better on the last")
     assert versions[0] == {1} and moved + 1 < len(versions) and versions[moved + 1] == {0}
+
+
+def test_cli_scoring_processes_react_to_a_change_and_recall_a_returning_concept(tmp_path: Path) -> None:
+    """``model.window.react`` and ``gate.recall`` in a batch-scoring job, every call its own process: concept A,
+    then B (flipped), then A again. Each process reads back from the store the change being answered and the
+    step its follow-ups reached, so the reaction goes 1 of 2, 2 of 2 on the rows after the change; A's first
+    version is promoted back within two batches of A's return; and all of it is what one loop decides."""
+    over = {"policy": {"cooldown": "100s", "min_new_labels": 50, "triggers": {"detector": "adwin"}},
+            "model": {"window": {"rows": 600, "react": 60}}, "gate": {"recall": 3}}
+    frame = pd.concat([make_frame(800, seed=1), make_frame(600, seed=2, flip=True, t0=800),
+                       make_frame(500, seed=3, t0=1400)], ignore_index=True)
+    cli = write_spec(tmp_path / "cli.yaml", tmp_path / "cli-store", **over)
+    first_model(tmp_path, cli, frame)
+    said = [json.loads(printed) for _, _, printed in scoring_job(tmp_path, cli, frame, range(300, 1900, 100),
+                                                                  "--json")]
+    one = write_spec(tmp_path / "one.yaml", tmp_path / "one-store", **over)
+    loop = Loop(load_spec(one), clock=(clock := SimulatedClock(299.0)), actor="cli")
+    ops = Operations(loop)
+    loop.ingest(frame.iloc[:300], source="cli", batch_id="warm")
+    loop.tick()
+    for lo in range(300, 1900, 100):
+        b = frame.iloc[lo:lo + 100]
+        clock.advance_to(float(b["t"].iloc[-1]))
+        answered = ops.predict_table(b.drop(columns="y").reset_index(drop=True))
+        loop.feedback(answered.row_ids, b["y"].tolist(), source="cli")
+        loop.tick()
+    loop.close()
+    d_cli, v_cli, m_cli = history(tmp_path / "cli-store")
+    assert (d_cli, v_cli, m_cli) == history(tmp_path / "one-store")[:3]
+    retrains = [(at, triggers, reasons[-1]) for at, kind, reasons, triggers, _ in d_cli if kind == "retrain"]
+    found = next(r for r in retrains if r[1][0] == "detector")
+    assert 800 < found[0] < 1100, retrains
+    steps = [why.split(":")[0] for at, triggers, why in retrains if "follow-up" in triggers]
+    assert steps == ["follow-up 1 of 2", "follow-up 2 of 2"], retrains
+    meta, _ = open_stores(tmp_path / "cli-store")
+    runs = {r.run_key: r for r in meta.runs.list()}
+    detector_run = runs[next(d.run_key for d in meta.decisions.list("retrain") if d.triggers[0] == "detector")]
+    assert detector_run.status == "deferred"
+    first_after = meta.runs.snapshot(runs[next(d.run_key for d in meta.decisions.list("retrain")
+                                                if "follow-up" in d.triggers)].snapshot_id).body
+    assert first_after["t_first"] > found[0]  # trained on the rows after the change alone
+    recalled = meta.events.list("version_recalled")
+    meta.close()
+    back = [r for r in said if r["recalled"] is not None]
+    assert back and 1400 <= back[0]["now"] < 1400 + 2 * 100 and back[0]["recalled"] == 1, \
+        [(r["now"], r["decision"]["reasons"][0]) for r in said]
+    assert [e.payload["version"] for e in recalled] == [1]

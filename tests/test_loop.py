@@ -13,7 +13,7 @@ from freshloop.errors import NotFoundError, TrainingFailed
 from freshloop.loop import Loop, TickReport
 from freshloop.policy import Skip
 from freshloop.replay import compare
-from freshloop.spec import load_spec_dict
+from freshloop.spec import LoopSpec, load_spec_dict
 from freshloop.store import DecisionRecord
 from freshloop.suggest import suggest_spec
 from freshloop.train.trainer import TrainRequest, train_candidate
@@ -876,11 +876,9 @@ def test_balanced_slices_help_a_rare_slice_and_are_judged_on_the_mean_over_the_s
                                      "full", 0, None, frame.rename(columns={"y": "_label"}), balance=("country",)))
 
 
-def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path) -> None:
-    """``gate.recall``: concepts A, B, then A again. Within two batches of A's return, a version fitted on A is
-    surely better than the champion fitted on B on the newest labeled rows, and is promoted back without
-    training; the decision log, the event log and the tick's report say so. While B is new, no past version
-    beats its champion."""
+def concepts_a_then_b(tmp_path: Path) -> tuple[Loop, SimulatedClock, LoopSpec]:
+    """A loop with ``gate.recall: 3`` driven through concept A (1,500 rows), then B (1,500 rows): its champion
+    learned B, and no past version was promoted back while B was new."""
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s"}, gate={"recall": 3},
                                     model={"estimator": "sklearn.linear_model.LogisticRegression",
                                            "window": {"rows": 600}}))
@@ -892,9 +890,18 @@ def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path
     drive(loop, clock, make_frame(1200, seed=1, t0=300), reports=reports)  # A
     drive(loop, clock, make_frame(1500, seed=2, t0=1500, flip=True), ids_from=2000, reports=reports)  # B
     assert not [r for r in reports if r.recalled is not None]  # no past version knows B
+    assert loop.registry.get(loop.champion_version).lineage["t_last"] > 1500  # B's champion learned B
+    return loop, clock, spec
+
+
+def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path) -> None:
+    """``gate.recall``: concepts A, B, then A again. Within two batches of A's return, a version fitted on A is
+    surely better than the champion fitted on B on the newest labeled rows, and is promoted back without
+    training; the decision log, the event log and the tick's report say so. While B is new, no past version
+    beats its champion."""
+    loop, clock, spec = concepts_a_then_b(tmp_path)
     b_champion = loop.champion_version
-    assert loop.registry.get(b_champion).lineage["t_last"] > 1500  # B's champion learned B
-    reports.clear()
+    reports: list[TickReport] = []
     drive(loop, clock, make_frame(600, seed=3, t0=3000), ids_from=4000, reports=reports)  # A returns
     first = next(r for r in reports if r.recalled is not None)
     assert first.now < 3000 + 2 * 50, [(r.now, r.decision) for r in reports]  # within two batches of 50 rows
@@ -909,3 +916,71 @@ def test_a_past_version_is_promoted_back_when_its_concept_returns(tmp_path: Path
     assert event.payload["version"] == back and event.payload["low"] > 0 and str(back) in event.payload["scores"]
     assert event.payload["rows"] == spec.gate.min_holdout_rows
     assert loop.champion_version == back or loop.champion_version > back  # served, until a later retrain wins
+
+
+@pytest.mark.parametrize("held", ["rollout", "stopped"])
+def test_no_version_is_promoted_back_during_a_rollout_or_while_promotion_is_stopped(tmp_path: Path,
+                                                                                   held: str) -> None:
+    """The recall moves the champion, so it waits while a rollout is under way (the rollout decides what
+    serves; here, A's first version in a shadow) and while consecutive rollbacks have stopped automatic
+    promotion (the operator decides). A is back, a version fitted on A would win, and nothing is promoted
+    back until the operator ends the hold; then it is, within two batches."""
+    loop, clock, spec = concepts_a_then_b(tmp_path)
+    b_champion = loop.champion_version
+    assert b_champion is not None
+    if held == "rollout":  # a gated version in a shadow that runs longer than the test
+        loop.spec = spec.model_copy(update={"rollout": spec.rollout.model_copy(
+            update={"strategy": "shadow", "shadow_duration": "100000s", "min_labels": 40})})
+        loop.deployer.deploy(1, clock.now(), TickReport(now=clock.now()), "test")  # A's first version
+        assert loop.rollout is not None and loop.rollout.active
+    else:  # the state consecutive automatic rollbacks leave (see Deployer.restore_rollbacks)
+        loop.deployer.auto_rollbacks = spec.rollout.max_auto_rollbacks
+        loop.deployer.auto_promotion = False
+    reports: list[TickReport] = []
+    drive(loop, clock, make_frame(400, seed=3, t0=3000), ids_from=4000, reports=reports)  # A returns
+    assert not [r for r in reports if r.recalled is not None], [(r.now, r.decision) for r in reports]
+    assert not loop.events.list("version_recalled") and not loop.meta.decisions.list("recall")
+    assert loop.champion_version == b_champion
+    if held == "rollout":
+        assert loop.rollout is not None and loop.rollout.active  # still running: it held the recall
+        loop.abort(loop.rollout.id, actor="alice", reason="enough")
+    else:
+        loop.promote(b_champion, actor="alice", reason="checked")  # confirming the champion resumes promotion
+        assert loop.auto_promotion
+    reports.clear()
+    drive(loop, clock, make_frame(300, seed=4, t0=3400), ids_from=5000, reports=reports)
+    first = next((r for r in reports if r.recalled is not None), None)
+    assert first is not None and first.now < 3400 + 2 * 50, [(r.now, r.decision) for r in reports]
+    fitted = loop.registry.get(first.recalled).lineage
+    # fitted on A's rows: before B, or (while promotion was stopped, retrains ran and were held) since A's return
+    assert first.recalled != b_champion and not 1650 <= fitted["t_last"] < 3000, fitted
+
+
+def test_after_a_reaction_later_windows_start_at_the_change(tmp_path: Path) -> None:
+    """``model.window.react``: concept A, then B from row 1,500. Once the follow-ups have trained on the rows
+    after the change, later retrains (here, staleness) do not reach back into A either, though the window of
+    1,000 rows would: their window starts at the change until 1,000 rows have arrived since, and is the spec's
+    again after that."""
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s", "triggers": {
+        "detector": "adwin", "staleness": "450s"}}, model={
+        "estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 1000, "react": 60}}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    drive(loop, clock, make_frame(1200, seed=1, t0=300))  # A
+    drive(loop, clock, make_frame(1500, seed=2, t0=1500, flip=True), ids_from=2000)  # B
+    runs = {r.run_key: r for r in loop.meta.runs.list()}
+    trained = [(d, loop.meta.runs.snapshot(runs[d.run_key].snapshot_id).body)
+               for d in loop.meta.decisions.list("retrain") if runs[d.run_key].status == "trained"]
+    found = next(d for d in loop.meta.decisions.list("retrain") if d.triggers[0] == "detector")
+    assert 1500 <= found.at < 1700 and runs[found.run_key].status == "deferred"
+    follow = [(d, snap) for d, snap in trained if "follow-up" in d.triggers]
+    later = [(d, snap) for d, snap in trained if d.at > follow[-1][0].at]
+    seen = [(d.at, d.triggers, snap["t_first"], snap["rows"]) for d, snap in trained]
+    assert len(follow) == 3 and all(snap["t_first"] > found.at for _, snap in follow), seen
+    assert later and all(d.triggers == ["staleness"] for d, _ in later), seen
+    cut = [snap for d, snap in later if d.at - found.at < 1000]  # 1,000 rows back would reach into A
+    assert cut and all(snap["t_first"] > found.at and snap["rows"] < 1000 for snap in cut), seen
+    spec_window = [snap for d, snap in later if d.at - found.at > 1000 + 50]  # past it: the spec's window
+    assert spec_window and all(snap["rows"] == 1000 for snap in spec_window), seen
