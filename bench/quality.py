@@ -152,7 +152,7 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
             print(f"{name}: model.mode stays {spec.model.mode}: {e}", file=sys.stderr)
         else:
             spec = spec.model_copy(update={"model": model})
-    if recall is not None:  # past concepts' versions scored at each retrain, promoted back when surely better
+    if recall is not None:  # past concepts' versions scored at every tick, promoted back when surely better
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"recall": recall})})
     if react is not None and spec.model.window.rows:  # a moved concept answered on the rows after it alone
         window = spec.model.window.model_copy(update={"react": react})

@@ -149,7 +149,7 @@ def main() -> int:
     ap.add_argument("--out", default=str(ROOT / "BENCHMARKS.md"))
     ap.add_argument("--decay", type=float, action="append", default=[],
                     help="set model.window.decay to these half-lives (repeat for more) in every stream's spec")
-    ap.add_argument("--recall", type=int, help="set gate.recall (past concepts' versions scored at each retrain)")
+    ap.add_argument("--recall", type=int, help="set gate.recall (past concepts' versions scored at every tick)")
     ap.add_argument("--react", type=int, help="set model.window.react (labels after a moved concept before a "
                                               "retrain on them alone) in every spec with a window in rows")
     ap.add_argument("--mode", choices=["full", "warm_start", "auto"],

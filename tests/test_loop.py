@@ -472,14 +472,16 @@ def test_a_detected_change_is_answered_on_the_rows_after_it(tmp_path: Path, reac
 
 @pytest.mark.slow
 def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_path: Path) -> None:
-    """SEA changes concept at row 5,000. The retrain the change starts trains mostly on the old concept, so
-    the live quality is still low after it: that is the same change, answered by the follow-up, not a
-    second one. The loop skips it, says why, and the follow-up trains on the rows after the first finding."""
+    """SEA changes concept at row 5,000. Without a reaction (``model.window.react: 0``), the retrain the change
+    starts trains mostly on the old concept, so the live quality is still low after it: that is the same
+    change, answered by the follow-up, not a second one. The loop skips it, says why, and the follow-up trains
+    on the rows after the first finding."""
     frame, info = load_stream("sea_recurring")
-    found = suggest_spec(frame, label="y", name="sea")  # the spec `freshloop init` writes
+    found = suggest_spec(frame, label="y", name="sea")  # the spec `freshloop init` writes, without its reaction
     raw, choice = found.spec, found.choice
     assert choice["chosen"] == "sklearn.linear_model.LogisticRegression", choice
     raw["replay"]["label_delay"] = "100s"
+    raw["model"]["window"]["react"] = 0
     spec = load_spec_dict(raw)
     res = compare(spec, frame, tmp_path, ["default"])["default"]
     retrains = [(d["at"], d["triggers"][0]) for d in res["decisions"]["retrain"]]

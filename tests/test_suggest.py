@@ -99,6 +99,10 @@ def test_init_on_each_public_stream(name: str, label: str, leak: str | None) -> 
     # no time column: the row number is the clock and every size is in rows, as the notes say
     assert is_row_clock(spec), spec
     assert any(n.startswith("no column holds dates or times: the row number is the clock") for n in found.notes)
+    # a moved concept answered on the rows after it, and a concept that returns brought back (BENCHMARKS.md)
+    assert spec["model"]["window"]["react"] == 60 and spec["gate"]["recall"] == 3, spec
+    assert any(h.startswith("adaptation: a moved concept is answered on the rows after it once 60 labels")
+               for h in found.header), found.header
     leaks = [n for n in found.notes if "likely leak" in n]
     if leak is None:
         assert leaks == [], leaks

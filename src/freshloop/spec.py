@@ -307,8 +307,9 @@ class GateSpec(_Strict):
                           "only for an immediate promotion. Unset: on for freshloop serve, off for a replay and "
                           "CLI calls, where no request waits")
     slices: list[str] = Field(default_factory=list, description="categorical features checked per value")
-    recall: int = Field(0, ge=0, description="past versions scored beside the champion at each retrain, on the same "
-                        "holdout; the best, when surely better than the champion, is promoted back without "
+    recall: int = Field(0, ge=0, description="past concepts whose newest version is scored beside the champion at "
+                        "every tick with new labels, on the newest min_holdout_rows labeled rows none of them was "
+                        "fitted on; the best, when surely better than the champion, is promoted back without "
                         "training (a concept that returns). 0: off")
 
 

@@ -62,6 +62,11 @@ _ISO = re.compile(r"^\s*\d{4}-\d{2}-\d{2}(?:[T ]\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?
 _TIME_WORDS = {"time", "timestamp", "ts", "date", "datetime", "epoch", "created", "updated", "createdat",
                "updatedat", "when", "at", "day", "hour"}
 _EPOCH_SECONDS = (946684800.0, 4102444800.0)  # 2000-01-01 .. 2100-01-01
+#: How the spec init writes adapts to a concept that moves and comes back: a moved concept is answered on the
+#: rows after it once this many labels have matured (``model.window.react``), and the versions of the last
+#: ``RECALL`` concepts may be promoted back (``gate.recall``). Both together lift the default policy to at least
+#: never retraining on every stream of ``bench/streams.py``; neither helps everywhere alone (docs/decisions.md).
+REACT, RECALL = 60, 3
 #: a feature whose one-column model scores at least this on later rows (balanced accuracy or R²) is a likely leak
 LEAK_SCORE = 0.995
 _LEAK_ROWS = 20000
@@ -306,7 +311,7 @@ def _sizes(spec: dict[str, Any], *, time: str | None, secs: np.ndarray | None, n
     window_rows = max(1000, min(20000, n // 4))
     # the window stays a number of rows: a period counts back from the loop's clock, and finds no rows
     # when a backfill through CLI calls, or a stream that pauses, leaves the newest rows far behind it
-    spec["model"]["window"] = {"rows": window_rows}
+    spec["model"]["window"] = {"rows": window_rows, "react": REACT}
     finite = secs[np.isfinite(secs)] if secs is not None else np.array([])
     span = float(finite.max() - finite.min()) if len(finite) > 1 else 0.0
     triggers: dict[str, Any] = {"drift": {}, "quality": {}, "detector": "adwin", "gain": {}}
@@ -367,6 +372,7 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
         "data": {"label": label, "task": schema.task, "time": time, "time_unit": unit,
                  "features": [{"name": f.name, "kind": f.kind} for f in schema.features]},
         "model": {"estimator": choice["chosen"], "params": choice["params"], "scale": choice["scale"]},
+        "gate": {"recall": RECALL},
         "replay": {"label_delay": "0s", "warmup": warm},
     }
     task_line = (f"task {schema.task}: set by --task" if task else f"task {schema.task}: {guess.rule}; pass --task "
@@ -377,6 +383,8 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
         notes.append(guess.close)
     header_sizes, notes_sizes = _sizes(spec, time=time, secs=secs, n=n, warm=warm, warmup_given=bool(warmup))
     header += header_sizes
+    header.append(f"adaptation: a moved concept is answered on the rows after it once {REACT} labels have matured; "
+                  f"a version of one of the last {RECALL} concepts comes back when it is surely better on the newest")
     notes += notes_sizes
     from .replay.driver import default_compare
 
