@@ -986,3 +986,26 @@ def test_after_a_reaction_later_windows_start_at_the_change(tmp_path: Path) -> N
     assert cut and all(snap["t_first"] > found.at and snap["rows"] < 1000 for snap in cut), seen
     spec_window = [snap for d, snap in later if d.at - found.at > 1000 + 50]  # past it: the spec's window
     assert spec_window and all(snap["rows"] == 1000 for snap in spec_window), seen
+
+
+def test_a_schedule_due_when_the_detector_fires_still_answers_the_change(tmp_path: Path) -> None:
+    """A schedule comes first among the triggers that fired; the detector firing at the same tick still makes
+    the retrain an answer to a moved concept: with ``model.window.react`` it waits for the rows after the
+    change, and its follow-ups train on those alone."""
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s", "hysteresis": 1, "triggers": {
+        "detector": "adwin", "schedule": "1300s"}}, model={
+        "estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 1000, "react": 60}}))
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    loop.tick()
+    drive(loop, clock, make_frame(1200, seed=1, t0=300))  # A
+    drive(loop, clock, make_frame(1000, seed=2, t0=1500, flip=True), ids_from=2000)  # B
+    runs = {r.run_key: r for r in loop.meta.runs.list()}
+    retrains = loop.meta.decisions.list("retrain")
+    both = [d for d in retrains if d.triggers == ["schedule", "detector"]]
+    assert both and both[0].at > 1500, [(d.at, d.triggers) for d in retrains]  # due at the same tick
+    assert runs[both[0].run_key].status == "deferred"
+    follow = [d for d in retrains if d.at > both[0].at]
+    assert follow and follow[0].reasons[-1].startswith("follow-up 1 of 3: "), [(d.at, d.reasons) for d in follow]
+    assert loop.meta.runs.snapshot(runs[follow[0].run_key].snapshot_id).body["t_first"] > both[0].at

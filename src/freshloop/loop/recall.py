@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from ..evaluate.gate import paired_bootstrap
-from ..policy import CHANGE_TRIGGERS
+from ..policy import first_change
 from ..train import ModelBundle
 from .context import Context, TickReport
 from .deploy import Deployer
@@ -57,7 +57,7 @@ class Recall:
         rollback)."""
         ctx = self.ctx
         changes = sorted(d.at for d in ctx.meta.decisions.list("retrain")
-                         if d.triggers and d.triggers[0] in CHANGE_TRIGGERS)
+                         if first_change(d.triggers or ()) is not None)
         versions = ctx.registry.versions()
         refitted = {v.lineage.get("refit_of") for v in versions}
 

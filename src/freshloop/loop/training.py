@@ -23,7 +23,7 @@ from ..clock import parse_duration
 from ..data.snapshot import Snapshot
 from ..evaluate.gate import Verdict, judge, paired_bootstrap
 from ..evaluate.metrics import balance_weights
-from ..policy import CHANGE_TRIGGERS, Decision, Retrain, run_key
+from ..policy import Decision, Retrain, first_change, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
@@ -128,8 +128,8 @@ class FollowUp:
             triggers = d.triggers or []
             if "follow-up" in triggers:
                 done += 1
-            elif triggers and triggers[0] in CHANGE_TRIGGERS:
-                since, done, moved = float(d.at), 0, triggers[0] != "drift"
+            elif (change := first_change(triggers)) is not None:
+                since, done, moved = float(d.at), 0, change != "drift"
                 if moved and self.reacts:
                     self.floor = since
         if since is not None:
@@ -189,7 +189,7 @@ class FollowUp:
         Returns whether it did."""
         interim = self.enabled and decision.answers_change and "follow-up" not in decision.triggers
         if interim:  # (a follow-up that came with a change signal trains on the rows after the change already)
-            self._changed(now, moved=decision.triggers[0] != "drift")
+            self._changed(now, moved=first_change(decision.triggers) != "drift")
         return interim
 
     def _changed(self, now: float, *, moved: bool) -> None:

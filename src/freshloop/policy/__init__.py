@@ -11,6 +11,7 @@ from .policy import (
                        Retrain,
                        Skip,
                        bootstrap,
+                       first_change,
                        run_key,
 )
 from .triggers import (
@@ -27,4 +28,4 @@ from .triggers import (
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "DetectorTrigger", "DriftTrigger", "GainTrigger", "Guard",
            "Policy", "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger",
-           "Trigger", "TriggerName", "VolumeTrigger", "bootstrap", "run_key"]
+           "Trigger", "TriggerName", "VolumeTrigger", "bootstrap", "first_change", "run_key"]

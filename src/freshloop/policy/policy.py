@@ -20,7 +20,7 @@ the reasons are for people and may be reworded freely.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, get_args
 
@@ -32,9 +32,20 @@ from . import triggers as tr
 from .triggers import Trigger, TriggerName
 
 __all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip",
-           "TriggerName", "bootstrap", "run_key"]
+           "TriggerName", "bootstrap", "first_change", "run_key"]
 
 CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
+
+
+def first_change(triggers: Sequence[str]) -> str | None:
+    """The first of a retrain's ``triggers`` that answers a detected change, or None. A schedule or a volume
+    that fires at the same tick as a detector comes first in the list, and the retrain answers the change all
+    the same.
+
+    >>> first_change(("schedule", "detector")), first_change(("drift", "quality")), first_change(("gain",))
+    ('detector', 'drift', None)
+    """
+    return next((t for t in triggers if t in CHANGE_TRIGGERS), None)
 # What held a retrain back, or why none was due
 Guard = Literal["never", "online", "no trigger fired", "min_new_labels", "cooldown", "budget", "bootstrap",
                 "follow-up pending", "rollout in progress", "recalled"]
@@ -117,8 +128,8 @@ class Retrain:
 
     @property
     def answers_change(self) -> bool:
-        """Whether it answers a detected change (its first trigger is one of :data:`CHANGE_TRIGGERS`)."""
-        return self.triggers[0] in CHANGE_TRIGGERS
+        """Whether it answers a detected change: one of its triggers is (see :func:`first_change`)."""
+        return first_change(self.triggers) is not None
 
     def held(self, guard: Guard, why: str) -> Skip:
         """This retrain, held back by ``guard``: the skip says what it would have retrained for."""
