@@ -958,20 +958,27 @@ def test_no_version_is_promoted_back_during_a_rollout_or_while_promotion_is_stop
     assert first.recalled != b_champion and not 1650 <= fitted["t_last"] < 3000, fitted
 
 
-def test_after_a_reaction_later_windows_start_at_the_change(tmp_path: Path) -> None:
-    """``model.window.react``: concept A, then B from row 1,500. Once the follow-ups have trained on the rows
-    after the change, later retrains (here, staleness) do not reach back into A either, though the window of
-    1,000 rows would: their window starts at the change until 1,000 rows have arrived since, and is the spec's
-    again after that."""
-    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s", "triggers": {
-        "detector": "adwin", "staleness": "450s"}}, model={
+def reacting_through_a_flip(tmp_path: Path, after: int, policy: dict[str, object]) -> Loop:
+    """A loop with a window of 1,000 rows and ``model.window.react: 60`` driven through concept A (1,500 rows),
+    then ``after`` rows of B, the concept flipped."""
+    spec = load_spec_dict(spec_dict(tmp_path / "store", policy=policy, model={
         "estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 1000, "react": 60}}))
     loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
     clock.advance_to(299.0)
     loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
     loop.tick()
     drive(loop, clock, make_frame(1200, seed=1, t0=300))  # A
-    drive(loop, clock, make_frame(1500, seed=2, t0=1500, flip=True), ids_from=2000)  # B
+    drive(loop, clock, make_frame(after, seed=2, t0=1500, flip=True), ids_from=2000)  # B
+    return loop
+
+
+def test_after_a_reaction_later_windows_start_at_the_change(tmp_path: Path) -> None:
+    """``model.window.react``: concept A, then B from row 1,500. Once the follow-ups have trained on the rows
+    after the change, later retrains (here, staleness) do not reach back into A either, though the window of
+    1,000 rows would: their window starts at the change until 1,000 rows have arrived since, and is the spec's
+    again after that."""
+    loop = reacting_through_a_flip(tmp_path, 1500, {"cooldown": "100s", "triggers": {
+        "detector": "adwin", "staleness": "450s"}})
     runs = {r.run_key: r for r in loop.meta.runs.list()}
     trained = [(d, loop.meta.runs.snapshot(runs[d.run_key].snapshot_id).body)
                for d in loop.meta.decisions.list("retrain") if runs[d.run_key].status == "trained"]
@@ -992,15 +999,8 @@ def test_a_schedule_due_when_the_detector_fires_still_answers_the_change(tmp_pat
     """A schedule comes first among the triggers that fired; the detector firing at the same tick still makes
     the retrain an answer to a moved concept: with ``model.window.react`` it waits for the rows after the
     change, and its follow-ups train on those alone."""
-    spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s", "hysteresis": 1, "triggers": {
-        "detector": "adwin", "schedule": "1300s"}}, model={
-        "estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 1000, "react": 60}}))
-    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
-    clock.advance_to(299.0)
-    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
-    loop.tick()
-    drive(loop, clock, make_frame(1200, seed=1, t0=300))  # A
-    drive(loop, clock, make_frame(1000, seed=2, t0=1500, flip=True), ids_from=2000)  # B
+    loop = reacting_through_a_flip(tmp_path, 1000, {"cooldown": "100s", "hysteresis": 1, "triggers": {
+        "detector": "adwin", "schedule": "1300s"}})
     runs = {r.run_key: r for r in loop.meta.runs.list()}
     retrains = loop.meta.decisions.list("retrain")
     both = [d for d in retrains if d.triggers == ["schedule", "detector"]]
