@@ -46,6 +46,8 @@ def first_change(triggers: Sequence[str]) -> str | None:
     ('detector', 'drift', None)
     """
     return next((t for t in triggers if t in CHANGE_TRIGGERS), None)
+
+
 # What held a retrain back, or why none was due
 Guard = Literal["never", "online", "no trigger fired", "min_new_labels", "cooldown", "budget", "bootstrap",
                 "follow-up pending", "rollout in progress", "recalled"]
