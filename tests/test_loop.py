@@ -878,19 +878,26 @@ def test_balanced_slices_help_a_rare_slice_and_are_judged_on_the_mean_over_the_s
                                      "full", 0, None, frame.rename(columns={"y": "_label"}), balance=("country",)))
 
 
+def through_a_flip(spec: LoopSpec, after: int,
+                   reports: list[TickReport] | None = None) -> tuple[Loop, SimulatedClock]:
+    """A loop on ``spec`` whose first model is fitted on 300 rows of concept A, driven through 1,200 more rows
+    of A, then ``after`` rows of B (the concept flipped) from row 1,500."""
+    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    drive(loop, clock, make_frame(1200, seed=1, t0=300), reports=reports)  # A
+    drive(loop, clock, make_frame(after, seed=2, t0=1500, flip=True), ids_from=2000, reports=reports)  # B
+    return loop, clock
+
+
 def concepts_a_then_b(tmp_path: Path) -> tuple[Loop, SimulatedClock, LoopSpec]:
     """A loop with ``gate.recall: 3`` driven through concept A (1,500 rows), then B (1,500 rows): its champion
     learned B, and no past version was promoted back while B was new."""
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy={"cooldown": "100s"}, gate={"recall": 3},
                                     model={"estimator": "sklearn.linear_model.LogisticRegression",
                                            "window": {"rows": 600}}))
-    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
-    clock.advance_to(299.0)
-    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
-    assert loop.tick().promoted == 1
-    reports: list[TickReport] = []
-    drive(loop, clock, make_frame(1200, seed=1, t0=300), reports=reports)  # A
-    drive(loop, clock, make_frame(1500, seed=2, t0=1500, flip=True), ids_from=2000, reports=reports)  # B
+    loop, clock = through_a_flip(spec, 1500, reports := [])
     assert not [r for r in reports if r.recalled is not None]  # no past version knows B
     assert loop.registry.get(loop.champion_version).lineage["t_last"] > 1500  # B's champion learned B
     return loop, clock, spec
@@ -963,13 +970,7 @@ def reacting_through_a_flip(tmp_path: Path, after: int, policy: dict[str, object
     then ``after`` rows of B, the concept flipped."""
     spec = load_spec_dict(spec_dict(tmp_path / "store", policy=policy, model={
         "estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 1000, "react": 60}}))
-    loop = Loop(spec, clock=(clock := SimulatedClock(0.0)), durable=False)
-    clock.advance_to(299.0)
-    loop.ingest(make_frame(300, seed=1), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
-    loop.tick()
-    drive(loop, clock, make_frame(1200, seed=1, t0=300))  # A
-    drive(loop, clock, make_frame(after, seed=2, t0=1500, flip=True), ids_from=2000)  # B
-    return loop
+    return through_a_flip(spec, after)[0]
 
 
 def test_after_a_reaction_later_windows_start_at_the_change(tmp_path: Path) -> None:
