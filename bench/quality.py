@@ -16,7 +16,7 @@ from freshloop.clock import parse_duration
 from freshloop.datasets import STREAMS, load_stream
 from freshloop.errors import SpecError
 from freshloop.replay import compare
-from freshloop.spec import LoopSpec, load_spec, load_spec_dict, preset_period
+from freshloop.spec import CompanionSpec, LoopSpec, load_spec, load_spec_dict, preset_period
 from freshloop.suggest import suggest_spec
 from freshloop.train.model import check_model
 
@@ -136,7 +136,7 @@ def windows(summary: dict[str, Any]) -> dict[str, int]:
 
 def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None,
                decay: list[float] | None = None, mode: str | None = None,
-               recall: int | None = None, react: int | None = None) -> dict[str, Any]:
+               recall: int | None = None, react: int | None = None, refit: int | None = None) -> dict[str, Any]:
     from speed import ChildrenPeak, peak_rss_mb, reset_peak_rss
 
     frame, info = loaded if loaded is not None else load_stream(name, n=n)
@@ -154,6 +154,9 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
             spec = spec.model_copy(update={"model": model})
     if recall is not None:  # past concepts' versions scored at every tick, promoted back when surely better
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"recall": recall})})
+    if refit is not None:  # the spec's model refitted at every tick on the newest labels, serving when better
+        companion = CompanionSpec(refit=refit) if refit else None
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"companion": companion})})
     if react is not None and spec.model.window.rows:  # a moved concept answered on the rows after it alone
         window = spec.model.window.model_copy(update={"react": react})
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"window": window})})

@@ -7,6 +7,7 @@
     python bench/streams.py --mode auto      # or auto (a linear model, which cannot learn new rows, stays full)
     python bench/streams.py --recall 3       # every spec with gate.recall: 3, printed, page left alone
     python bench/streams.py --react 60       # every spec with a row window with model.window.react: 60, likewise
+    python bench/streams.py --refit 60       # every spec with model.companion.refit: 60 (0: no companion), likewise
 
 Each stream is replayed as a user would first run it: the spec ``freshloop init`` writes for it (rainfall:
 ``examples/rainfall.yaml``), untouched, with every contender under the same label delay (see
@@ -152,6 +153,8 @@ def main() -> int:
     ap.add_argument("--recall", type=int, help="set gate.recall (past concepts' versions scored at every tick)")
     ap.add_argument("--react", type=int, help="set model.window.react (labels after a moved concept before a "
                                               "retrain on them alone) in every spec with a window in rows")
+    ap.add_argument("--refit", type=int, help="set model.companion.refit (the spec's model refitted at every tick "
+                                              "on the newest this many labels, serving while surely better; 0: none)")
     ap.add_argument("--mode", choices=["full", "warm_start", "auto"],
                     help="set model.mode in every stream's spec whose model can follow it")
     a = ap.parse_args()
@@ -162,10 +165,11 @@ def main() -> int:
         print(f"stream: {name}", file=sys.stderr, flush=True)
         results["streams"].append(quality.run_stream(name, n, a.workers, loaded,  # type: ignore[arg-type]
                                                      decay=a.decay, mode=a.mode, recall=a.recall,
-                                                     react=a.react))
+                                                     react=a.react, refit=a.refit))
     results["seconds"] = time.perf_counter() - started
     # the page shows whole runs of the specs as written
-    if not a.only and not a.decay and not a.mode and a.recall is None and a.react is None:
+    if not a.only and not a.decay and not a.mode and a.recall is None and a.react is None \
+            and a.refit is None:
         RESULTS.write_text(json.dumps(results, indent=2, default=str))
         write_section(Path(a.out), section(results))
     print(section(results))

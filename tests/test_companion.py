@@ -14,8 +14,8 @@ from freshloop.errors import SpecError
 from freshloop.loop import Loop, TickReport
 from freshloop.loop.companion import COMPANION
 from freshloop.operations import Operations
-from freshloop.replay import compare, write_report
-from freshloop.spec import load_spec_dict
+from freshloop.replay import compare, resolve_policy, write_report
+from freshloop.spec import CompanionSpec, load_spec_dict
 
 from .conftest import make_frame, spec_dict
 from .test_loop import drive
@@ -154,6 +154,47 @@ def test_a_companion_that_cannot_learn_online_is_refused_when_the_loop_opens(tmp
     assert e.value.field == "model.companion.estimator"
 
 
+def test_a_refit_companion_follows_a_flip_on_the_newest_labels_and_survives_a_restart(tmp_path: Path) -> None:
+    spec, clock = companion_spec(tmp_path / "store", refit=60), SimulatedClock(0.0)
+    loop = open_loop(spec, clock)
+    fits_before = loop.stats.companion_rows
+    drive(loop, clock, make_frame(900, seed=4, flip=True, t0=300))
+    comp = loop.companion
+    assert comp.bundle is not None and comp.bundle.estimator == LOGREG and comp.bundle.rows_seen_ == 60
+    # refitted at each tick with new labels, on 60 labels each time (never all of them at once)
+    assert loop.stats.companion_rows > fits_before and loop.stats.companion_rows % 60 == 0
+    switch = loop.events.list("serving_switched")[0]
+    assert switch.payload["serves"] == "companion" and switch.payload["estimator"] == LOGREG
+    assert "the refit companion (on the newest 60 labels) serves: surely better" in switch.reason
+    assert loop.champion_version == 1  # never retrained: the refit companion serves in its place
+
+    fresh = make_frame(200, seed=9, flip=True, t0=1200)
+    clock.advance_to(1399.0)
+    out = loop.predict(fresh.drop(columns="y"), row_ids=[f"n{i}" for i in range(200)])
+    assert (out.versions == COMPANION).all()
+    truth = fresh["y"].to_numpy()
+    champion = float(np.mean(loop.champion().predict(fresh.drop(columns="y"))[0] == truth))
+    assert float(np.mean(out.predictions == truth)) > champion + 0.3
+    learned = comp.learned_to
+    loop.close()
+
+    again = Loop(spec, clock=clock)  # its fit, evidence and place come back; no refit until new labels
+    assert again.companion.leads and again.companion.learned_to == learned
+    assert again.companion.bundle is not None and again.companion.bundle.rows_seen_ == 60
+    again.tick()
+    assert again.stats.companion_rows == 0
+    again.close()
+    online = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": LOGREG, "companion": {
+        "estimator": "sklearn.linear_model.SGDClassifier"}}, policy=NEVER))
+    assert Loop(online, clock=clock).companion.bundle is None  # another kind of companion: it starts afresh
+
+
+def test_a_refit_companion_takes_no_estimator_of_its_own(tmp_path: Path) -> None:
+    with pytest.raises(SpecError, match="model.companion.refit refits model.estimator") as e:
+        companion_spec(tmp_path / "store", refit=60, estimator="river.forest.ARFClassifier")
+    assert "model.companion" in str(e.value)
+
+
 def test_the_hybrid_contender_replays_the_policy_with_a_companion(tmp_path: Path) -> None:
     spec = load_spec_dict(spec_dict(tmp_path / "store", model={"estimator": LOGREG}, policy=NEVER))
     frame = pd.concat([make_frame(300), make_frame(1200, seed=4, flip=True, t0=300)], ignore_index=True)
@@ -168,4 +209,7 @@ def test_the_hybrid_contender_replays_the_policy_with_a_companion(tmp_path: Path
     assert len(switched) == hybrid["switches"] and switched[0]["serves"] == "companion"
     page = write_report(res, tmp_path / "report.html", title="t").read_text()
     assert "<h2>Online companion</h2>" in page and switched[0]["why"] in page
+    # a spec whose companion refits its own model: the hybrid is still the policy with the online companion
+    refit = companion_spec(tmp_path / "store2", refit=60)
+    assert resolve_policy(refit, "hybrid").model.companion == CompanionSpec()
     assert f"serving moved {hybrid['switches']} times" in page

@@ -150,6 +150,17 @@ class CompanionSpec(_Strict):
     params: dict[str, Any] = Field(default_factory=dict)
     rows: int = Field(200, gt=0, description="the most matured rows both answered that decide who serves (fewer "
                       "after a change in which of the two is better)")
+    refit: int | None = Field(None, gt=0, description="instead of an online model, the spec's own model "
+                              "(model.estimator, model.params) fitted anew at every tick on the newest this many "
+                              "matured labels: a short window that follows a concept moving faster than retrains "
+                              "can; leave estimator unset")
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CompanionSpec:
+        if self.refit is not None and (self.estimator is not None or self.params):
+            raise ValueError(f"model.companion.refit refits model.estimator: leave model.companion.estimator and "
+                             f"params unset (got estimator {self.estimator!r}, params {self.params!r})")
+        return self
 
 
 class ModelSpec(_Strict):

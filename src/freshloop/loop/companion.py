@@ -75,15 +75,26 @@ class Companion:
     def estimator(self) -> str:
         spec, schema = self.spec, self.ctx.schema
         assert spec is not None and schema is not None
+        if spec.refit is not None:
+            return self.ctx.spec.model.estimator
         if spec.estimator:
             return spec.estimator
         return "river.forest.ARFRegressor" if schema.task == "regression" else "river.forest.ARFClassifier"
+
+    def name(self) -> str:
+        """What it is, for the event log: the online companion, or the refit one and on how many labels."""
+        spec = self.spec
+        return f"the refit companion (on the newest {spec.refit} labels)" if spec and spec.refit \
+            else "the online companion"
 
     # -- learning -----------------------------------------------------------------------------
     def learn(self, now: float) -> None:
         """Learn the labels matured since the last ones learned, oldest first (under the context's lock)."""
         ctx, spec = self.ctx, self.spec
         if spec is None or ctx.schema is None:
+            return
+        if spec.refit is not None:
+            self._refit(now, spec.refit)
             return
         rows = ctx.data.labeled_between(self.learned_to, now, most=_FIRST_ROWS if self.bundle is None else None)
         if not len(rows):
@@ -92,6 +103,24 @@ class Companion:
             self.bundle = ModelBundle(ctx.schema, self.estimator(), spec.params, seed=ctx.spec.model.seed)
         self.bundle.learn(rows, rows["_label"])
         self.learned_to = float(rows["_label_time"].max())
+        ctx.stats.companion_rows += len(rows)
+
+    def _refit(self, now: float, most: int) -> None:
+        """``model.companion.refit``: the spec's own model fitted anew on the newest ``most`` matured labels,
+        when labels matured since the last fit. A fit that fails (one class alone in so few rows) keeps the
+        last fitted model, and the failure is counted."""
+        ctx, model = self.ctx, self.ctx.spec.model
+        assert ctx.schema is not None
+        if not len(ctx.data.labeled_between(self.learned_to, now, most=1)):
+            return
+        rows = ctx.data.labeled_between(float("-inf"), now, most=most)
+        self.learned_to = float(rows["_label_time"].max())
+        try:
+            bundle = ModelBundle(ctx.schema, model.estimator, model.params, seed=model.seed, scale=model.scale)
+            self.bundle = bundle.fit(rows, rows["_label"])
+        except Exception:  # too few rows for this model (one class alone): the last fit serves on
+            ctx.stats.companion_errors += 1
+            return
         ctx.stats.companion_rows += len(rows)
 
     # -- serving ------------------------------------------------------------------------------
@@ -107,7 +136,7 @@ class Companion:
             self.ctx.stats.companion_errors += 1
             if self.last_error is None:  # the first failure of a run of them is an event, with its error
                 self.last_error = f"{type(e).__name__}: {e}"[:500]
-                self.ctx.events.record("companion_failed", f"the online companion ({self.estimator()}) failed to "
+                self.ctx.events.record("companion_failed", f"{self.name()} ({self.estimator()}) failed to "
                                        f"answer {len(frame)} rows, the champion answered them: {self.last_error}",
                                        {"estimator": self.estimator(), "rows": len(frame), "error": self.last_error})
             return None
@@ -149,7 +178,7 @@ class Companion:
         self.leads = not self.leads
         cut = self._cut and len(self._pairs) != self._pairs.maxlen
         since = " (all since the last change in which of the two is better)" if cut else ""
-        who = "the online companion" if self.leads else f"the champion (version {ctx.champion.version})"
+        who = self.name() if self.leads else f"the champion (version {ctx.champion.version})"
         text = (f"{who} serves: surely better on the last {d.n} matured rows both answered{since} ({ctx.metric.name} "
                 f"{d.candidate:.4f} against {d.champion:.4f}; difference {d.delta:+.4f}, CI low {d.low:+.4f})")
         ctx.events.record("serving_switched", text, {
@@ -168,8 +197,9 @@ class Companion:
 
     def _state(self) -> dict[str, Any]:
         # the pairs a label-feedback process scored are judged by the next tick's process
-        return {"bundle": self.bundle, "leads": self.leads, "learned_to": self.learned_to,
-                "pairs": list(self._pairs), "shift": self._shift, "cut": self._cut, "fresh": self._fresh}
+        return {"bundle": self.bundle, "refit": self.spec.refit if self.spec else None, "leads": self.leads,
+                "learned_to": self.learned_to, "pairs": list(self._pairs), "shift": self._shift, "cut": self._cut,
+                "fresh": self._fresh}
 
     def restore(self) -> None:
         """The state the last loop saved, when its signature is this machine's and its estimator the spec's;
@@ -177,7 +207,7 @@ class Companion:
         if self.spec is None or self.ctx.schema is None:
             return
         state = self.ctx.saved_state(_STATE, "companion_discarded", "online companion")
-        if state is None or state["bundle"].estimator != self.estimator():
+        if state is None or state["bundle"].estimator != self.estimator() or state.get("refit") != self.spec.refit:
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
         self._fresh, self._shift = state.get("fresh", False), state.get("shift") or ADWIN()

@@ -67,7 +67,8 @@ def resolve_policy(spec: LoopSpec, name: str) -> LoopSpec:
         return spec.model_copy(update={"policy": policy_preset("online"),
                                        "model": spec.model.model_copy(update={"mode": "online"})})
     if name == "hybrid":  # the spec's policy, with an online companion beside its champion
-        model = spec.model.model_copy(update={"companion": spec.model.companion or CompanionSpec()})
+        online = spec.model.companion if spec.model.companion and spec.model.companion.refit is None else None
+        model = spec.model.model_copy(update={"companion": online or CompanionSpec()})
         return spec.model_copy(update={"model": model, "policy": spec.policy.model_copy(update={"name": name})})
     if name == spec.policy.name:
         return spec

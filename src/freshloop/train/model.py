@@ -157,7 +157,7 @@ def check_mode(model: ModelSpec) -> None:
 
 def check_companion(model: ModelSpec) -> None:
     """Refuse an online companion (``model.companion``) that cannot learn one batch at a time."""
-    path = model.companion.estimator if model.companion is not None else None
+    path = model.companion.estimator if model.companion is not None and model.companion.refit is None else None
     if path is not None and not learns_online(path, "model.companion"):
         raise SpecError(param_message("estimator", "model.companion", "a River model or an estimator with "
                                       "partial_fit (it learns each matured label)", path),
