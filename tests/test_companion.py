@@ -208,8 +208,12 @@ def test_the_hybrid_contender_replays_the_policy_with_a_companion(tmp_path: Path
     switched = hybrid["switched"]
     assert len(switched) == hybrid["switches"] and switched[0]["serves"] == "companion"
     page = write_report(res, tmp_path / "report.html", title="t").read_text()
-    assert "<h2>Online companion</h2>" in page and switched[0]["why"] in page
+    assert "<h2>Companion</h2>" in page and switched[0]["why"] in page
     # a spec whose companion refits its own model: the hybrid is still the policy with the online companion
     refit = companion_spec(tmp_path / "store2", refit=60)
     assert resolve_policy(refit, "hybrid").model.companion == CompanionSpec()
+    # never retraining fits the model once: no refit beside it; a retraining policy keeps the spec's
+    assert resolve_policy(refit, "never").model.companion is None
+    assert resolve_policy(refit, "online:river.linear_model.LogisticRegression").model.companion is None
+    assert resolve_policy(refit, "periodic:500s").model.companion == CompanionSpec(refit=60)
     assert f"serving moved {hybrid['switches']} times" in page

@@ -26,6 +26,7 @@ retrain it. The companion's state is saved when the loop closes, signed like a r
 
 from __future__ import annotations
 
+import time
 from collections import deque
 from typing import Any
 
@@ -115,6 +116,7 @@ class Companion:
             return
         rows = ctx.data.labeled_between(float("-inf"), now, most=most)
         self.learned_to = float(rows["_label_time"].max())
+        started = time.perf_counter()
         try:
             bundle = ModelBundle(ctx.schema, model.estimator, model.params, seed=model.seed, scale=model.scale)
             self.bundle = bundle.fit(rows, rows["_label"])
@@ -122,6 +124,9 @@ class Companion:
             ctx.stats.companion_errors += 1
             return
         ctx.stats.companion_rows += len(rows)
+        # its fits are training, counted with the retrains' (as an online champion's learning is)
+        ctx.stats.train_rows += len(rows)
+        ctx.stats.train_seconds += time.perf_counter() - started
 
     # -- serving ------------------------------------------------------------------------------
     def answer(self, frame: Rows) -> tuple[np.ndarray, np.ndarray | None] | None:

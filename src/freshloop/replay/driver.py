@@ -52,7 +52,11 @@ def default_compare(spec: LoopSpec) -> list[str]:
 
 
 def resolve_policy(spec: LoopSpec, name: str) -> LoopSpec:
-    """The spec with policy ``name`` (``online:<estimator>`` also swaps the model)."""
+    """The spec with policy ``name`` (``online:<estimator>`` also swaps the model). A companion that refits the
+    spec's model (``model.companion.refit``) retrains it at every tick: ``never`` and the online contenders,
+    which fit the spec's model once, go without it."""
+    if spec.model.companion and spec.model.companion.refit and (name == "never" or name.startswith("online")):
+        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"companion": None})})
     if name.startswith("online:"):
         est = name.split(":", 1)[1]
         import_estimator(est)
@@ -397,7 +401,8 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "training_rows": st.train_rows,
         "online_rows": st.online_rows,
         "companion": None if spec.model.companion is None else {
-            "estimator": loop.companion.estimator(), "rows_learned": st.companion_rows,
+            "estimator": loop.companion.estimator(), "refit": spec.model.companion.refit,
+            "rows_learned": st.companion_rows,
             "rows_served": st.companion_served, "switches": st.companion_switches, "errors": st.companion_errors,
             "switched": [{"at": e.at, "serves": e.payload["serves"], "why": e.reason}
                          for e in loop.events.list("serving_switched")]},

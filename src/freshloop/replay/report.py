@@ -139,15 +139,17 @@ def _windows(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
 
 
 def _companion(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
-    """When serving moved between the champion and the online companion (``model.companion``), and why."""
+    """When serving moved between the champion and the companion (``model.companion``), and why."""
     c = s.get("companion")
     if not c:
         return ""
     served = c["rows_served"] / max(s["predictions_scored"], 1)
     items = "".join(f"<li>{_when(w['at'], unit, calendar)}: {html.escape(w['why'])}</li>" for w in c["switched"][:15])
     more = f"<li>… {len(c['switched']) - 15} more in summary.json</li>" if len(c["switched"]) > 15 else ""
-    return (f"<details><summary>{html.escape(name)}: {html.escape(c['estimator'])} learned {c['rows_learned']:,} "
-            f"labels and served {served:.0%} of the rows; serving moved {c['switches']} times</summary>"
+    learned = (f"refitted on the newest {c['refit']} labels at each tick ({c['rows_learned']:,} rows fitted)"
+               if c.get("refit") else f"learned {c['rows_learned']:,} labels")
+    return (f"<details><summary>{html.escape(name)}: {html.escape(c['estimator'])} {learned} and served "
+            f"{served:.0%} of the rows; serving moved {c['switches']} times</summary>"
             f"<ul>{items}{more}</ul></details>")
 
 
@@ -189,7 +191,7 @@ data-to-deploy in {unit} (its <code>units</code> names them); training seconds a
 {failures}
 <h2>Decisions</h2>{reasons}
 <h2>Training windows</h2>{windows or '<p>No retrain chose its window (none answered a moved concept).</p>'}
-{f'<h2>Online companion</h2>{companions}' if companions else ''}
+{f'<h2>Companion</h2>{companions}' if companions else ''}
 </body></html>"""
     out = Path(path)
     out.write_text(page)
