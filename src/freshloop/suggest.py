@@ -66,8 +66,6 @@ _EPOCH_SECONDS = (946684800.0, 4102444800.0)  # 2000-01-01 .. 2100-01-01
 #: rows after it once this many labels have matured (``model.window.react``), and the versions of the last
 #: ``RECALL`` concepts may be promoted back (``gate.recall``). Both together lift the default policy to at least
 #: never retraining on every stream of ``bench/streams.py``; neither helps everywhere alone (docs/decisions.md).
-#: Beside the champion, the spec's model refitted at every tick on the newest ``REACT`` labels serves while it is
-#: surely better (``model.companion.refit``): a stream whose concept moves faster than a detector sees.
 REACT, RECALL = 60, 3
 #: a feature whose one-column model scores at least this on later rows (balanced accuracy or R²) is a likely leak
 LEAK_SCORE = 0.995
@@ -373,8 +371,7 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
         "name": name,
         "data": {"label": label, "task": schema.task, "time": time, "time_unit": unit,
                  "features": [{"name": f.name, "kind": f.kind} for f in schema.features]},
-        "model": {"estimator": choice["chosen"], "params": choice["params"], "scale": choice["scale"],
-                  "companion": {"refit": REACT}},
+        "model": {"estimator": choice["chosen"], "params": choice["params"], "scale": choice["scale"]},
         "gate": {"recall": RECALL},
         "replay": {"label_delay": "0s", "warmup": warm},
     }
@@ -387,8 +384,7 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
     header_sizes, notes_sizes = _sizes(spec, time=time, secs=secs, n=n, warm=warm, warmup_given=bool(warmup))
     header += header_sizes
     header.append(f"adaptation: a moved concept is answered on the rows after it once {REACT} labels have matured; "
-                  f"a version of one of the last {RECALL} concepts comes back when it is surely better on the newest; "
-                  f"the model refitted at every tick on the newest {REACT} labels serves while surely better")
+                  f"a version of one of the last {RECALL} concepts comes back when it is surely better on the newest")
     notes += notes_sizes
     from .replay.driver import default_compare
 
