@@ -112,9 +112,9 @@ class Companion:
         last fitted model, and the failure is counted."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
-        if not len(ctx.data.labeled_between(self.learned_to, now, most=1)):
-            return
         rows = ctx.data.labeled_between(float("-inf"), now, most=most)
+        if not len(rows) or float(rows["_label_time"].max()) <= self.learned_to:
+            return  # no label matured since the last fit
         self.learned_to = float(rows["_label_time"].max())
         started = time.perf_counter()
         try:
