@@ -139,7 +139,8 @@ def test_the_companion_survives_a_restart_and_learns_each_label_once(tmp_path: P
     state.write_bytes(b"0" * len(signature) + b"\n" + body)  # not signed by this machine: not unpickled
     third = Loop(spec, clock=clock)
     assert third.companion.bundle is None
-    assert third.events.list("companion_discarded")
+    discarded = third.events.list("companion_discarded")
+    assert discarded and "the saved online companion is not signed" in discarded[0].reason
     clock.advance_to(clock.now() + 1)
     third.tick()  # it learns again from the stored labels
     assert third.companion.bundle is not None

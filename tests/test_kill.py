@@ -214,9 +214,13 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: st
     acked.batches["warm"] = 400
     for k in range(KILLS):
         traffic = Traffic(srv.url, acked, seed=k)
+        before = len(acked.batches)
         traffic.start()
         time.sleep(float(rng.uniform(0.1, 1.5)))  # the kill comes at a different point of the work each time
         deadline = time.monotonic() + 60
+        # each server acknowledges a batch before it dies (however slow the machine), and dies with more in flight
+        while len(acked.batches) == before and time.monotonic() < deadline:
+            time.sleep(0.005)
         while not {"ingest", "predict", "tick", "promote"} <= traffic.in_flight() and time.monotonic() < deadline:
             time.sleep(0.001)
         time.sleep(float(rng.uniform(0, 0.02)))
@@ -238,7 +242,7 @@ def test_kill_9_under_load_loses_nothing_acknowledged(tmp_path: Path, db_url: st
     srv.stop()
     assert acked.unknown == []
     assert min(landed[op] for op in ("ingest", "predict", "tick", "promote")) >= KILLS - 4, landed
-    assert len(acked.predictions) > 500 and len(acked.batches) > 24 and acked.promoted > 0
+    assert len(acked.predictions) > 500 and len(acked.batches) > KILLS and acked.promoted > 0
     print(f"{KILLS} kills ({'PostgreSQL' if db_url else 'SQLite'}), landing during {landed}; acknowledged: "
           f"{len(acked.batches)} batches, {len(acked.predictions)} predictions, {len(acked.labeled)} labels sent "
           f"before the end, {acked.promoted} promotions or rollbacks")  # the counts the fault suite reports (-s)

@@ -211,7 +211,7 @@ class Companion:
         else it learns again from the data store's labels."""
         if self.spec is None or self.ctx.schema is None:
             return
-        state = self.ctx.saved_state(_STATE, "companion_discarded", "online companion")
+        state = self.ctx.saved_state(_STATE, "companion_discarded", self.name().removeprefix("the "))
         if state is None or state["bundle"].estimator != self.estimator() or state.get("refit") != self.spec.refit:
             return  # the spec names another model now: it learns from the stored labels
         self.bundle, self.leads, self.learned_to = state["bundle"], state["leads"], state["learned_to"]
