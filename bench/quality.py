@@ -134,6 +134,12 @@ def windows(summary: dict[str, Any]) -> dict[str, int]:
                                                                              for v in chose)}
 
 
+def with_refit(spec: LoopSpec, refit: int | None) -> LoopSpec:
+    """The spec with ``model.companion.refit: refit`` (0 or None: no companion)."""
+    companion = CompanionSpec(refit=refit) if refit else None
+    return spec.model_copy(update={"model": spec.model.model_copy(update={"companion": companion})})
+
+
 def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFrame, dict[str, Any]] | None = None,
                decay: list[float] | None = None, mode: str | None = None,
                recall: int | None = None, react: int | None = None, refit: int | None = None) -> dict[str, Any]:
@@ -155,8 +161,7 @@ def run_stream(name: str, n: int | None, workers: int, loaded: tuple[pd.DataFram
     if recall is not None:  # past concepts' versions scored at every tick, promoted back when surely better
         spec = spec.model_copy(update={"gate": spec.gate.model_copy(update={"recall": recall})})
     if refit is not None:  # the spec's model refitted at every tick on the newest labels, serving when better
-        companion = CompanionSpec(refit=refit) if refit else None
-        spec = spec.model_copy(update={"model": spec.model.model_copy(update={"companion": companion})})
+        spec = with_refit(spec, refit)
     if react is not None and spec.model.window.rows:  # a moved concept answered on the rows after it alone
         window = spec.model.window.model_copy(update={"react": react})
         spec = spec.model_copy(update={"model": spec.model.model_copy(update={"window": window})})

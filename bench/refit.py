@@ -23,7 +23,7 @@ LEAST = 60  # the fewest labels a K/class size gives
 
 
 def size_for(size: str, classes: int) -> int:
-    """An int, or ``K/class``: K labels per class, at least :data:`LEAST`.
+    """An int, or ``K/class``: K labels per class (one class for a regression), at least :data:`LEAST`.
 
     >>> size_for("60", 24), size_for("30/class", 2), size_for("30/class", 24)
     (60, 60, 720)
@@ -34,14 +34,13 @@ def size_for(size: str, classes: int) -> int:
 
 
 def replay(spec: Any, frame: Any, policy: str, refit: int | None) -> dict[str, Any]:
-    from freshloop.replay import compare
-    from freshloop.spec import CompanionSpec
+    from quality import with_refit
 
-    companion = CompanionSpec(refit=refit) if refit else None
-    spec = spec.model_copy(update={"model": spec.model.model_copy(update={"companion": companion})})
+    from freshloop.replay import compare
+
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
-        s = compare(spec, frame, Path(tmp), [policy], workers=1)[policy]
+        s = compare(with_refit(spec, refit), frame, Path(tmp), [policy], workers=1)[policy]
     c = s.get("companion") or {}
     return {"metric": s["metric"], "rows": s["training_rows"], "seconds": time.perf_counter() - started,
             "served": (c.get("rows_served") or 0) / max(s["predictions_scored"], 1), "switches": c.get("switches")}
@@ -64,7 +63,8 @@ def main() -> int:
     for name, n, loaded in track(streams(a.only), description="streams", console=Console(stderr=True)):
         frame, info = loaded if loaded is not None else quality.load_stream(name, n=n)
         spec, *_ = quality.stream_spec(name, frame, info)
-        classes = len(spec.data.classes or []) or int(frame[info["label"]].nunique())
+        classes = 1 if spec.data.task == "regression" else \
+            len(spec.data.classes or []) or int(frame[info["label"]].nunique())
         never, plain = replay(spec, frame, "never", None), replay(spec, frame, "default", None)
         for size in sizes:
             rows = size_for(size, classes)
