@@ -19,7 +19,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-LEAST = 60  # the fewest labels a K/class size gives
+from freshloop.suggest import REFIT_LEAST as LEAST  # the fewest labels a K/class size gives (as init's)
 
 
 def size_for(size: str, classes: int) -> int:

@@ -1,7 +1,7 @@
 """First contact: a user's own file through `init` → `replay --compare` → CLI-driven `ingest`/`tick` →
 `serve`, once per kind of data people bring (their time forms, categories that appear later, missing
 values, a regression or multiclass or bool label, numbers with blanks, XGBoost and LightGBM models, an online
-companion beside the champion).
+companion beside the champion). A classification's spec carries the refit companion ``init`` writes.
 
 Every stream changes its concept halfway, so the right answer is known: retraining (`default`) must
 score better than `never`, no training run may fail, and the served answers must have the label's type.
@@ -141,6 +141,11 @@ def test_first_contact(tmp_path: Path, name: str) -> None:
         assert default["retrains"] >= 2 and better > -0.01 * abs(never["metric"]), (never["metric"], default["metric"])
     else:
         assert default["retrains"] >= 2 and better > 0.05 * abs(never["metric"]), (never["metric"], default["metric"])
+    refit = (spec["model"].get("companion") or {}).get("refit")
+    if "companion" not in extra and spec["data"]["task"] == "classification":  # init's refit companion
+        assert refit == max(60, 30 * frame["y"].nunique()), spec["model"]
+        comp = default["companion"]
+        assert comp["refit"] == refit and comp["errors"] == 0 and comp["rows_learned"] > N, comp
 
     # CLI-driven: a warm-up and two later batches, each its own ingest and tick process
     cuts = [0, spec["replay"]["warmup"], N // 2 + 400, N]
@@ -162,10 +167,13 @@ def test_first_contact(tmp_path: Path, name: str) -> None:
         rows = [{"t": last, "x1": 0.5, "x2": -0.2, "c": "zzz"}, {"t": last, "c": "a"}]
         with httpx.Client(base_url=server.url, timeout=60) as c:
             r = c.post("/v1/predict", json={"rows": rows})
+            status = c.get("/v1/status").json()
         assert r.status_code == 200, r.text
         answers = [d["prediction"] for d in r.json()["data"]]
     finally:
         server.stop()
+    if refit:  # the refit companion the tick processes fitted serves beside the champion
+        assert status["companion"]["refit"] == refit and status["companion"]["rows_learned"] > 0, status
     labels = set(frame["y"].tolist())
     if name.startswith("regression"):
         assert all(isinstance(a, float) for a in answers)

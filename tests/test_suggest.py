@@ -101,9 +101,12 @@ def test_init_on_each_public_stream(name: str, label: str, leak: str | None) -> 
     assert any(n.startswith("no column holds dates or times: the row number is the clock") for n in found.notes)
     # a moved concept answered on the rows after it, and a concept that returns brought back (BENCHMARKS.md)
     assert spec["model"]["window"]["react"] == 60 and spec["gate"]["recall"] == 3, spec
-    assert "companion" not in spec["model"], spec  # a refit of 60 labels cost Powersupply 0.38 points (decisions.md)
-    assert any(h.startswith("adaptation: a moved concept is answered on the rows after it once 60 labels")
-               for h in found.header), found.header
+    # and the model refitted at every tick on the newest 30 labels per class (at least 60) serves while better
+    classes = data[label].nunique()
+    assert spec["model"]["companion"] == {"refit": max(60, 30 * classes)}, spec
+    adapt = next(h for h in found.header if h.startswith("adaptation: a moved concept is answered on the rows "
+                                                          "after it once 60 labels"))
+    assert f"refitted at every tick on the newest {max(60, 30 * classes):,} labels" in adapt, adapt
     leaks = [n for n in found.notes if "likely leak" in n]
     if leak is None:
         assert leaks == [], leaks
@@ -145,9 +148,11 @@ def test_a_label_of_40_class_ids_is_a_classification_and_a_fractional_one_a_regr
     assert found.spec["data"]["task"] == "classification"
     assert found.header[0] == ("task classification: the label holds whole numbers (40 distinct values), which are "
                                "taken as class ids; pass --task regression to override")
+    assert found.spec["model"]["companion"] == {"refit": 1200}  # 30 labels per class refitted at every tick
     data["y"] = data["x1"] * 3 + 0.25
     found = suggest_spec(data, label="y", name="s")
     assert found.spec["data"]["task"] == "regression"
+    assert "companion" not in found.spec["model"]  # no regression stream measured with a refit (decisions.md)
     assert found.spec["model"]["estimator"].endswith(("Regressor", "Ridge"))
     assert found.header[0].startswith("task regression: the label holds numbers with a fractional part (such as ")
     assert found.header[0].endswith("pass --task classification to override")

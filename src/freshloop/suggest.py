@@ -49,7 +49,7 @@ from .errors import SpecError
 from .evaluate.metrics import default_metric, get_metric
 from .spec import DataSpec, load_spec_dict
 
-__all__ = ["Suggestion", "TimeColumn", "choose_model", "find_leaks", "find_time_columns", "suggest_spec"]
+__all__ = ["Suggestion", "TimeColumn", "choose_model", "find_leaks", "find_time_columns", "refit_size", "suggest_spec"]
 
 _BOOSTING = {"classification": "sklearn.ensemble.HistGradientBoostingClassifier",
              "regression": "sklearn.ensemble.HistGradientBoostingRegressor"}
@@ -67,9 +67,24 @@ _EPOCH_SECONDS = (946684800.0, 4102444800.0)  # 2000-01-01 .. 2100-01-01
 #: ``RECALL`` concepts may be promoted back (``gate.recall``). Both together lift the default policy to at least
 #: never retraining on every stream of ``bench/streams.py``; neither helps everywhere alone (docs/decisions.md).
 REACT, RECALL = 60, 3
+#: A classification's spec also refits its model at every tick on the newest labels (``model.companion.refit``),
+#: this many per class and at least ``REFIT_LEAST``, serving in the champion's place while surely better: it
+#: follows a concept that flips faster than retrains can (Usenet), and the champion keeps serving where the
+#: concept holds still (``python bench/refit.py --size 30/class``, docs/decisions.md).
+REFIT_PER_CLASS, REFIT_LEAST = 30, 60
 #: a feature whose one-column model scores at least this on later rows (balanced accuracy or R²) is a likely leak
 LEAK_SCORE = 0.995
 _LEAK_ROWS = 20000
+
+
+def refit_size(classes: int) -> int:
+    """The labels a classification's refit companion is fitted on: :data:`REFIT_PER_CLASS` per class, at least
+    :data:`REFIT_LEAST`.
+
+    >>> refit_size(2), refit_size(24)
+    (60, 720)
+    """
+    return max(REFIT_LEAST, REFIT_PER_CLASS * classes)
 
 
 @dataclass(frozen=True)
@@ -383,8 +398,14 @@ def suggest_spec(frame: pd.DataFrame, *, label: str, name: str, time: str | None
         notes.append(guess.close)
     header_sizes, notes_sizes = _sizes(spec, time=time, secs=secs, n=n, warm=warm, warmup_given=bool(warmup))
     header += header_sizes
-    header.append(f"adaptation: a moved concept is answered on the rows after it once {REACT} labels have matured; "
-                  f"a version of one of the last {RECALL} concepts comes back when it is surely better on the newest")
+    adapt = (f"adaptation: a moved concept is answered on the rows after it once {REACT} labels have matured; "
+             f"a version of one of the last {RECALL} concepts comes back when it is surely better on the newest")
+    if schema.task == "classification":
+        refit = refit_size(len(schema.classes or ()))
+        spec["model"]["companion"] = {"refit": refit}
+        adapt += (f"; the model refitted at every tick on the newest {refit:,} labels ({REFIT_PER_CLASS} per class, "
+                  f"at least {REFIT_LEAST}) serves while it is surely better")
+    header.append(adapt)
     notes += notes_sizes
     from .replay.driver import default_compare
 

@@ -122,6 +122,8 @@ class LoopStats(BaseModel):
 
 class CompanionStatus(BaseModel):
     estimator: str
+    refit: int | None = Field(None, description="the refit companion's labels (model.companion.refit): the spec's "
+                              "model fitted anew at every tick on this many of the newest; none for an online one")
     serves: bool = Field(description="whether it answers in the champion's place (surely better lately)")
     rows_learned: int
     errors: int = Field(0, description="requests it failed to answer since the loop opened (the champion answered)")
