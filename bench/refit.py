@@ -19,17 +19,17 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from freshloop.suggest import REFIT_LEAST as LEAST  # the fewest labels a K/class size gives (as init's)
+from freshloop.suggest import refit_size
 
 
 def size_for(size: str, classes: int) -> int:
-    """An int, or ``K/class``: K labels per class (one class for a regression), at least :data:`LEAST`.
+    """An int, or ``K/class``: K labels per class (one class for a regression), at least 60, by init's rule.
 
     >>> size_for("60", 24), size_for("30/class", 2), size_for("30/class", 24)
     (60, 60, 720)
     """
     if size.endswith("/class"):
-        return max(LEAST, int(size.removesuffix("/class")) * classes)
+        return refit_size(classes, per_class=int(size.removesuffix("/class")))
     return int(size)
 
 

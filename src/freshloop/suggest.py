@@ -77,14 +77,14 @@ LEAK_SCORE = 0.995
 _LEAK_ROWS = 20000
 
 
-def refit_size(classes: int) -> int:
-    """The labels a classification's refit companion is fitted on: :data:`REFIT_PER_CLASS` per class, at least
+def refit_size(classes: int, per_class: int = REFIT_PER_CLASS) -> int:
+    """The labels a classification's refit companion is fitted on: ``per_class`` per class, at least
     :data:`REFIT_LEAST`.
 
-    >>> refit_size(2), refit_size(24)
-    (60, 720)
+    >>> refit_size(2), refit_size(24), refit_size(24, per_class=45)
+    (60, 720, 1080)
     """
-    return max(REFIT_LEAST, REFIT_PER_CLASS * classes)
+    return max(REFIT_LEAST, per_class * classes)
 
 
 @dataclass(frozen=True)
