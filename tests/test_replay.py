@@ -6,11 +6,13 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from freshloop.datasets import load_stream
 from freshloop.replay import compare, replay, resolve_policy, write_report
 from freshloop.spec import load_spec_dict
+from freshloop.store import open_stores
 
 from .conftest import make_frame, spec_dict
 
@@ -106,3 +108,31 @@ def test_resolve_policy_online_needs_a_learner(tmp_path: Path) -> None:
         resolve_policy(spec, "online")
     assert resolve_policy(spec, "online:river.linear_model.LogisticRegression").model.mode == "online"
     assert np.isfinite(1.0)
+
+
+def test_a_replay_through_recurring_concepts_brings_a_past_version_back(tmp_path: Path) -> None:
+    """``freshloop replay`` over concept A, then B (flipped) from row 800, then A again from row 1,400, in
+    batches of 100: the first retrain after the change trains on the rows after it alone, and A's version is
+    promoted back (no training) within two batches of A's return; the summary's decisions say when."""
+    frame = pd.concat([make_frame(800, seed=1), make_frame(600, seed=2, flip=True, t0=800),
+                       make_frame(500, seed=3, t0=1400)], ignore_index=True)
+    spec = load_spec_dict(spec_dict(tmp_path / "unused", policy={
+        "cooldown": "100s", "min_new_labels": 50, "triggers": {"detector": "adwin"}},
+        model={"estimator": "sklearn.linear_model.LogisticRegression", "window": {"rows": 600, "react": 60}},
+        gate={"recall": 3}, replay={"batch": {"rows": 100}, "label_delay": "10s", "warmup": 300}))
+    s = replay(spec, frame, tmp_path / "run")
+    retrains = s["decisions"]["retrain"]
+    found = next(d for d in retrains if d["triggers"][0] == "detector")
+    assert 800 <= found["at"] < 1100, [(d["at"], d["triggers"]) for d in retrains]
+    recalls = s["decisions"]["recall"]
+    assert recalls and 1400 <= recalls[0]["at"] < 1400 + 2 * 100, [(d["at"], d["triggers"]) for d in retrains]
+    assert recalls[0]["reasons"][0].startswith("recall: version 1 beats champion version ")
+    meta, _ = open_stores(tmp_path / "run" / "store")
+    try:
+        runs = {r.run_key: r for r in meta.runs.list()}
+        first = next(runs[d["run_key"]] for d in retrains if d["at"] >= found["at"]
+                     and runs[d["run_key"]].status == "trained")
+        assert "follow-up" in next(d for d in retrains if d["run_key"] == first.run_key)["triggers"]
+        assert meta.runs.snapshot(first.snapshot_id).body["t_first"] > found["at"]  # the rows after it alone
+    finally:
+        meta.close()
