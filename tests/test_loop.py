@@ -470,6 +470,36 @@ def test_a_detected_change_is_answered_on_the_rows_after_it(tmp_path: Path, reac
     meta.close()
 
 
+@pytest.mark.parametrize(("triggers", "moved"), [(("drift", "detector"), True), (("drift", "quality"), True),
+                                                (("schedule", "detector"), True), (("drift",), False)])
+def test_input_drift_firing_with_the_detector_does_not_unsay_a_moved_concept(
+        tmp_path: Path, triggers: tuple[str, ...], moved: bool) -> None:
+    """The policy lists drift of the inputs first. A retrain that drift and the detector (or a quality drop)
+    start at the same tick answers a moved concept all the same: its follow-up reacts, rows before it are not
+    trained on again, a ``mode: auto`` retrain fits anew, and a restart reads it back so."""
+    from freshloop.policy import Retrain
+
+    spec = load_spec_dict(spec_dict(tmp_path / "store", model={
+        "estimator": "sklearn.linear_model.LogisticRegression", "mode": "auto",
+        "window": {"rows": 400, "react": 60}}))
+    clock = SimulatedClock(0.0)
+    loop = Loop(spec, clock=clock)
+    clock.advance_to(299.0)
+    loop.ingest(make_frame(300), source="test", batch_id="warm", row_ids=[f"w{i}" for i in range(300)])
+    assert loop.tick().promoted == 1
+    decision = Retrain("r@400", tuple(f"{t} fired" for t in triggers), (), triggers)  # type: ignore[arg-type]
+    assert loop.training.mode_for(decision) == ("full" if moved else "warm_start")
+    assert loop.follow_up.answered(decision, 400.0)
+    owed = loop.follow_up.pending
+    assert owed is not None and owed.reacting is moved and owed.steps[0] == (60 if moved else 100), owed
+    assert loop.follow_up.floor == (400.0 if moved else None)
+    loop.meta.decisions.add(400.0, "retrain", decision.run_key, list(decision.reasons), triggers=list(triggers))
+    loop.close()
+    again = Loop(spec, clock=clock)  # a restart reads the change back from the decision log
+    assert again.follow_up.pending == owed and again.follow_up.floor == loop.follow_up.floor
+    again.close()
+
+
 @pytest.mark.slow
 def test_a_change_seen_again_before_its_follow_up_does_not_retrain_twice(tmp_path: Path) -> None:
     """SEA changes concept at row 5,000. Without a reaction (``model.window.react: 0``), the retrain the change

@@ -23,7 +23,7 @@ from ..clock import parse_duration
 from ..data.snapshot import Snapshot
 from ..evaluate.gate import Verdict, judge, paired_bootstrap
 from ..evaluate.metrics import balance_weights
-from ..policy import Decision, Retrain, first_change, run_key
+from ..policy import Decision, Retrain, first_change, moves_concept, run_key
 from ..spec import WindowSpec
 from ..store import RunRecord, VerdictRecord
 from ..train import Candidate, TrainingFailed, TrainRequest, train_candidate
@@ -34,11 +34,10 @@ from .window import Tried, WindowChoice, window_lengths
 
 __all__ = ["FollowUp", "PendingFollowUp", "PendingRefit", "TrainingRun", "follow_up_steps"]
 
-# What says the concept moved (the error stream changed, the live metric dropped): rows from before the move
-# may mislead, so a retrain for one of these chooses its window. Drift of the inputs alone (a season) does not:
-# the whole window holds the seasons it has seen. Nor does the gain trigger: on the streams of bench/streams.py,
-# choosing the window for its retrains too scored lower on Usenet2 and on average.
-MOVED = frozenset({"detector", "quality"})
+# A retrain for a moved concept (policy.moves_concept) chooses its window: rows from before the move may mislead.
+# Drift of the inputs alone (a season) does not: the whole window holds the seasons it has seen. Nor does the gain
+# trigger: on the streams of bench/streams.py, choosing the window for its retrains too scored lower on Usenet2 and
+# on average.
 _GAINS_KEPT = 20  # the gains a training run keeps for the policy (it reads the last few)
 
 
@@ -128,8 +127,8 @@ class FollowUp:
             triggers = d.triggers or []
             if "follow-up" in triggers:
                 done += 1
-            elif (change := first_change(triggers)) is not None:
-                since, done, moved = float(d.at), 0, change != "drift"
+            elif first_change(triggers) is not None:
+                since, done, moved = float(d.at), 0, moves_concept(triggers)
                 if moved and self.reacts:
                     self.floor = since
         if since is not None:
@@ -189,7 +188,7 @@ class FollowUp:
         Returns whether it did."""
         interim = self.enabled and decision.answers_change and "follow-up" not in decision.triggers
         if interim:  # (a follow-up that came with a change signal trains on the rows after the change already)
-            self._changed(now, moved=first_change(decision.triggers) != "drift")
+            self._changed(now, moved=moves_concept(decision.triggers))
         return interim
 
     def _changed(self, now: float, *, moved: bool) -> None:
@@ -338,7 +337,7 @@ class TrainingRun:
         try:
             # the window is chosen (and rows weighted by age tried) when the concept moved; balanced classes or
             # slices are tried at every full retrain when the spec asks
-            moved = (len(model.window.choose) > 1 or bool(model.window.decay)) and bool(set(decision.triggers) & MOVED)
+            moved = (len(model.window.choose) > 1 or bool(model.window.decay)) and moves_concept(decision.triggers)
             if base is None and len(hold) and (moved or model.balance):
                 cand, train, choice = self._choose(request, train, hold, moved=moved)
             else:
@@ -375,8 +374,8 @@ class TrainingRun:
         mode = self.ctx.spec.model.mode
         if mode != "auto":
             return mode
-        full = set(decision.triggers) & (MOVED | {"follow-up", "bootstrap"}) or self.ctx.champion is None
-        return "full" if full else "warm_start"
+        full = moves_concept(decision.triggers) or bool({"follow-up", "bootstrap"} & set(decision.triggers))
+        return "full" if full or self.ctx.champion is None else "warm_start"
 
     def _fitted(self, req: TrainRequest) -> Candidate:
         """A fit in the executor, its rows and seconds counted in the loop's training cost."""

@@ -2,6 +2,7 @@
 
 from .policy import (
                        CHANGE_TRIGGERS,
+                       CONCEPT_TRIGGERS,
                        GUARDS,
                        Budget,
                        Decision,
@@ -12,6 +13,7 @@ from .policy import (
                        Skip,
                        bootstrap,
                        first_change,
+                       moves_concept,
                        run_key,
 )
 from .triggers import (
@@ -26,6 +28,7 @@ from .triggers import (
                        VolumeTrigger,
 )
 
-__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "DetectorTrigger", "DriftTrigger", "GainTrigger", "Guard",
-           "Policy", "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip", "StalenessTrigger",
-           "Trigger", "TriggerName", "VolumeTrigger", "bootstrap", "first_change", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "CONCEPT_TRIGGERS", "GUARDS", "Budget", "Decision", "DetectorTrigger", "DriftTrigger",
+           "GainTrigger", "Guard", "Policy", "PolicyState", "QualityTrigger", "Retrain", "ScheduleTrigger", "Skip",
+           "StalenessTrigger", "Trigger", "TriggerName", "VolumeTrigger", "bootstrap", "first_change", "moves_concept",
+           "run_key"]

@@ -31,10 +31,12 @@ from ..spec import PolicySpec
 from . import triggers as tr
 from .triggers import Trigger, TriggerName
 
-__all__ = ["CHANGE_TRIGGERS", "GUARDS", "Budget", "Decision", "Guard", "Policy", "PolicyState", "Retrain", "Skip",
-           "TriggerName", "bootstrap", "first_change", "run_key"]
+__all__ = ["CHANGE_TRIGGERS", "CONCEPT_TRIGGERS", "GUARDS", "Budget", "Decision", "Guard", "Policy", "PolicyState",
+           "Retrain", "Skip", "TriggerName", "bootstrap", "first_change", "moves_concept", "run_key"]
 
 CHANGE_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality", "drift")  # they answer a detected change
+# They say the concept moved (the error stream changed, the live metric dropped), not the inputs alone
+CONCEPT_TRIGGERS: tuple[TriggerName, ...] = ("detector", "quality")
 
 
 def first_change(triggers: Sequence[str]) -> str | None:
@@ -46,6 +48,16 @@ def first_change(triggers: Sequence[str]) -> str | None:
     ('detector', 'drift', None)
     """
     return next((t for t in triggers if t in CHANGE_TRIGGERS), None)
+
+
+def moves_concept(triggers: Sequence[str]) -> bool:
+    """Whether a retrain's ``triggers`` say the concept moved: the detector or a quality drop fired, whatever
+    fired with it. Drift of the inputs alone does not say so; drift firing beside them does not unsay it.
+
+    >>> moves_concept(("drift", "detector")), moves_concept(("schedule", "quality")), moves_concept(("drift",))
+    (True, True, False)
+    """
+    return any(t in CONCEPT_TRIGGERS for t in triggers)
 
 
 # What held a retrain back, or why none was due
