@@ -134,9 +134,9 @@ def windows(summary: dict[str, Any]) -> dict[str, int]:
                                                                              for v in chose)}
 
 
-def with_refit(spec: LoopSpec, refit: int | None) -> LoopSpec:
-    """The spec with ``model.companion.refit: refit`` (0 or None: no companion)."""
-    companion = CompanionSpec(refit=refit) if refit else None
+def with_refit(spec: LoopSpec, refit: int | None, every: int | None = None) -> LoopSpec:
+    """The spec with ``model.companion.refit: refit`` and ``every`` (refit 0 or None: no companion)."""
+    companion = CompanionSpec(refit=refit, every=every) if refit else None
     return spec.model_copy(update={"model": spec.model.model_copy(update={"companion": companion})})
 
 

@@ -190,6 +190,38 @@ def test_a_refit_companion_follows_a_flip_on_the_newest_labels_and_survives_a_re
     assert Loop(online, clock=clock).companion.bundle is None  # another kind of companion: it starts afresh
 
 
+def test_a_refit_companion_waits_for_every_labels_between_fits(tmp_path: Path) -> None:
+    """``model.companion.every``: the refit waits for that many labels matured since its last fit, so a
+    large model on short batches is not fitted at every tick; it still follows the flip."""
+    fits: dict[int | None, int] = {}
+    for every in (None, 120):
+        spec, clock = companion_spec(tmp_path / f"store{every}", refit=120, every=every), SimulatedClock(0.0)
+        loop = open_loop(spec, clock)
+        labels = int(np.isfinite(loop.data.label_times()).sum())
+        drive(loop, clock, make_frame(900, seed=4, flip=True, t0=300))
+        labels = int(np.isfinite(loop.data.label_times()).sum()) - labels
+        fits[every] = loop.stats.companion_rows // 120
+        assert loop.stats.companion_rows % 120 == 0 and loop.companion.leads, every
+        assert Operations(loop).status()["companion"]["every"] == every
+        loop.close()
+    # batches of 50: one fit per tick with labels by default; with every 120, one per three such ticks
+    assert fits[None] >= 17 and fits[120] <= 1 + labels // 120 < fits[None], (fits, labels)
+    # a replay's summary and report say so
+    frame = pd.concat([make_frame(300), make_frame(600, seed=4, flip=True, t0=300)], ignore_index=True)
+    res = compare(spec, frame, tmp_path / "out", ["periodic:500s"], workers=1)
+    assert res["periodic:500s"]["companion"]["every"] == 120
+    page = write_report(res, tmp_path / "report.html", title="t").read_text()
+    assert "refitted on the newest 120 labels each time 120 labels matured" in page
+
+
+def test_a_refit_companion_every_is_checked(tmp_path: Path) -> None:
+    for bad, why in (({"refit": 60, "every": 61}, "at most it, 60). Got 61 instead"),
+                     ({"every": 10}, "with model.companion.refit, and at most it, None). Got 10 instead")):
+        with pytest.raises(SpecError, match="model.companion.every") as e:
+            companion_spec(tmp_path / "store", **bad)
+        assert why in str(e.value)
+
+
 def test_a_refit_companion_takes_no_estimator_of_its_own(tmp_path: Path) -> None:
     with pytest.raises(SpecError, match="model.companion.refit refits model.estimator") as e:
         companion_spec(tmp_path / "store", refit=60, estimator="river.forest.ARFClassifier")

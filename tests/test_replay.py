@@ -130,9 +130,9 @@ def test_a_replay_through_recurring_concepts_brings_a_past_version_back(tmp_path
     meta, _ = open_stores(tmp_path / "run" / "store")
     try:
         runs = {r.run_key: r for r in meta.runs.list()}
-        first = next(runs[d["run_key"]] for d in retrains if d["at"] >= found["at"]
-                     and runs[d["run_key"]].status == "trained")
-        assert "follow-up" in next(d for d in retrains if d["run_key"] == first.run_key)["triggers"]
+        trained = next(d for d in retrains if d["at"] >= found["at"] and runs[d["run_key"]].status == "trained")
+        assert "follow-up" in trained["triggers"], trained
+        first = runs[trained["run_key"]]
         assert meta.runs.snapshot(first.snapshot_id).body["t_first"] > found["at"]  # the rows after it alone
     finally:
         meta.close()

@@ -163,7 +163,8 @@ class Operations:
         c = loop.companion
         if loop.spec.model.companion is None or loop.schema is None:
             return None
-        return {"estimator": c.estimator(), "refit": loop.spec.model.companion.refit, "serves": c.serving,
+        spec = loop.spec.model.companion
+        return {"estimator": c.estimator(), "refit": spec.refit, "every": spec.every, "serves": c.serving,
                 "rows_learned": c.bundle.rows_seen_ if c.bundle is not None else 0,
                 "errors": loop.stats.companion_errors, "last_error": c.last_error}
 

@@ -154,12 +154,18 @@ class CompanionSpec(_Strict):
                               "(model.estimator, model.params) fitted anew at every tick on the newest this many "
                               "matured labels: a short window that follows a concept moving faster than retrains "
                               "can; leave estimator unset")
+    every: int | None = Field(None, gt=0, description="with refit: the labels that must mature after its last "
+                              "fit before it is fitted again, at most refit (default: any, so at every tick that "
+                              "brought labels); bounds its cost on a large model or a short batch")
 
     @model_validator(mode="after")
     def _one_kind(self) -> CompanionSpec:
         if self.refit is not None and (self.estimator is not None or self.params):
             raise ValueError(f"model.companion.refit refits model.estimator: leave model.companion.estimator and "
                              f"params unset (got estimator {self.estimator!r}, params {self.params!r})")
+        if self.every is not None and (self.refit is None or self.every > self.refit):
+            raise ValueError(f"model.companion.every: the labels between two refits (rule: with "
+                             f"model.companion.refit, and at most it, {self.refit}). Got {self.every} instead.")
         return self
 
 

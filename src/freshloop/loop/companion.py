@@ -95,7 +95,7 @@ class Companion:
         if spec is None or ctx.schema is None:
             return
         if spec.refit is not None:
-            self._refit(now, spec.refit)
+            self._refit(now, spec.refit, spec.every or 1)
             return
         rows = ctx.data.labeled_between(self.learned_to, now, most=_FIRST_ROWS if self.bundle is None else None)
         if not len(rows):
@@ -106,15 +106,16 @@ class Companion:
         self.learned_to = float(rows["_label_time"].max())
         ctx.stats.companion_rows += len(rows)
 
-    def _refit(self, now: float, most: int) -> None:
+    def _refit(self, now: float, most: int, every: int) -> None:
         """``model.companion.refit``: the spec's own model fitted anew on the newest ``most`` matured labels,
-        when labels matured since the last fit. A fit that fails (one class alone in so few rows) keeps the
-        last fitted model, and the failure is counted."""
+        once ``every`` labels (``model.companion.every``, at most ``most``) matured since the last fit. A fit
+        that fails (one class alone in so few rows) keeps the last fitted model, and the failure is counted."""
         ctx, model = self.ctx, self.ctx.spec.model
         assert ctx.schema is not None
         rows = ctx.data.labeled_between(float("-inf"), now, most=most)
-        if not len(rows) or float(rows["_label_time"].max()) <= self.learned_to:
-            return  # no label matured since the last fit
+        new = int(np.count_nonzero(rows["_label_time"].to_numpy(dtype=float) > self.learned_to)) if len(rows) else 0
+        if new == 0 or (new < every and self.bundle is not None):
+            return  # too few labels matured since the last fit (the first fit waits for none)
         self.learned_to = float(rows["_label_time"].max())
         started = time.perf_counter()
         try:

@@ -402,6 +402,7 @@ def _summarise(run: _Run, times: np.ndarray) -> dict[str, Any]:
         "online_rows": st.online_rows,
         "companion": None if spec.model.companion is None else {
             "estimator": loop.companion.estimator(), "refit": spec.model.companion.refit,
+            "every": spec.model.companion.every,
             "rows_learned": st.companion_rows,
             "rows_served": st.companion_served, "switches": st.companion_switches, "errors": st.companion_errors,
             "switched": [{"at": e.at, "serves": e.payload["serves"], "why": e.reason}

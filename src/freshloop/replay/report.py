@@ -146,7 +146,8 @@ def _companion(name: str, s: dict[str, Any], unit: str, calendar: bool) -> str:
     served = c["rows_served"] / max(s["predictions_scored"], 1)
     items = "".join(f"<li>{_when(w['at'], unit, calendar)}: {html.escape(w['why'])}</li>" for w in c["switched"][:15])
     more = f"<li>… {len(c['switched']) - 15} more in summary.json</li>" if len(c["switched"]) > 15 else ""
-    learned = (f"refitted on the newest {c['refit']} labels at each tick ({c['rows_learned']:,} rows fitted)"
+    when = f"each time {c['every']} labels matured" if c.get("every") else "at each tick"
+    learned = (f"refitted on the newest {c['refit']} labels {when} ({c['rows_learned']:,} rows fitted)"
                if c.get("refit") else f"learned {c['rows_learned']:,} labels")
     return (f"<details><summary>{html.escape(name)}: {html.escape(c['estimator'])} {learned} and served "
             f"{served:.0%} of the rows; serving moved {c['switches']} times</summary>"
