@@ -160,10 +160,9 @@ class Operations:
         champion's place, how many labels it has learned, and how many requests it failed to answer since the
         loop opened (with the error, while it still fails)."""
         loop = self.loop
-        c = loop.companion
-        if loop.spec.model.companion is None or loop.schema is None:
+        c, spec = loop.companion, loop.spec.model.companion
+        if spec is None or loop.schema is None:
             return None
-        spec = loop.spec.model.companion
         return {"estimator": c.estimator(), "refit": spec.refit, "every": spec.every, "serves": c.serving,
                 "rows_learned": c.bundle.rows_seen_ if c.bundle is not None else 0,
                 "errors": loop.stats.companion_errors, "last_error": c.last_error}
